@@ -1,0 +1,240 @@
+"""The attack interface and registry.
+
+Every attack is one module with one class: a typed config holding the paper defaults, an access
+level, a number of denoiser queries per sample (NFE) and ``score_batch``. ``Attack.score`` does
+the rest the same way for all of them: input checks, per-sample seeded noise, streaming batches
+under ``torch.inference_mode`` with a progress bar. Scores are oriented so that **higher means
+more likely a member**; an attack flips its own statistic, the metrics never do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+
+from genleak.errors import DataError, GenleakError
+from genleak.targets.base import Target
+
+
+class Access(str, Enum):
+    """What an attacker needs from the model (CDI threat model, thesis ch. 8.4)."""
+
+    WHITE_BOX = "white-box"  # weights and gradients
+    GRAY_BOX = "gray-box"  # noise predictions eps(x_t, t) at any t
+    BLACK_BOX = "black-box"  # generated images only
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Base class of attack configs; subclasses add their hyperparameters with paper defaults."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Attack(ABC):
+    """A membership inference attack against a diffusion ``Target``."""
+
+    name: ClassVar[str]
+    access: ClassVar[Access]
+    config_class: ClassVar[type[AttackConfig]] = AttackConfig
+    needs_grad: ClassVar[bool] = False
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
+        base = config if config is not None else self.config_class()
+        if overrides:
+            unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}
+            if unknown:
+                raise GenleakError(
+                    f"attack '{self.name}' has no parameter(s) {sorted(unknown)}; "
+                    f"it takes {[f.name for f in dataclasses.fields(base)]}"
+                )
+            base = dataclasses.replace(base, **overrides)
+        self.config = base
+
+    @property
+    @abstractmethod
+    def nfe(self) -> int:
+        """Denoiser queries per sample."""
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the values ``score_batch`` returns per sample (one for a plain MIA)."""
+        return [self.name]
+
+    @abstractmethod
+    def score_batch(
+        self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None
+    ) -> torch.Tensor:
+        """Scores for one batch in the target's working space: shape (B,) or (B, len(columns))."""
+
+    def score(
+        self,
+        target: Target,
+        images: torch.Tensor,
+        ids: Sequence[str] | None = None,
+        *,
+        cond: Sequence[Any] | torch.Tensor | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+        progress: bool = True,
+        desc: str | None = None,
+    ) -> torch.Tensor:
+        """Score images in [-1, 1] (NCHW). Returns a float tensor (N,) (or (N, k) for features).
+
+        ``ids`` name the samples; the noise for sample i is drawn from a generator seeded by
+        (seed, attack name, ids[i]), so a score does not depend on batch size, order or sharding.
+        """
+        check_images(images)
+        n = images.shape[0]
+        if ids is None:
+            ids = [str(i) for i in range(n)]
+        if len(ids) != n:
+            raise GenleakError(f"{len(ids)} ids for {n} images")
+        if batch_size < 1:
+            raise GenleakError(f"batch_size must be >= 1, got {batch_size}")
+        from tqdm.auto import tqdm
+
+        out: list[torch.Tensor] = []
+        grad_ctx = torch.enable_grad if self.needs_grad else torch.inference_mode
+        with tqdm(total=n, desc=desc or self.name, unit="img", disable=not progress, leave=False) as bar:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                batch_cond = None if cond is None else _slice(cond, start, stop)
+                with grad_ctx():
+                    x = target.encode(images[start:stop])
+                    noise = NoiseSource(ids[start:stop], seed, self.name, x.shape[1:], x.device, x.dtype)
+                    s = self.score_batch(target, x, noise, batch_cond)
+                out.append(s.detach().to("cpu", torch.float32))
+                bar.update(stop - start)
+        scores = torch.cat(out)
+        if not torch.isfinite(scores).all():
+            bad = int((~torch.isfinite(scores)).sum())
+            raise GenleakError(f"attack '{self.name}' produced {bad} non-finite scores; the target may be broken")
+        return scores
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "access": self.access.value,
+            "nfe": self.nfe,
+            "paper": self.paper,
+            "config": self.config.to_dict(),
+        }
+
+
+class NoiseSource:
+    """Gaussian noise seeded per sample: ``draw(k)`` returns (B, k, *shape) for k fresh draws.
+
+    Successive ``draw`` calls continue each sample's own stream, so an attack may ask for noise
+    more than once. Each sample's generator is seeded from sha256(seed, attack, sample id).
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        seed: int,
+        stream: str,
+        shape: Sequence[int],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.device = device
+        self.dtype = dtype
+        self._gens = []
+        for sample_id in ids:
+            digest = hashlib.sha256(f"{seed}\x00{stream}\x00{sample_id}".encode()).digest()
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+            self._gens.append(gen)
+
+    def draw(self, k: int = 1) -> torch.Tensor:
+        noise = torch.stack([torch.randn((k, *self.shape), generator=g) for g in self._gens])
+        return noise.to(device=self.device, dtype=self.dtype)
+
+
+def check_images(images: torch.Tensor) -> None:
+    """Reject input an attack cannot score, with a message naming the problem."""
+    if not isinstance(images, torch.Tensor):
+        raise DataError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise DataError(f"images must be 4-D (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise DataError("no images to score")
+    finite = torch.isfinite(images)
+    if not finite.all():
+        bad = int((~finite.flatten(1).all(1)).sum())
+        raise DataError(f"{bad} image(s) contain NaN or inf values; clean the data first")
+
+
+def check_compatible(target: Target, images: torch.Tensor) -> None:
+    """Shape check against a target that declares ``image_shape``."""
+    expected = getattr(target, "image_shape", None)
+    if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+        raise DataError(
+            f"images have shape (C, H, W) = {tuple(images.shape[1:])} but the target expects {tuple(expected)}"
+        )
+
+
+def _slice(cond: Sequence[Any] | torch.Tensor, start: int, stop: int) -> Any:
+    return cond[start:stop]
+
+
+def repeat_cond(cond: Any, k: int) -> Any:
+    """Repeat per-sample conditions k times, sample-major, to match a (B*k) batch."""
+    if cond is None:
+        return None
+    if isinstance(cond, torch.Tensor):
+        return cond.repeat_interleave(k, dim=0)
+    return [c for c in cond for _ in range(k)]
+
+
+def lp_norm(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Per-sample p-norm over all non-batch dimensions."""
+    return x.flatten(1).norm(p=p, dim=1)
+
+
+# -- registry -----------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Attack]] = {}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: make an attack available by its ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"attack name '{cls.name}' registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_attack(name: str, config: AttackConfig | None = None, **overrides: Any) -> Attack:
+    """Instantiate a registered attack by name."""
+    _load_builtin()
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise GenleakError(f"unknown attack '{name}'; available: {', '.join(available_attacks())}") from None
+    return cls(config, **overrides)
+
+
+def available_attacks() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def attack_class(name: str) -> type[Attack]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise GenleakError(f"unknown attack '{name}'; available: {', '.join(available_attacks())}")
+    return _REGISTRY[name]
+
+
+def _load_builtin() -> None:
+    import genleak.attacks  # noqa: F401  (importing the package registers the built-in attacks)

@@ -1,0 +1,34 @@
+"""Choose an attack hyperparameter on a calibration split, never on the evaluation labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genleak.attacks.base import get_attack
+from genleak.data import MembershipSplit
+from genleak.metrics import auc
+from genleak.targets.base import Target
+
+
+def sweep_parameter(
+    target: Target,
+    calibration: MembershipSplit,
+    attack: str,
+    param: str,
+    grid: list[Any],
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[Any, float]:
+    """AUC of ``attack`` for each value of ``param`` on a calibration split (e.g. a shadow model's).
+
+    The caller then fixes the best value in the attack config and evaluates once on held-out data.
+    """
+    calibration.validate()
+    result: dict[Any, float] = {}
+    for value in grid:
+        a = get_attack(attack, **{param: value})
+        sm = a.score(target, calibration.members.images, calibration.members.ids, seed=seed, batch_size=batch_size, progress=False)
+        sn = a.score(target, calibration.nonmembers.images, calibration.nonmembers.ids, seed=seed, batch_size=batch_size, progress=False)
+        result[value] = auc(sm.numpy(), sn.numpy())
+    return result

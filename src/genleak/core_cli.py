@@ -1,0 +1,157 @@
+"""Core commands: split, train, attack, inspect, sweep, demo.
+
+Parsing and printing only; the work is done by library functions. torch/diffusers are imported
+inside the command bodies so that ``genleak --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from genleak.errors import GenleakError
+
+
+def _csv_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def _csv(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _command_line() -> str:
+    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("split")
+    def split_cmd(
+        out: Path = typer.Option(..., "--out", help="Where to write the split manifest (JSON)."),
+        source: str = typer.Option("digits:16", help="digits[:SIZE] | folder:PATH | npz:PATH | hf:PATH | cifar10:PATH"),
+        members: int = typer.Option(64, help="Number of members."),
+        nonmembers: int = typer.Option(None, help="Number of non-members (default: as many as members)."),
+        index_file: Path = typer.Option(None, help="SecMI/PIA index .npz (mia_train_idxs, mia_eval_idxs) instead of a random split."),
+        seed: int = typer.Option(0),
+        name: str = typer.Option("split"),
+    ) -> None:
+        """Build a membership split from a source and save its manifest."""
+        from genleak.data import load_source, make_split, parse_source_spec, split_from_index_file
+
+        spec = parse_source_spec(source)
+        images = load_source(spec)
+        if index_file is not None:
+            split = split_from_index_file(images, index_file, source=spec)
+        else:
+            split = make_split(images, members, nonmembers, seed=seed, source=spec)
+        split.name = name
+        split.save(out)
+        typer.echo(f"wrote {out}: {len(split.members)} members, {len(split.nonmembers)} non-members, shape {split.members.shape}")
+
+    @app.command("train")
+    def train_cmd(
+        split: Path = typer.Option(..., help="Split manifest; the target trains on its members."),
+        out: Path = typer.Option(..., help="Output diffusers folder (resumes if it holds a checkpoint)."),
+        steps: int = typer.Option(2000),
+        channels: str = typer.Option("32,64", help="UNet block_out_channels, comma-separated."),
+        lr: float = typer.Option(1e-3),
+        batch_size: int = typer.Option(32),
+        ema: float = typer.Option(0.995, help="EMA decay; 0 disables EMA."),
+        seed: int = typer.Option(0),
+        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+    ) -> None:
+        """Train a pixel DDPM (diffusers UNet2DModel + DDPMScheduler) on a split's members."""
+        import torch
+
+        from genleak.data import MembershipSplit
+        from genleak.train import TrainConfig, train_ddpm
+
+        if threads:
+            torch.set_num_threads(threads)
+        s = MembershipSplit.load(split)
+        config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=_csv_ints(channels),
+                             ema_decay=ema or None, seed=seed)
+        target = train_ddpm(s.members.images, config, out, split_manifest=s.to_manifest())
+        typer.echo(f"trained {out} ({target.describe()['parameters']} parameters, fingerprint {target.fingerprint()[:12]})")
+
+    @app.command("attack")
+    def attack_cmd(
+        target: Path = typer.Option(..., help="diffusers folder of the target model."),
+        split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
+        attacks: str = typer.Option("loss,secmi,pia,pian,sima", help="Comma-separated attack names."),
+        out: Path = typer.Option(Path("genleak-out"), help="Output folder (scores, results.json, roc.png)."),
+        seed: int = typer.Option(0),
+        batch_size: int = typer.Option(64),
+        bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0: none)."),
+        device: str = typer.Option(None, help="torch device (default: cuda if available)."),
+    ) -> None:
+        """Score members and non-members; write per-sample scores, metrics and a ROC plot."""
+        from genleak.data import MembershipSplit
+        from genleak.pipeline import run_attacks
+        from genleak.report.results import write_results
+        from genleak.report.table import print_results
+        from genleak.targets import DiffusionTarget
+
+        s = MembershipSplit.load(split)
+        t = DiffusionTarget.from_pretrained(target, device=device)
+        result = run_attacks(t, s, _csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
+                             command=_command_line())
+        path = write_results(result, out)
+        print_results(result.to_dict())
+        typer.echo(f"wrote {path} and {out / 'roc.png'}")
+
+    @app.command("inspect")
+    def inspect_cmd(path: Path = typer.Argument(..., help="A target folder or a split manifest.")) -> None:
+        """Print a target's or a split's summary."""
+        import json
+
+        if path.is_dir():
+            from genleak.targets import DiffusionTarget
+
+            typer.echo(json.dumps(DiffusionTarget.from_pretrained(path).describe(), indent=2))
+        else:
+            from genleak.data import MembershipSplit
+            from genleak.pipeline import split_summary
+
+            typer.echo(json.dumps(split_summary(MembershipSplit.load(path)), indent=2))
+
+    @app.command("sweep")
+    def sweep_cmd(
+        target: Path = typer.Option(..., help="Target folder (use a shadow/calibration model)."),
+        split: Path = typer.Option(..., help="A CALIBRATION split, never the evaluation split."),
+        attack: str = typer.Option("sima"),
+        param: str = typer.Option("t"),
+        grid: str = typer.Option("0,10,20,50,100"),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """Sweep one attack hyperparameter on a calibration split and print AUC per value."""
+        from genleak.attacks.calibrate import sweep_parameter
+        from genleak.data import MembershipSplit
+        from genleak.targets import DiffusionTarget
+
+        rows = sweep_parameter(DiffusionTarget.from_pretrained(target), MembershipSplit.load(split), attack, param,
+                               [float(v) if "." in v else int(v) for v in _csv(grid)], seed=seed)
+        for value, auc in rows.items():
+            typer.echo(f"{attack} {param}={value}: AUC {auc:.4f}")
+        typer.echo(f"best {param} = {max(rows, key=rows.get)}")
+
+    @app.command("demo")
+    def demo_cmd(
+        out: Path = typer.Option(Path("demo-out"), help="Output folder."),
+        steps: int = typer.Option(2000, help="Training steps (2000 overfits 64 digits at 16x16)."),
+        members: int = typer.Option(64),
+        nonmembers: int = typer.Option(512),
+        size: int = typer.Option(16),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """End-to-end audit on the built-in data: split, train a tiny DDPM, run every attack, report."""
+        from genleak.demo import run_demo
+
+        run_demo(out, steps=steps, members=members, nonmembers=nonmembers, size=size, seed=seed,
+                 command=_command_line())

@@ -1,0 +1,589 @@
+"""Image sources: turn something on disk (or the built-in digits) into an :class:`ImageSet`.
+
+Every source sets ``ImageSet.source`` to a JSON-able *spec* — ``{"kind": "digits", "size": 16}``,
+``{"kind": "folder", "path": "/abs/path", ...}`` — with every parameter filled in and paths made
+absolute, so :func:`load_source` on that spec rebuilds exactly the same images in the same order.
+Split manifests store this spec; that is how a split is reloaded and re-verified later.
+
+Nothing here downloads anything: all sources read local files (the digits ship with scikit-learn).
+Pixel conversion and resizing go through :mod:`genleak.data.transforms` only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genleak.data.images import ImageSet
+from genleak.data.transforms import quantize_uint8, resize, to_model_range, to_nchw
+from genleak.errors import DataError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SOURCES",
+    "cifar10_source",
+    "digits_source",
+    "folder_source",
+    "hf_source",
+    "load_source",
+    "npz_source",
+    "parse_source_spec",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_NPZ_IMAGE_KEYS: tuple[str, ...] = ("images", "x", "arr_0")
+_CIFAR_DIRNAME = "cifar-10-batches-py"
+
+
+# ----------------------------------------------------------------------------- helpers
+def _abs(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _check_size(size: int | None, where: str) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or int(size) <= 0:
+        raise DataError(f"{where}: size must be a positive integer, got {size!r}")
+    return int(size)
+
+
+def _check_channels(channels: int | None, where: str) -> int | None:
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"{where}: channels must be 1 or 3 (or None to keep them), got {channels!r}")
+    return channels
+
+
+def _finish_uint8(pixels: np.ndarray, size: int | None) -> torch.Tensor:
+    """uint8 NCHW -> [-1, 1] float32, resized and snapped back to the 8-bit grid if needed."""
+    x = to_model_range(pixels, (0.0, 255.0))
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = quantize_uint8(resize(x, size))
+    return x
+
+
+_GREY_MODES = {"1", "L", "LA", "La"}
+_UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _pil_mode_kind(mode: str, name: str) -> str:
+    if mode in _UNSUPPORTED_MODES or mode.startswith("I;"):
+        raise DataError(f"{name}: {mode} images (16-bit or float) are not supported; convert them to 8-bit")
+    return "L" if mode in _GREY_MODES else "RGB"
+
+
+def _pil_to_chw(img: Any, target_mode: str) -> np.ndarray:
+    """PIL image -> uint8 (C, H, W). Alpha is dropped (``convert('RGB')``, as diffusers does)."""
+    if img.mode != target_mode:
+        img = img.convert(target_mode)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _images_from_pil(
+    opened: list[tuple[str, Callable[[], Any]]], size: int | None, channels: int | None, where: str
+) -> torch.Tensor:
+    """Decode PIL images (given as ``(name, opener)``) into one NCHW [-1, 1] tensor.
+
+    A first pass reads only headers (mode, size) to decide the channel count and to refuse mixed
+    sizes early; the second pass decodes.
+    """
+    kinds, sizes = [], []
+    for name, opener in opened:
+        with opener() as img:
+            kinds.append(_pil_mode_kind(img.mode, name))
+            sizes.append(img.size)
+    if channels is None:
+        channels = 3 if "RGB" in kinds else 1
+    target_mode = "RGB" if channels == 3 else "L"
+    if size is None and len(set(sizes)) > 1:
+        (n0, s0) = opened[0][0], sizes[0]
+        j = next(i for i, s in enumerate(sizes) if s != s0)
+        raise DataError(
+            f"{where}: images have different sizes (e.g. {n0!r} is {s0[0]}x{s0[1]}, "
+            f"{opened[j][0]!r} is {sizes[j][0]}x{sizes[j][1]}); pass --size N (size=N) to resize them all"
+        )
+    out = []
+    for name, opener in opened:
+        try:
+            with opener() as img:
+                chw = _pil_to_chw(img, target_mode)
+        except DataError:
+            raise
+        except Exception as err:  # PIL raises many types for corrupt files
+            raise DataError(f"{where}: cannot decode image {name!r} ({err}); remove or fix it") from err
+        out.append(_finish_uint8(chw[None], size))
+    return torch.cat(out, 0)
+
+
+# ----------------------------------------------------------------------------- digits
+def digits_source(size: int = 8) -> ImageSet:
+    """The built-in default: scikit-learn's 1797 real 8x8 handwritten digits (no download).
+
+    Values 0..16 map to ``v / 8 - 1`` (exact in float32). ``size > 8`` upsamples with
+    nearest-exact (bit-exact, see transforms), ``size < 8`` downsamples with antialiasing. One
+    channel; ids ``"digits/<i>"``; labels are the digit classes 0..9.
+    """
+    size = _check_size(size, "digits source")
+    assert size is not None
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pixels = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32)) / 8.0 - 1.0
+    images = resize(pixels[:, None], size) if size != 8 else pixels[:, None].contiguous()
+    return ImageSet(
+        images=images + 0.0,
+        ids=[f"digits/{i}" for i in range(len(images))],
+        labels=[int(t) for t in bunch.target],
+        source={"kind": "digits", "size": size},
+    )
+
+
+# ----------------------------------------------------------------------------- folder
+def _read_folder_captions(root: Path, files: list[Path]) -> dict[Path, str]:
+    """Captions from HF-imagefolder ``metadata.jsonl`` files, then from sibling ``.txt`` files
+    (a sibling ``.txt`` wins: it is the more specific of the two)."""
+    captions: dict[Path, str] = {}
+    for meta in sorted(root.rglob("metadata.jsonl")):
+        for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                file_name, text = row["file_name"], row.get("text")
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+                raise DataError(
+                    f"{meta}:{lineno}: expected a JSON object with 'file_name' and 'text' ({err}); fix that line"
+                ) from err
+            if text is not None:
+                captions[(meta.parent / file_name).resolve()] = str(text)
+    for f in files:
+        txt = f.with_suffix(".txt")
+        if txt.is_file():
+            captions[f.resolve()] = txt.read_text(encoding="utf-8").strip()
+    return captions
+
+
+def folder_source(path: str | os.PathLike[str], size: int | None = None, channels: int | None = None) -> ImageSet:
+    """All png/jpg/jpeg/webp/bmp files under ``path`` (recursively, sorted by relative path).
+
+    ids are ``"folder/<relative posix path>"``. Hidden files and folders (name starts with ".")
+    are skipped. Captions come from a sibling ``<stem>.txt`` or from ``metadata.jsonl`` rows
+    ``{"file_name", "text"}`` (HF imagefolder convention); images without one get ``""`` (with a
+    warning) when others have one, and ``captions`` is None when none has. Greyscale stays 1 channel
+    unless another image is colour or ``channels=3``; alpha is dropped. Mixed sizes need ``size``.
+    """
+    from PIL import Image
+
+    root = _abs(path)
+    where = f"folder '{root}'"
+    size, channels = _check_size(size, where), _check_channels(channels, where)
+    if not root.is_dir():
+        raise DataError(f"{where} does not exist or is not a directory; check the path")
+    files = sorted(
+        (
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise DataError(f"{where}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) found; check the path")
+    rel = [f.relative_to(root).as_posix() for f in files]
+
+    def opener(f: Path) -> Callable[[], Any]:
+        def _open() -> Any:
+            try:
+                return Image.open(f)
+            except Exception as err:
+                raise DataError(f"{where}: cannot open image {f.name!r} ({err}); remove or fix it") from err
+
+        return _open
+
+    images = _images_from_pil([(r, opener(f)) for r, f in zip(rel, files, strict=True)], size, channels, where)
+    found = _read_folder_captions(root, files)
+    captions: list[str] | None = None
+    if found:
+        captions = [found.get(f.resolve(), "") for f in files]
+        n_missing = sum(f.resolve() not in found for f in files)
+        if n_missing:
+            warnings.warn(
+                f"{where}: {n_missing} of {len(files)} images have no caption; using '' for them",
+                stacklevel=2,
+            )
+    return ImageSet(
+        images=images,
+        ids=[f"folder/{r}" for r in rel],
+        captions=captions,
+        source={"kind": "folder", "path": str(root), "size": size, "channels": channels},
+    )
+
+
+# ----------------------------------------------------------------------------- npz
+def npz_source(
+    path: str | os.PathLike[str], key: str | None = None, layout: str | None = None, size: int | None = None
+) -> ImageSet:
+    """Images from a ``.npz`` file.
+
+    The image array is ``key`` if given, else the first of ``"images"``, ``"x"``, ``"arr_0"``.
+    Layout: NCHW or NHWC (detected from which axis has 1 or 3 channels; pass ``layout`` when that
+    is ambiguous) or NHW greyscale. Values: uint8 (and integer arrays within 0..255) are 0..255;
+    floats use the optional ``"value_range"`` entry (``[-1, 1]``, ``[0, 1]`` or ``[0, 255]``) and
+    otherwise are detected: any negative value -> [-1, 1], any value above 1 -> [0, 255], else
+    [0, 1] (store ``value_range`` when a [-1, 1] array could be all non-negative;
+    ``ImageSet.save_npz`` always does). Optional ``"labels"``, ``"ids"`` (default
+    ``"npz/<i>"``) and ``"captions"`` entries are used when present.
+    """
+    file = _abs(path)
+    where = f"npz '{file}'"
+    size = _check_size(size, where)
+    if not file.is_file():
+        raise DataError(f"{where} does not exist; check the path")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except Exception as err:
+        raise DataError(f"{where}: cannot read it as .npz ({err}); save it with numpy.savez") from err
+    with data:
+        keys = list(data.files)
+        if key is None:
+            key = next((k for k in _NPZ_IMAGE_KEYS if k in keys), None)
+            if key is None:
+                raise DataError(
+                    f"{where}: no image array (tried {', '.join(_NPZ_IMAGE_KEYS)}; it has {', '.join(keys) or 'nothing'}); "
+                    "pass key=NAME"
+                )
+        elif key not in keys:
+            raise DataError(f"{where}: no array {key!r} (it has {', '.join(keys)}); pass one of those as key")
+        try:
+            raw = data[key]
+            extras = {k: data[k] for k in ("value_range", "labels", "ids", "captions") if k in keys}
+        except ValueError as err:  # object arrays need pickle, which we refuse
+            raise DataError(f"{where}: {err}; store plain numeric/string arrays") from err
+    pixels = to_nchw(raw, layout)
+    value_range = None
+    if "value_range" in extras:
+        vr = np.asarray(extras["value_range"], dtype=np.float64).ravel()
+        if vr.shape != (2,):
+            raise DataError(f"{where}: 'value_range' must hold two numbers like [-1, 1]; fix it or drop it")
+        value_range = (float(vr[0]), float(vr[1]))
+    if pixels.dtype.kind in "iu" and value_range in (None, (0.0, 255.0)):
+        images = _finish_uint8(pixels, size)
+    else:
+        images = to_model_range(pixels, value_range)
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            images = resize(images, size)
+    n = len(images)
+    labels = captions = None
+    ids = [f"npz/{i}" for i in range(n)]
+    for name, values in extras.items():
+        if name == "value_range":
+            continue
+        values = np.asarray(values).ravel()
+        if len(values) != n:
+            raise DataError(f"{where}: {name!r} has {len(values)} entries but there are {n} images; fix the file")
+        if name == "labels":
+            if values.dtype.kind not in "iu":
+                raise DataError(f"{where}: 'labels' must be integers, got dtype {values.dtype}")
+            labels = [int(v) for v in values]
+        elif name == "ids":
+            ids = [str(v) for v in values]
+        else:
+            captions = [str(v) for v in values]
+    return ImageSet(
+        images=images,
+        ids=ids,
+        captions=captions,
+        labels=labels,
+        source={"kind": "npz", "path": str(file), "key": key, "layout": layout, "size": size},
+    )
+
+
+# ----------------------------------------------------------------------------- HF datasets
+def hf_source(
+    path: str | os.PathLike[str],
+    image_column: str = "image",
+    caption_column: str | None = None,
+    split: str | None = None,
+    label_column: str | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+) -> ImageSet:
+    """A Hugging Face dataset saved with ``save_to_disk`` (read with ``datasets.load_from_disk``).
+
+    A ``DatasetDict`` needs ``split`` unless it has exactly one. ``image_column`` holds PIL images
+    (the ``Image`` feature) or ``{"bytes": ...}`` dicts; ids are ``"hf/<row index>"`` within the
+    chosen split. Captions / labels come from the optional columns. Channels and sizes follow the
+    same rules as :func:`folder_source`.
+    """
+    root = _abs(path)
+    where = f"hf dataset '{root}'"
+    size, channels = _check_size(size, where), _check_channels(channels, where)
+    if not root.exists():
+        raise DataError(f"{where} does not exist; check the path (it must come from save_to_disk)")
+    import io
+
+    import datasets
+    from PIL import Image
+
+    try:
+        ds = datasets.load_from_disk(str(root))
+    except Exception as err:
+        raise DataError(f"{where}: cannot load it with datasets.load_from_disk ({err}); check the path") from err
+    if isinstance(ds, datasets.DatasetDict):
+        names = sorted(ds.keys())
+        if split is None:
+            if len(names) != 1:
+                raise DataError(f"{where} has splits {', '.join(names)}; pass split=NAME (one of them)")
+            split = names[0]
+        if split not in ds:
+            raise DataError(f"{where} has no split {split!r} (it has {', '.join(names)}); pass one of those")
+        ds = ds[split]
+    elif split is not None:
+        raise DataError(f"{where} is a single dataset without splits; drop split={split!r}")
+    columns = list(ds.column_names)
+    for label, col in (("image", image_column), ("caption", caption_column), ("label", label_column)):
+        if col is not None and col not in columns:
+            raise DataError(
+                f"{where}: no {label} column {col!r} (columns: {', '.join(columns)}); pass {label}_column=NAME"
+            )
+    if len(ds) == 0:
+        raise DataError(f"{where}: the dataset is empty")
+    values = ds[image_column]
+
+    def opener(item: Any, i: int) -> Callable[[], Any]:
+        def _open() -> Any:
+            if isinstance(item, Image.Image):
+                return _NoClose(item)
+            if isinstance(item, dict) and item.get("bytes") is not None:
+                return Image.open(io.BytesIO(item["bytes"]))
+            if isinstance(item, dict) and item.get("path"):
+                return Image.open(item["path"])
+            raise DataError(
+                f"{where}: row {i} of column {image_column!r} is {type(item).__name__}, not an image; "
+                "cast the column to datasets.Image()"
+            )
+
+        return _open
+
+    images = _images_from_pil([(f"hf/{i}", opener(v, i)) for i, v in enumerate(values)], size, channels, where)
+    captions = None if caption_column is None else [str(c) for c in ds[caption_column]]
+    labels = None if label_column is None else [int(v) for v in ds[label_column]]
+    return ImageSet(
+        images=images,
+        ids=[f"hf/{i}" for i in range(len(images))],
+        captions=captions,
+        labels=labels,
+        source={
+            "kind": "hf",
+            "path": str(root),
+            "image_column": image_column,
+            "caption_column": caption_column,
+            "split": split,
+            "label_column": label_column,
+            "size": size,
+            "channels": channels,
+        },
+    )
+
+
+class _NoClose:
+    """Context-manager wrapper for an already-decoded PIL image we do not own (no close on exit)."""
+
+    def __init__(self, img: Any) -> None:
+        self.img = img
+
+    def __enter__(self) -> Any:
+        return self.img
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds numpy arrays: CIFAR batches are pickles, and a plain
+    ``pickle.load`` would run whatever code a tampered file names."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+        ("numpy._core.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+        ("numpy.core.multiarray", "scalar"): np.float64(0).__reduce__()[0],
+        ("numpy._core.multiarray", "scalar"): np.float64(0).__reduce__()[0],
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): __import__("codecs").encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def _read_cifar_batch(file: Path, where: str) -> tuple[np.ndarray, list[int]]:
+    try:
+        with open(file, "rb") as handle:
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
+        data, labels = batch[b"data"], batch[b"labels"]
+    except (pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as err:
+        raise DataError(
+            f"{where}: {file.name} is not a CIFAR-10 python batch ({err}); use the 'python version' files"
+        ) from err
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(
+            f"{where}: {file.name} has data {data.dtype}{tuple(data.shape)} and {len(labels)} labels; "
+            "expected uint8 (N, 3072) and N labels"
+        )
+    return data, [int(v) for v in labels]
+
+
+def cifar10_source(path: str | os.PathLike[str], part: str = "train", size: int | None = None) -> ImageSet:
+    """CIFAR-10 from its python pickle batches (``cifar-10-batches-py``; no download).
+
+    ``path`` is that folder or its parent. ``part="train"`` reads ``data_batch_1..5`` in order,
+    ``"test"`` reads ``test_batch``. Each row of ``b"data"`` is 3072 uint8 values R..G..B (row-major
+    32x32 planes), i.e. already CHW. ids are ``"cifar10/<part>/<i>"`` with ``i`` the global index
+    (train: 0..49999, batch 1 first) — the order that public SecMI/PIA split index files use.
+    The pickles are read with an unpickler that only allows numpy arrays.
+    """
+    root = _abs(path)
+    if (root / _CIFAR_DIRNAME).is_dir():
+        root = root / _CIFAR_DIRNAME
+    where = f"cifar10 '{root}'"
+    size = _check_size(size, where)
+    names = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+    if part not in names:
+        raise DataError(f"{where}: part must be 'train' or 'test', got {part!r}")
+    missing = [n for n in names[part] if not (root / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{where}: missing {', '.join(missing)}; point it at the extracted cifar-10-batches-py folder"
+        )
+    datas, labels = [], []
+    for n in names[part]:
+        d, lab = _read_cifar_batch(root / n, where)
+        datas.append(d)
+        labels.extend(lab)
+    pixels = np.concatenate(datas, 0).reshape(-1, 3, 32, 32)
+    images = _finish_uint8(pixels, size)
+    return ImageSet(
+        images=images,
+        ids=[f"cifar10/{part}/{i}" for i in range(len(images))],
+        labels=labels,
+        source={"kind": "cifar10", "path": str(root), "part": part, "size": size},
+    )
+
+
+# ----------------------------------------------------------------------------- dispatch
+SOURCES: dict[str, Callable[..., ImageSet]] = {
+    "digits": digits_source,
+    "folder": folder_source,
+    "npz": npz_source,
+    "hf": hf_source,
+    "cifar10": cifar10_source,
+}
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("none", "null", ""):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _infer_kind(path: Path) -> str | None:
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return "npz"
+    if path.is_dir():
+        if (path / "data_batch_1").is_file() or (path / _CIFAR_DIRNAME).is_dir() or (path / "test_batch").is_file():
+            return "cifar10"
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            return "hf"
+        return "folder"
+    return None
+
+
+def parse_source_spec(text: str) -> dict[str, Any]:
+    """Parse a command-line source string into a spec dict.
+
+    Forms: ``"digits"``, ``"digits:16"``, ``"folder:/path"``, ``"npz:/path.npz"``, ``"hf:/path"``,
+    ``"cifar10:/path/to/cifar-10-batches-py"``. Options may follow a ``?``:
+    ``"folder:/imgs?size=32&channels=3"``, ``"cifar10:/data?part=test"``. A bare existing path is
+    accepted too (kind guessed from what is there).
+    """
+    text = text.strip()
+    body, _, query = text.partition("?")
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise DataError(f"source {text!r}: option {item!r} must look like name=value")
+        options[k.strip()] = _parse_value(v.strip())
+    kind, colon, rest = body.partition(":")
+    kind = kind.strip().lower()
+    if colon and kind in SOURCES:
+        if kind == "digits":
+            spec: dict[str, Any] = {"kind": "digits"}
+            if rest.strip():
+                try:
+                    spec["size"] = int(rest)
+                except ValueError:
+                    raise DataError(f"source {text!r}: digits size must be an integer, e.g. 'digits:16'") from None
+        else:
+            if not rest.strip():
+                raise DataError(f"source {text!r}: {kind} needs a path, e.g. '{kind}:/path/to/data'")
+            spec = {"kind": kind, "path": rest.strip()}
+    elif not colon and kind == "digits":
+        spec = {"kind": "digits"}
+    else:
+        guessed = _infer_kind(Path(body).expanduser()) if body else None
+        if guessed is None:
+            raise DataError(
+                f"unknown source {text!r}; use one of digits, digits:SIZE, folder:PATH, npz:PATH, hf:PATH, cifar10:PATH"
+            )
+        spec = {"kind": guessed, "path": body}
+    spec.update(options)
+    return spec
+
+
+def load_source(spec: dict[str, Any] | str) -> ImageSet:
+    """Build the :class:`ImageSet` a spec describes (``spec["kind"]`` picks the source function;
+    the other keys are its arguments). A string is parsed with :func:`parse_source_spec`."""
+    if isinstance(spec, str):
+        spec = parse_source_spec(spec)
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise DataError(f"source spec {spec!r} must be a dict with a 'kind' (e.g. {{'kind': 'digits'}}) or a string")
+    kind = spec["kind"]
+    if kind not in SOURCES:
+        raise DataError(f"unknown source kind {kind!r}; use one of {', '.join(SOURCES)}")
+    fn = SOURCES[kind]
+    kwargs = {k: v for k, v in spec.items() if k != "kind"}
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise DataError(
+            f"source kind {kind!r} has no option {', '.join(map(repr, unknown))}; its options are {', '.join(params)}"
+        )
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in kwargs]
+    if required:
+        raise DataError(f"source kind {kind!r} needs {', '.join(map(repr, required))}")
+    return fn(**kwargs)

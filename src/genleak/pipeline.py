@@ -1,0 +1,210 @@
+"""Run attacks against a target on a membership split: scores -> metrics -> result folder.
+
+This is the one place the flow split -> target -> attack -> scores -> evaluation is wired. Each
+attack's per-sample scores are cached in ``OUT/scores/<attack>.npz`` together with the keys they
+depend on (target fingerprint, split fingerprint, attack config, seed); a rerun after a crash
+recomputes only what is missing, and a changed key recomputes instead of reusing stale scores.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import genleak
+from genleak.attacks import get_attack
+from genleak.attacks.base import check_compatible
+from genleak.data import MembershipSplit
+from genleak.errors import GenleakError
+from genleak.io import atomic_save_npz
+from genleak.metrics import MetricReport, evaluate, fpr_resolution_warning
+from genleak.targets.base import Target
+
+RESULTS_FORMAT = "genleak.results"
+RESULTS_VERSION = 1
+
+
+@dataclass
+class AttackResult:
+    """One attack's outcome on one split: scores, metrics, cost; or the error that stopped it."""
+
+    name: str
+    description: dict[str, Any]
+    member_scores: np.ndarray | None = None
+    nonmember_scores: np.ndarray | None = None
+    metrics: MetricReport | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            **self.description,
+            "status": "ok" if self.ok else "failed",
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
+        if self.metrics is not None:
+            d["metrics"] = self.metrics.to_dict()
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class AuditResult:
+    """Everything ``results.json`` holds: provenance, the split, and one entry per attack."""
+
+    target: dict[str, Any]
+    split: dict[str, Any]
+    attacks: list[AttackResult]
+    seed: int
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULTS_FORMAT,
+            "version": RESULTS_VERSION,
+            "genleak_version": genleak.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": self.command,
+            "machine": machine_info(),
+            "seed": self.seed,
+            "target": self.target,
+            "split": self.split,
+            "attacks": {a.name: a.to_dict() for a in self.attacks},
+        }
+
+    def metric(self, attack: str, name: str = "auc") -> float:
+        for a in self.attacks:
+            if a.name == attack and a.metrics is not None:
+                return float(getattr(a.metrics, name))
+        raise KeyError(f"no successful result for attack '{attack}'")
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def split_summary(split: MembershipSplit) -> dict[str, Any]:
+    return {
+        "name": split.name,
+        "fingerprint": split.fingerprint(),
+        "source": split.source,
+        "n_members": len(split.members),
+        "n_nonmembers": len(split.nonmembers),
+        "image_shape": list(split.members.shape),
+        "seed": split.seed,
+    }
+
+
+def run_attacks(
+    target: Target,
+    split: MembershipSplit,
+    attacks: list[str] | tuple[str, ...],
+    out_dir: str | Path | None = None,
+    *,
+    attack_params: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    bootstrap: int = 0,
+    progress: bool = True,
+    command: str = "",
+    fail_fast: bool = False,
+) -> AuditResult:
+    """Score members and non-members with each attack and evaluate with ``genleak.metrics``.
+
+    An attack that raises is recorded as failed (with its error) and the others still run, unless
+    ``fail_fast``; input errors (bad split, wrong shapes) are raised before any attack starts.
+    """
+    split.validate()
+    check_compatible(target, split.members.images)
+    if not attacks:
+        raise GenleakError("no attacks given; choose from genleak.attacks.available_attacks()")
+    instances = [get_attack(name, **(attack_params or {}).get(name, {})) for name in attacks]
+    out = Path(out_dir) if out_dir is not None else None
+    split_info = split_summary(split)
+    target_info = target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()}
+    results: list[AttackResult] = []
+    for attack in instances:
+        desc = attack.describe()
+        res = AttackResult(name=attack.name, description=desc)
+        keys = {
+            "target": target.fingerprint(),
+            "split": split_info["fingerprint"],
+            "config": json.dumps(desc["config"], sort_keys=True),
+            "seed": seed,
+        }
+        cache = out / "scores" / f"{attack.name}.npz" if out is not None else None
+        start = time.perf_counter()
+        try:
+            cached = _load_scores(cache, keys) if cache is not None else None
+            if cached is not None:
+                res.member_scores, res.nonmember_scores, res.seconds = cached
+            else:
+                common = dict(batch_size=batch_size, seed=seed, progress=progress)
+                sm = attack.score(target, split.members.images, split.members.ids, cond=_cond(target, split.members), desc=f"{attack.name} members", **common)
+                sn = attack.score(target, split.nonmembers.images, split.nonmembers.ids, cond=_cond(target, split.nonmembers), desc=f"{attack.name} non-members", **common)
+                res.member_scores, res.nonmember_scores = sm.numpy(), sn.numpy()
+                res.seconds = time.perf_counter() - start
+                if cache is not None:
+                    atomic_save_npz(
+                        cache,
+                        member_scores=res.member_scores,
+                        nonmember_scores=res.nonmember_scores,
+                        member_ids=np.array(split.members.ids),
+                        nonmember_ids=np.array(split.nonmembers.ids),
+                        keys=np.array(json.dumps(keys)),
+                        seconds=np.array(res.seconds),
+                    )
+            ms, ns = res.member_scores, res.nonmember_scores
+            if ms.ndim > 1:  # multi-column features: the first column is the attack's score
+                ms, ns = ms[:, 0], ns[:, 0]
+            res.metrics = evaluate(ms, ns, bootstrap=bootstrap, seed=seed)
+            for alpha in (0.01, 0.001):
+                warning = fpr_resolution_warning(len(ns), alpha)
+                if warning:
+                    res.warnings.append(warning)
+        except GenleakError:
+            raise
+        except Exception as err:  # an attack bug must not lose the other attacks' results
+            if fail_fast:
+                raise
+            res.error = f"{type(err).__name__}: {err}"
+            res.warnings.append(traceback.format_exc(limit=3))
+        results.append(res)
+    return AuditResult(target=target_info, split=split_info, attacks=results, seed=seed, command=command)
+
+
+def _cond(target: Target, images: Any) -> Any:
+    """The per-sample conditions the target wants (class labels, captions), or None."""
+    conditions = getattr(target, "conditions", None)
+    return conditions(images) if conditions is not None else None
+
+
+def _load_scores(path: Path, keys: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float] | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        if json.loads(str(z["keys"])) != keys:
+            return None
+        return z["member_scores"], z["nonmember_scores"], float(z["seconds"])

@@ -1,0 +1,1 @@
+"""Results files, plots, tables (and later the HTML report)."""

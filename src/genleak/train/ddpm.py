@@ -1,0 +1,220 @@
+"""Train a pixel DDPM target on a split's members, on HF ``accelerate`` (CPU, one or many GPUs).
+
+Resumable: a checkpoint (model, optimiser, EMA, step, sampler RNG) is written atomically every
+``checkpoint_every`` steps; rerunning the same command continues from it. The result is a standard
+diffusers ``DDPMPipeline`` folder plus ``genleak_train.json`` (config, split fingerprint, losses),
+which is written last and marks the folder as complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genleak.errors import GenleakError
+from genleak.io import atomic_save_torch, atomic_write_json
+from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
+
+TRAIN_RECORD = "genleak_train.json"
+CHECKPOINT = "checkpoint/state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters. Defaults: the tiny overfit setup of CALIBRATION.md."""
+
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3
+    block_out_channels: tuple[int, ...] = (16, 32)
+    layers_per_block: int = 1
+    attention: bool = False
+    num_train_timesteps: int = 1000
+    ema_decay: float | None = None  # e.g. 0.999; None trains without EMA
+    seed: int = 0
+    checkpoint_every: int = 250
+    weight_decay: float = 0.01  # AdamW default, as in CALIBRATION.md
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["block_out_channels"] = list(self.block_out_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        d["block_out_channels"] = tuple(d.get("block_out_channels", (16, 32)))
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+def train_ddpm(
+    images: torch.Tensor,
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    split_manifest: dict[str, Any] | None = None,
+    progress: bool = True,
+    unet: torch.nn.Module | None = None,
+) -> DiffusionTarget:
+    """Train (or continue training) a DDPM on ``images`` in [-1, 1] (N, C, H, W).
+
+    With ``out_dir`` the run checkpoints there and resumes from an existing checkpoint; a folder
+    already holding a finished run with the same config is loaded instead of retrained. ``unet``
+    starts from given weights (fine-tuning) instead of a fresh ``build_unet``.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
+    if images.shape[-1] != images.shape[-2]:
+        raise GenleakError(f"training needs square images, got {tuple(images.shape[-2:])}")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        done = _finished_run(out, config)
+        if done is not None:
+            return done
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(config.seed)
+    model = unet if unet is not None else build_unet(
+        images.shape[-1], images.shape[1], tuple(config.block_out_channels), config.layers_per_block, config.attention
+    )
+    model.train()
+    scheduler = default_scheduler(config.num_train_timesteps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
+    # Each process draws its own batches: the sampler is seeded by (seed, process index).
+    gen = torch.Generator().manual_seed(config.seed * 1000 + accelerator.process_index)
+    step, losses = 0, []
+    n = images.shape[0]
+    perm, cursor = torch.randperm(n, generator=gen), 0
+
+    ckpt_path = out / CHECKPOINT if out is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != config.to_dict():
+            raise GenleakError(
+                f"'{out}' holds a checkpoint of a run with a different config; use another --out or delete it"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        gen.set_state(state["generator"])
+        step, losses = state["step"], state["losses"]
+        perm, cursor = state["perm"], state["cursor"]
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    data = images.to(accelerator.device)
+    acp = scheduler.alphas_cumprod.to(accelerator.device, torch.float32)
+    start_time = time.time()
+    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress, leave=False)
+    while step < config.steps:
+        # Epoch-wise shuffling: every member is seen once per epoch (CALIBRATION.md counts epochs).
+        if cursor + config.batch_size > n:
+            perm, cursor = torch.randperm(n, generator=gen), 0
+        idx = perm[cursor : cursor + min(config.batch_size, n)]
+        cursor += config.batch_size
+        x0 = data[idx.to(data.device)]
+        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+        t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
+        a = acp[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = model(x_t, t, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        if ema is not None:
+            _ema_update(ema, accelerator.unwrap_model(model), config.ema_decay)
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+        if ckpt_path is not None and accelerator.is_main_process and (
+            step % config.checkpoint_every == 0 or step == config.steps
+        ):
+            atomic_save_torch(
+                ckpt_path,
+                {
+                    "config": config.to_dict(),
+                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "generator": gen.get_state(),
+                    "perm": perm,
+                    "cursor": cursor,
+                    "step": step,
+                    "losses": losses,
+                },
+            )
+    bar.close()
+    final = ema if ema is not None else accelerator.unwrap_model(model)
+    target = DiffusionTarget(copy.deepcopy(final).eval(), scheduler)
+    if out is not None and accelerator.is_main_process:
+        _save_run(target, out, config, losses, time.time() - start_time, split_manifest)
+    return target
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def _finished_run(out: Path, config: TrainConfig) -> DiffusionTarget | None:
+    record = out / TRAIN_RECORD
+    if not record.is_file():
+        return None
+    saved = json.loads(record.read_text())
+    if saved.get("config") != config.to_dict():
+        raise GenleakError(f"'{out}' already holds a finished run with a different config; use another --out")
+    return DiffusionTarget.from_pretrained(out)
+
+
+def _save_run(
+    target: DiffusionTarget,
+    out: Path,
+    config: TrainConfig,
+    losses: list[float],
+    seconds: float,
+    split_manifest: dict[str, Any] | None,
+) -> None:
+    """Write the pipeline folder via a staging directory, then the run record last."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    target.save_pretrained(staging)
+    for entry in staging.iterdir():
+        dest = out / entry.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(entry, dest)
+    staging.rmdir()
+    if split_manifest is not None:
+        atomic_write_json(out / "split.json", split_manifest)
+    atomic_write_json(
+        out / TRAIN_RECORD,
+        {
+            "format": "genleak.train",
+            "version": 1,
+            "config": config.to_dict(),
+            "steps": len(losses),
+            "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+            "train_seconds_this_session": round(seconds, 2),
+            "fingerprint": target.fingerprint(),
+        },
+    )

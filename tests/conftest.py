@@ -1,0 +1,50 @@
+"""Shared fixtures: the tiny overfit DDPM is trained once per test session and shared.
+
+Sizes come from ../shared/CALIBRATION.md: digits 8x8, UNet channels (32, 64), 64 members,
+1250 steps (~1 min on 2 cores) reaches loss-attack AUC ~0.999. We train with EMA 0.995: the
+EMA model is what public checkpoints ship, and it is what makes SecMI stable on tiny models
+(README, "SecMI on tiny models").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+# Results differ bitwise across thread counts (CALIBRATION.md): fix it for every test.
+torch.set_num_threads(2)
+
+
+@dataclass
+class OverfitModel:
+    target: object  # genleak.targets.DiffusionTarget
+    split: object  # genleak.data.MembershipSplit: the 64 members vs 64 held-out non-members
+    heldout: object  # genleak.data.ImageSet: 512 further digits the model never saw
+    folder: Path  # the saved diffusers folder
+    split_path: Path
+
+
+@pytest.fixture(scope="session")
+def digits8():
+    from genleak.data import load_source
+
+    return load_source({"kind": "digits", "size": 8})
+
+
+@pytest.fixture(scope="session")
+def overfit_ddpm(tmp_path_factory, digits8) -> OverfitModel:
+    from genleak.data import make_split
+    from genleak.train import TrainConfig, train_ddpm
+
+    root = tmp_path_factory.mktemp("overfit")
+    big = make_split(digits8, 64, 64 + 512, seed=0, source={"kind": "digits", "size": 8})
+    split = type(big)(members=big.members, nonmembers=big.nonmembers[:64], source=big.source, seed=0, name="digits8-64")
+    heldout = big.nonmembers[64:]
+    split_path = root / "split.json"
+    split.save(split_path)
+    config = TrainConfig(steps=1250, block_out_channels=(32, 64), ema_decay=0.995, seed=0, checkpoint_every=625)
+    target = train_ddpm(split.members.images, config, root / "target", split_manifest=split.to_manifest(), progress=False)
+    return OverfitModel(target=target, split=split, heldout=heldout, folder=root / "target", split_path=split_path)
