@@ -8,14 +8,20 @@ EMA model is what public checkpoints ship, and it is what makes SecMI stable on 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-import torch
+# OpenMP threads that spin while waiting make a 2-thread torch ~40x slower when another process
+# holds a core (measured: 7 s vs 0.16 s per train step); must be set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Results differ bitwise across thread counts (CALIBRATION.md): fix it for every test.
-torch.set_num_threads(2)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Results differ bitwise across thread counts (CALIBRATION.md): fix it for every test. One thread
+# keeps the suite's speed stable when other work shares the machine.
+torch.set_num_threads(1)
 
 
 @dataclass

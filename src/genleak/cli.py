@@ -8,7 +8,12 @@ modules import torch/diffusers inside the command bodies so ``genleak --help`` s
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Spinning OpenMP waits make multi-threaded torch collapse when another process shares the cores
+# (CALIBRATION pitfall, measured 40x); passive waiting costs nothing when the cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 

@@ -7,7 +7,15 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, lp_norm, register_attack, repeat_cond
+from genleak.attacks.base import (
+    Access,
+    Attack,
+    AttackConfig,
+    NoiseSource,
+    lp_norm,
+    register_attack,
+    repeat_cond,
+)
 from genleak.targets.base import Target, q_sample
 
 # The t sweep that justifies the default t, run on a calibration split (never the evaluation

@@ -127,7 +127,7 @@ class DiffusionTarget:
         try:
             unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
             scheduler = DDPMScheduler.from_pretrained(str(sched_dir), local_files_only=True)
-        except (OSError, ValueError, EnvironmentError) as err:
+        except (OSError, ValueError) as err:
             raise TargetError(f"could not load diffusers model from '{folder}': {str(err).splitlines()[0]}") from err
         return cls(unet, scheduler, device=device)
 
