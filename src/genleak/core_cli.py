@@ -90,18 +90,20 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64),
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0: none)."),
         device: str = typer.Option(None, help="torch device (default: cuda if available)."),
+        calibration: float = typer.Option(0.0, help="Fraction of each side held out to calibrate the ASR threshold."),
+        guidance_scale: float = typer.Option(None, "--guidance-scale", help="CFG scale for text-to-image targets (default 1: conditional only)."),
     ) -> None:
         """Score members and non-members; write per-sample scores, metrics and a ROC plot."""
         from genleak.data import MembershipSplit
         from genleak.pipeline import run_attacks
         from genleak.report.results import write_results
         from genleak.report.table import print_results
-        from genleak.targets import DiffusionTarget
+        from genleak.targets.loading import load_target
 
         s = MembershipSplit.load(split)
-        t = DiffusionTarget.from_pretrained(target, device=device)
+        t = load_target(target, device=device, guidance_scale=guidance_scale)
         result = run_attacks(t, s, _csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
-                             command=_command_line())
+                             command=_command_line(), calibration_fraction=calibration)
         path = write_results(result, out)
         print_results(result.to_dict())
         typer.echo(f"wrote {path} and {out / 'roc.png'}")
@@ -112,9 +114,9 @@ def register(app: typer.Typer) -> None:
         import json
 
         if path.is_dir():
-            from genleak.targets import DiffusionTarget
+            from genleak.targets.loading import load_target
 
-            typer.echo(json.dumps(DiffusionTarget.from_pretrained(path).describe(), indent=2))
+            typer.echo(json.dumps(load_target(path).describe(), indent=2))
         else:
             from genleak.data import MembershipSplit
             from genleak.pipeline import split_summary
@@ -133,9 +135,9 @@ def register(app: typer.Typer) -> None:
         """Sweep one attack hyperparameter on a calibration split and print AUC per value."""
         from genleak.attacks.calibrate import sweep_parameter
         from genleak.data import MembershipSplit
-        from genleak.targets import DiffusionTarget
+        from genleak.targets.loading import load_target
 
-        rows = sweep_parameter(DiffusionTarget.from_pretrained(target), MembershipSplit.load(split), attack, param,
+        rows = sweep_parameter(load_target(target), MembershipSplit.load(split), attack, param,
                                [float(v) if "." in v else int(v) for v in _csv(grid)], seed=seed)
         for value, auc in rows.items():
             typer.echo(f"{attack} {param}={value}: AUC {auc:.4f}")

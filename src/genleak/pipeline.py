@@ -26,7 +26,7 @@ from genleak.attacks.base import check_compatible
 from genleak.data import MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_npz
-from genleak.metrics import MetricReport, evaluate, fpr_resolution_warning
+from genleak.metrics import MetricReport, asr_calibrated, evaluate, fpr_resolution_warning
 from genleak.targets.base import Target
 
 RESULTS_FORMAT = "genleak.results"
@@ -42,6 +42,7 @@ class AttackResult:
     member_scores: np.ndarray | None = None
     nonmember_scores: np.ndarray | None = None
     metrics: MetricReport | None = None
+    asr_calibrated: float | None = None
     seconds: float = 0.0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -59,6 +60,7 @@ class AttackResult:
         }
         if self.metrics is not None:
             d["metrics"] = self.metrics.to_dict()
+            d["metrics"]["asr_calibrated"] = self.asr_calibrated
         if self.error is not None:
             d["error"] = self.error
         return d
@@ -130,8 +132,13 @@ def run_attacks(
     progress: bool = True,
     command: str = "",
     fail_fast: bool = False,
+    calibration_fraction: float = 0.0,
 ) -> AuditResult:
     """Score members and non-members with each attack and evaluate with ``genleak.metrics``.
+
+    With ``calibration_fraction`` > 0 a seeded random part of each side is held out as a
+    calibration split: the ASR threshold is fixed there (``asr_calibrated``) and every metric is
+    computed on the remaining evaluation part only, so nothing is tuned on the evaluation labels.
 
     An attack that raises is recorded as failed (with its error) and the others still run, unless
     ``fail_fast``; input errors (bad split, wrong shapes) are raised before any attack starts.
@@ -142,7 +149,18 @@ def run_attacks(
         raise GenleakError("no attacks given; choose from genleak.attacks.available_attacks()")
     instances = [get_attack(name, **(attack_params or {}).get(name, {})) for name in attacks]
     out = Path(out_dir) if out_dir is not None else None
+    if not 0.0 <= calibration_fraction < 1.0:
+        raise GenleakError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}")
     split_info = split_summary(split)
+    cal_m, eval_m = _calibration_indices(len(split.members), calibration_fraction, seed, "members")
+    cal_n, eval_n = _calibration_indices(len(split.nonmembers), calibration_fraction, seed, "nonmembers")
+    split_info["calibration"] = {
+        "fraction": calibration_fraction,
+        "n_members": len(cal_m),
+        "n_nonmembers": len(cal_n),
+        "member_ids": [split.members.ids[i] for i in cal_m],
+        "nonmember_ids": [split.nonmembers.ids[i] for i in cal_n],
+    }
     target_info = target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()}
     results: list[AttackResult] = []
     for attack in instances:
@@ -179,7 +197,9 @@ def run_attacks(
             ms, ns = res.member_scores, res.nonmember_scores
             if ms.ndim > 1:  # multi-column features: the first column is the attack's score
                 ms, ns = ms[:, 0], ns[:, 0]
-            res.metrics = evaluate(ms, ns, bootstrap=bootstrap, seed=seed)
+            res.metrics = evaluate(ms[eval_m], ns[eval_n], bootstrap=bootstrap, seed=seed)
+            if len(cal_m) and len(cal_n):
+                res.asr_calibrated = asr_calibrated(ms[cal_m], ns[cal_n], ms[eval_m], ns[eval_n])
             for alpha in (0.01, 0.001):
                 warning = fpr_resolution_warning(len(ns), alpha)
                 if warning:
@@ -193,6 +213,15 @@ def run_attacks(
             res.warnings.append(traceback.format_exc(limit=3))
         results.append(res)
     return AuditResult(target=target_info, split=split_info, attacks=results, seed=seed, command=command)
+
+
+def _calibration_indices(n: int, fraction: float, seed: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (calibration, evaluation) index arrays; all of it is evaluation when fraction is 0."""
+    k = int(round(n * fraction))
+    if fraction > 0 and (k == 0 or k == n):
+        raise GenleakError(f"calibration_fraction {fraction} leaves no {'calibration' if k == 0 else 'evaluation'} {side} out of {n}")
+    perm = np.random.default_rng([seed, 0 if side == "members" else 1]).permutation(n)
+    return np.sort(perm[:k]), np.sort(perm[k:])
 
 
 def _cond(target: Target, images: Any) -> Any:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Choose SimA's timestep on a CALIBRATION split, never on the evaluation labels:
+# train a shadow DDPM on its own split (seed 1) and sweep t over SIMA_T_GRID on it.
+# The default t = 20 in genleak/attacks/sima.py comes from this run (benchmarks/RESULTS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-calibration-out}
+mkdir -p "$OUT"
+.venv/bin/genleak split --source digits:16 --members 64 --nonmembers 256 --seed 1 --name shadow --out "$OUT/shadow-split.json"
+.venv/bin/genleak train --split "$OUT/shadow-split.json" --out "$OUT/shadow" --steps 2000 --seed 1
+.venv/bin/genleak sweep --target "$OUT/shadow" --split "$OUT/shadow-split.json" --attack sima --param t --grid 0,10,20,50,100
