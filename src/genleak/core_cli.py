@@ -139,9 +139,10 @@ def register(app: typer.Typer) -> None:
 
         rows = sweep_parameter(load_target(target), MembershipSplit.load(split), attack, param,
                                [float(v) if "." in v else int(v) for v in _csv(grid)], seed=seed)
-        for value, auc in rows.items():
-            typer.echo(f"{attack} {param}={value}: AUC {auc:.4f}")
-        typer.echo(f"best {param} = {max(rows, key=rows.get)}")
+        for value, m in rows.items():
+            typer.echo(f"{attack} {param}={value}: AUC {m['auc']:.4f}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}")
+        best = max(rows, key=lambda v: (rows[v]["auc"], rows[v]["tpr_at_1pct_fpr"]))
+        typer.echo(f"best {param} = {best} (by AUC, then TPR@1%FPR)")
 
     @app.command("demo")
     def demo_cmd(

@@ -6,7 +6,7 @@ from typing import Any
 
 from genleak.attacks.base import get_attack
 from genleak.data import MembershipSplit
-from genleak.metrics import auc
+from genleak.metrics import auc, tpr_at_fpr
 from genleak.targets.base import Target
 
 
@@ -19,16 +19,16 @@ def sweep_parameter(
     *,
     seed: int = 0,
     batch_size: int = 64,
-) -> dict[Any, float]:
-    """AUC of ``attack`` for each value of ``param`` on a calibration split (e.g. a shadow model's).
+) -> dict[Any, dict[str, float]]:
+    """AUC and TPR@1%FPR of ``attack`` for each value of ``param`` on a calibration split (e.g. a shadow model's).
 
     The caller then fixes the best value in the attack config and evaluates once on held-out data.
     """
     calibration.validate()
-    result: dict[Any, float] = {}
+    result: dict[Any, dict[str, float]] = {}
     for value in grid:
         a = get_attack(attack, **{param: value})
         sm = a.score(target, calibration.members.images, calibration.members.ids, seed=seed, batch_size=batch_size, progress=False)
         sn = a.score(target, calibration.nonmembers.images, calibration.nonmembers.ids, seed=seed, batch_size=batch_size, progress=False)
-        result[value] = auc(sm.numpy(), sn.numpy())
+        result[value] = {"auc": auc(sm.numpy(), sn.numpy()), "tpr_at_1pct_fpr": tpr_at_fpr(sm.numpy(), sn.numpy(), 0.01)}
     return result
