@@ -30,7 +30,13 @@ app = typer.Typer(
 # Modules that add commands to ``app``; each defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "genleak.core_cli",
+    "genleak.latent_cli",
     "genleak.b4b.cli",
+    "genleak.defenses.cli",
+    "genleak.report.cli",
+    "genleak.extraction.cli",
+    "genleak.s2l.cli",
+    "genleak.iar.cli",
 )
 
 

@@ -1,6 +1,6 @@
 """Membership inference attacks: one module each, one registry by name (``get_attack``)."""
 
-from genleak.attacks import loss, pia, secmi, sima  # noqa: F401  (register the built-ins)
+from genleak.attacks import adaptive_dual, clid, denoising_family, genbox, gradmask, loss, multiloss, noiseopt, pia, secmi, sima  # noqa: F401  (register the built-ins)
 from genleak.attacks.base import (
     Access,
     Attack,

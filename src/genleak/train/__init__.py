@@ -1,5 +1,5 @@
 """Training and fine-tuning loops (on HF accelerate)."""
 
-from genleak.train.ddpm import TrainConfig, train_ddpm
+from genleak.train.ddpm import TrainConfig, TrainHooks, train_ddpm
 
-__all__ = ["TrainConfig", "train_ddpm"]
+__all__ = ["TrainConfig", "TrainHooks", "train_ddpm"]

@@ -28,6 +28,45 @@ TRAIN_RECORD = "genleak_train.json"
 CHECKPOINT = "checkpoint/state.pt"
 
 
+class TrainHooks:
+    """Pluggable pieces of the training loop; the defaults are plain DDPM training (Ho et al. 2020).
+
+    Defenses change *what* is learnt (a teacher's output instead of the true noise: DistillMD, KD)
+    or *how* gradients are formed (DP-SGD via Opacus) without copying the loop, so checkpoints,
+    resuming, EMA and the output folder stay the same for every model a comparison trains. A hook
+    object that holds state (a privacy accountant) saves it through ``state_dict`` into the
+    checkpoint. Settings that change the result belong in ``TrainConfig.extra`` so a finished or
+    resumed run with other settings is refused.
+    """
+
+    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
+        """Wrap model and optimiser before ``accelerator.prepare`` (e.g. Opacus' GradSampleModule)."""
+        return model, optimizer
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The plain diffusers model inside what ``prepare`` returned (for EMA, checkpoints, output)."""
+        return model
+
+    def batch_indices(self, step: int, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Rows of ``images`` for this step, or None for the default epoch-wise shuffling."""
+        return None
+
+    def regression_target(
+        self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        """What eps_theta(x_t, t) is regressed on: the true noise (eq. 3 of the DualMD paper)."""
+        return noise
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step (``step`` counts completed steps)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 @dataclass
 class TrainConfig:
     """Training hyperparameters. Defaults: the tiny overfit setup of CALIBRATION.md."""
@@ -65,12 +104,14 @@ def train_ddpm(
     split_manifest: dict[str, Any] | None = None,
     progress: bool = True,
     unet: torch.nn.Module | None = None,
+    hooks: TrainHooks | None = None,
 ) -> DiffusionTarget:
     """Train (or continue training) a DDPM on ``images`` in [-1, 1] (N, C, H, W).
 
     With ``out_dir`` the run checkpoints there and resumes from an existing checkpoint; a folder
     already holding a finished run with the same config is loaded instead of retrained. ``unet``
-    starts from given weights (fine-tuning) instead of a fresh ``build_unet``.
+    starts from given weights (fine-tuning) instead of a fresh ``build_unet``. ``hooks`` replaces
+    parts of the loop (batch choice, regression target, gradient privatisation; see ``TrainHooks``).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -114,31 +155,38 @@ def train_ddpm(
         gen.set_state(state["generator"])
         step, losses = state["step"], state["losses"]
         perm, cursor = state["perm"], state["cursor"]
+        if hooks is not None:
+            hooks.load_state_dict(state.get("hooks") or {})
 
+    hooks = hooks if hooks is not None else TrainHooks()
+    model, optimizer = hooks.prepare(model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     data = images.to(accelerator.device)
     acp = scheduler.alphas_cumprod.to(accelerator.device, torch.float32)
     start_time = time.time()
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress, leave=False)
     while step < config.steps:
-        # Epoch-wise shuffling: every member is seen once per epoch (CALIBRATION.md counts epochs).
-        if cursor + config.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor : cursor + min(config.batch_size, n)]
-        cursor += config.batch_size
+        idx = hooks.batch_indices(step, n, gen)
+        if idx is None:
+            # Epoch-wise shuffling: every member is seen once per epoch (CALIBRATION.md counts epochs).
+            if cursor + config.batch_size > n:
+                perm, cursor = torch.randperm(n, generator=gen), 0
+            idx = perm[cursor : cursor + min(config.batch_size, n)]
+            cursor += config.batch_size
         x0 = data[idx.to(data.device)]
         noise = torch.randn(x0.shape, generator=gen).to(x0.device)
         t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
         a = acp[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = model(x_t, t, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step))
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
         if ema is not None:
-            _ema_update(ema, accelerator.unwrap_model(model), config.ema_decay)
+            _ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
         step += 1
+        hooks.after_step(step)
         losses.append(loss.item())
         bar.update(1)
         if step % 50 == 0:
@@ -150,7 +198,7 @@ def train_ddpm(
                 ckpt_path,
                 {
                     "config": config.to_dict(),
-                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "model": hooks.unwrap(accelerator.unwrap_model(model)).state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
                     "generator": gen.get_state(),
@@ -158,10 +206,11 @@ def train_ddpm(
                     "cursor": cursor,
                     "step": step,
                     "losses": losses,
+                    "hooks": hooks.state_dict(),
                 },
             )
     bar.close()
-    final = ema if ema is not None else accelerator.unwrap_model(model)
+    final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
     target = DiffusionTarget(copy.deepcopy(final).eval(), scheduler)
     if out is not None and accelerator.is_main_process:
         _save_run(target, out, config, losses, time.time() - start_time, split_manifest)

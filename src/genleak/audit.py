@@ -1,0 +1,403 @@
+"""The standard audit: every applicable attack, optional extra sections, ``results.json`` + ``report.html``.
+
+An audit is ``run_attacks`` (the core flow) followed by *sections*: further analyses that need the
+same target, split and scores — evaluation guards, dataset inference (CDI) with the members as
+the suspect set, extraction, a defense recommendation. Sections are plug-ins so that each area
+adds its analysis without touching this file's logic:
+
+* a section is a callable ``section(target, split, out) -> dict``; it runs after the attacks, when
+  ``out/results.json`` and ``out/scores/<attack>.npz`` already exist (read them for MIA features);
+* it registers itself with ``@register_section("name", title=..., kind=...)`` in a module listed in
+  ``SECTION_MODULES`` (imported lazily; a module that does not exist yet is skipped);
+* the dict it returns is stored under ``results.json["sections"][name]`` and rendered by
+  ``genleak.report.html``; the keys the page understands (``summary``, ``warnings``, ``metrics``,
+  ``curve``, ``images``, ``data``) are documented in docs/results-schema.md;
+* raising ``GenleakError`` (or ``SectionSkipped``) records the section as *skipped* with the
+  message (e.g. "too few members for CDI"); any other exception records it as *failed* with the
+  error: like a failed attack, a failed section is shown on the page, never a silent gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genleak.errors import GenleakError
+
+SectionFn = Callable[[Any, Any, Path], dict[str, Any]]
+
+# Modules that register audit sections on import (``register_section``). Listed here, imported
+# only when an audit runs, so the areas stay independent (like ``cli.COMMAND_MODULES``).
+SECTION_MODULES: tuple[str, ...] = (
+    "genleak.inference.audit",  # CDI on the members as suspect set (dataset inference)
+    "genleak.extraction.audit",  # generate-and-filter extraction, image grids
+    "genleak.defenses.audit",  # defense recommendation
+)
+
+
+class SectionSkipped(GenleakError):
+    """Raised by a section that does not apply to this target or split (recorded, not an error)."""
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    name: str
+    fn: SectionFn
+    title: str
+    kind: str
+    default: bool
+    order: int
+
+
+_SECTIONS: dict[str, SectionSpec] = {}
+_MODULES_LOADED = False
+_IMPORT_ERRORS: dict[str, str] = {}  # section module -> why it could not be imported
+
+
+def register_section(
+    name: str, *, title: str | None = None, kind: str = "other", default: bool = True, order: int = 100
+) -> Callable[[SectionFn], SectionFn]:
+    """Decorator: add ``fn`` as the audit section ``name`` (``kind``: guards, cdi, extraction, ...).
+
+    ``default=False`` sections run only when asked for by name (``--sections``), e.g. expensive
+    ones. Sections run in ``order``, then by name.
+    """
+
+    def deco(fn: SectionFn) -> SectionFn:
+        _SECTIONS[name] = SectionSpec(name=name, fn=fn, title=title or name, kind=kind, default=default, order=order)
+        return fn
+
+    return deco
+
+
+def _load_section_modules() -> None:
+    global _MODULES_LOADED
+    if _MODULES_LOADED:
+        return
+    _MODULES_LOADED = True
+    for module in SECTION_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name is not None and module.startswith(err.name):
+                continue  # that area has no audit sections (yet)
+            _IMPORT_ERRORS[module] = f"{type(err).__name__}: {err}"
+        except Exception as err:  # a broken plug-in shows up as a failed section, not a crashed audit
+            _IMPORT_ERRORS[module] = f"{type(err).__name__}: {err}"
+
+
+def available_sections() -> dict[str, SectionSpec]:
+    _load_section_modules()
+    return dict(sorted(_SECTIONS.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def resolve_sections(names: Sequence[str] | None) -> list[SectionSpec]:
+    """``None``: the default sections; ``[]``: none; else exactly the named ones (unknown names fail)."""
+    specs = available_sections()
+    if names is None:
+        broken = [SectionSpec(name=m, fn=_import_failure(m, why), title=f"sections of {m}", kind="other",
+                              default=True, order=1000) for m, why in _IMPORT_ERRORS.items()]
+        return [s for s in specs.values() if s.default] + broken
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise GenleakError(f"unknown audit section(s) {unknown}; available: {', '.join(specs) or 'none'}")
+    return [specs[n] for n in names]
+
+
+def _import_failure(module: str, why: str) -> SectionFn:
+    def fail(target: Any, split: Any, out: Path) -> dict[str, Any]:
+        raise RuntimeError(f"section module {module} failed to import: {why}")
+
+    return fail
+
+
+# ----------------------------------------------------------------------------------------------
+# Built-in section: evaluation guards (genleak.inference.guards)
+# ----------------------------------------------------------------------------------------------
+
+
+@register_section("guards", title="Evaluation guards", kind="guards", order=10)
+def guards_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
+    """Distribution shift (blind classifier) and member/non-member duplicates (thesis ch. 7).
+
+    If a model-free classifier separates members from non-members, or the two sides share
+    (near-)duplicates, the attacks measure that difference rather than membership; the verdict's
+    confidence drops to low and the page says so.
+    """
+    try:
+        from genleak.inference import guards
+    except ImportError as err:
+        raise SectionSkipped(f"evaluation guards are not available in this genleak ({err})") from None
+    members, nonmembers = split.members, split.nonmembers
+    blind = guards.blind_classifier(members.images, nonmembers.images)
+    dups = guards.find_duplicates(members.images, list(members.hashes), list(members.ids),
+                                  nonmembers.images, list(nonmembers.hashes), list(nonmembers.ids))
+    warnings: list[str] = []
+    if blind.shift_detected:
+        warnings.append(blind.message())
+    dd = dups.to_dict()
+    if dd["exact"]:
+        warnings.append(f"DUPLICATES: {dd['exact']} images appear as both member and non-member")
+    if dd["near"]:
+        warnings.append(f"NEAR-DUPLICATES: {dd['near']} non-members are within RMS {dd['threshold_rms']} "
+                        "of a member; they inflate or deflate attack scores")
+    return {
+        "summary": ("no distribution shift or duplicates detected" if not warnings
+                    else "the member and non-member sets differ: read the verdict with care"),
+        "warnings": warnings,
+        "metrics": {
+            "blind_classifier_auc": blind.auc, "blind_classifier_p_value": blind.p_value,
+            "exact_duplicates": dd["exact"], "near_duplicates": dd["near"],
+            "min_rms_distance": dd["min_rms_distance"],
+        },
+        "data": {"blind_classifier": blind.to_dict(), "duplicates": dd},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Built-in section: dataset inference (CDI, genleak.inference) with the members as suspect set
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_seed(out: Path) -> int:
+    """The audit's seed, read from the results.json the attacks just wrote (sections get no seed)."""
+    try:
+        return int(json.loads((out / "results.json").read_text()).get("seed", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+@register_section("cdi", title="Dataset inference (CDI): is the member set detected as training data?", kind="cdi",
+                  order=20)
+def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
+    """CDI (thesis ch. 8) with P = the members, U = the non-members: the set-level view of leakage.
+
+    Even when single-sample MIAs are weak, a data owner with many images can prove training use;
+    the minimum-|P| curve says how many images that takes. Writes ``out/cdi/`` (cdi.json, scores,
+    plot) and caches features in ``out/cdi/features``.
+    """
+    try:
+        from genleak.inference import CDIConfig, run_cdi, write_cdi
+    except ImportError as err:
+        raise SectionSkipped(f"dataset inference is not available in this genleak ({err})") from None
+    import warnings as _warnings
+
+    folder = out / "cdi"
+    config = CDIConfig(seed=_run_seed(out))
+    with _warnings.catch_warnings(record=True) as caught:  # kept in the section, not printed mid-audit
+        _warnings.simplefilter("always")
+        result = run_cdi(target, split.members, split.nonmembers, config, cache_dir=folder / "features", progress=False)
+    write_cdi(result, folder)
+    messages = list(result.warnings)
+    messages += [str(w.message) for w in caught if str(w.message) not in messages]
+    d = result.to_dict()
+    points = d["min_p_curve"]["points"]
+    curve = None
+    if points:
+        curve = {
+            "x": [p["n_suspect"] for p in points], "y": [max(p["mean_p"], 1e-300) for p in points],
+            "y_lo": [max(p["p_ci"][0], 1e-300) for p in points], "y_hi": [max(p["p_ci"][1], 1e-300) for p in points],
+            "x_label": "|P| (suspect-set size)", "y_label": "p-value (mean over resamples)", "label": "mean p-value",
+            "log_x": True, "log_y": True, "hline": result.alpha, "hline_label": f"alpha = {result.alpha:g}",
+            "caption": f"Welch's t-test of the CDI scores of |P| members against non-members; band: 95% of "
+                       f"{config.n_resamples} resamples. Below the red line the members are detected as training data.",
+        }
+    return {
+        "summary": result.verdict,
+        "warnings": messages,
+        "metrics": {
+            "p_value": result.p_value, "alpha": result.alpha, "rejected": result.rejected,
+            "min_suspect_size": result.min_suspect_size, "n_suspect": result.n_suspect,
+            "n_reference": result.n_reference, "scorer_auc": result.scorer_auc, "power_at_alpha": result.power,
+            "access": result.access,
+        },
+        "curve": curve,
+        "data": {"features": d["features"], "test": d["test"], "scorer": d["scorer"], "guards": d["guards"],
+                 "config": d["provenance"].get("config"), "files": "cdi/cdi.json, cdi/scores.npz, cdi/min_p_curve.png"},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Built-in section (opt-in: generation is expensive): generate-and-filter extraction
+# ----------------------------------------------------------------------------------------------
+
+
+@register_section("extraction", title="Training-data extraction (generate and filter)", kind="extraction",
+                  default=False, order=30)
+def extraction_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
+    """Generate images and flag near-copies of members (non-members as the false-positive guard).
+
+    Opt-in (``--sections guards,cdi,extraction``): 1,000 generations x 50 DDIM steps by default.
+    """
+    try:
+        from genleak.extraction import ExtractionConfig, extract, write_extraction
+    except ImportError as err:
+        raise SectionSkipped(f"extraction is not available in this genleak ({err})") from None
+    folder = out / "extraction"
+    result = extract(target, split.members, split.nonmembers, ExtractionConfig(seed=_run_seed(out)), progress=False)
+    write_extraction(result, folder, split.members, split.nonmembers)
+    doc = json.loads((folder / "extraction.json").read_text())
+    n_gen, n_img = doc["n_extracted_generations"], doc["n_extracted_train_images"]
+    warnings = []
+    if doc.get("heldout_false_positives"):
+        warnings.append(f"{doc['heldout_false_positives']} generations are near-copies of *non-members*: the "
+                        "distance threshold also flags images the model never saw")
+    return {
+        "summary": f"{n_gen} of {doc['n_generated']} generations are near-copies of {n_img} member images ({doc['rule']})",
+        "warnings": warnings,
+        "metrics": {"n_generated": doc["n_generated"], "n_extracted_generations": n_gen,
+                    "n_extracted_train_images": n_img, "heldout_false_positives": doc["heldout_false_positives"]},
+        "images": [{"path": f"extraction/{doc['grid']}",
+                    "caption": f"{doc.get('grid_shows', 'grid')}: generated (top), nearest member, nearest non-member"}],
+        "data": {k: doc[k] for k in ("config", "rule", "distance", "train_distance_quantiles",
+                                     "heldout_distance_quantiles", "seconds") if k in doc},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The audit
+# ----------------------------------------------------------------------------------------------
+
+
+def applicable_attacks(target: Any, candidates: Sequence[str] | None = None) -> list[str]:
+    """The default attacks (``genleak.attacks.DEFAULT_ATTACKS``) this target supports.
+
+    An attack class may define ``applies_to(target) -> bool`` (e.g. a pixel-only attack on a latent
+    target); attacks without it apply to every target.
+    """
+    from genleak.attacks import DEFAULT_ATTACKS, attack_class
+
+    names = list(candidates) if candidates is not None else list(DEFAULT_ATTACKS)
+    out = []
+    for name in names:
+        check = getattr(attack_class(name), "applies_to", None)
+        if check is None or check(target):
+            out.append(name)
+    if not out:
+        raise GenleakError(f"none of the attacks {names} applies to this target; pass --attacks explicitly")
+    return out
+
+
+def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec]) -> dict[str, dict[str, Any]]:
+    """Run each section; record ok / skipped / failed with timing (one failure never stops the rest)."""
+    results: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        start = time.perf_counter()
+        base = {"title": spec.title, "kind": spec.kind}
+        try:
+            got = spec.fn(target, split, out)
+            if not isinstance(got, dict):
+                raise TypeError(f"section returned {type(got).__name__}, expected a dict")
+            sec = {**base, **_jsonable(got), "status": got.get("status", "ok")}
+            json.dumps(sec, allow_nan=False)
+        except GenleakError as err:
+            sec = {**base, "status": "skipped", "reason": str(err)}
+        except Exception as err:  # a section bug must not lose the audit
+            sec = {**base, "status": "failed", "error": f"{type(err).__name__}: {err}",
+                   "data": {"traceback": traceback.format_exc(limit=4)}}
+        sec["seconds"] = round(time.perf_counter() - start, 3)
+        results[spec.name] = sec
+    return results
+
+
+def run_audit(
+    target: Any,
+    split: Any,
+    out: str | Path,
+    *,
+    attacks: Sequence[str] | None = None,
+    sections: Sequence[str] | None = None,
+    attack_params: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    bootstrap: int = 1000,
+    progress: bool = True,
+    command: str = "",
+    target_path: str | Path | None = None,
+    split_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Attacks -> extra CIs -> sections -> verdict -> ``results.json`` + ``report.html`` in ``out``.
+
+    Returns the results dict as written. Resumable like ``run_attacks``: cached scores are reused.
+    """
+    from genleak.metrics import bootstrap_ci
+    from genleak.pipeline import run_attacks
+    from genleak.report.html import REPORT_FILE, write_report
+    from genleak.report.results import evaluation_masks, save_results, write_results
+    from genleak.report.verdict import compute_verdict
+
+    out = Path(out)
+    names = applicable_attacks(target, attacks)
+    specs = resolve_sections(sections)  # fail on unknown names before hours of scoring
+    result = run_attacks(target, split, names, out, attack_params=attack_params, seed=seed,
+                         batch_size=batch_size, bootstrap=bootstrap, progress=progress, command=command)
+    settings = {
+        "attacks": names, "attack_params": attack_params or {}, "seed": seed, "batch_size": batch_size,
+        "bootstrap": bootstrap, "sections": [s.name for s in specs],
+    }
+    write_results(result, out, extra={"settings": settings, "audit": _audit_inputs(target_path, split_path)})
+    data = json.loads((out / "results.json").read_text())
+    if bootstrap:
+        # TPR@0.1%FPR CI: evaluate() only bootstraps AUC and TPR@1%; same resampling, same seed.
+        mask_m, mask_n = evaluation_masks(split.members.ids, split.nonmembers.ids, data["split"])
+        for a in result.attacks:
+            if a.ok and a.member_scores is not None:
+                ms, ns = a.member_scores, a.nonmember_scores
+                if ms.ndim > 1:
+                    ms, ns = ms[:, 0], ns[:, 0]
+                lo, hi = bootstrap_ci(ms[mask_m], ns[mask_n], "tpr_at_fpr", n_resamples=bootstrap, seed=seed,
+                                      max_fpr=0.001)
+                data["attacks"][a.name]["metrics"]["tpr_at_01pct_fpr_ci"] = [lo, hi]
+        save_results(data, out)
+    data["sections"] = run_sections(target, split, out, specs)
+    data["verdict"] = compute_verdict(data)
+    save_results(data, out)
+    write_report([out], out / REPORT_FILE)
+    return data
+
+
+def _audit_inputs(target_path: str | Path | None, split_path: str | Path | None) -> dict[str, Any]:
+    """Where the inputs came from: paths, the manifest file's hash, the target's training record."""
+    info: dict[str, Any] = {}
+    if target_path is not None:
+        info["target_path"] = str(Path(target_path).resolve())
+        record = Path(target_path) / "genleak_train.json"
+        if record.is_file():
+            try:
+                rec = json.loads(record.read_text())
+                info["training"] = {k: v for k, v in rec.items() if k not in ("losses",)}
+            except json.JSONDecodeError:
+                info["training"] = {"error": "genleak_train.json is not valid JSON"}
+    if split_path is not None:
+        p = Path(split_path)
+        info["split_path"] = str(p.resolve())
+        if p.is_file():
+            info["split_manifest_sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return info
+
+
+def _jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays and tuples -> plain JSON values; non-finite floats -> None."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,267 @@
+"""The encoder behind the API: wrap whatever ``torch.nn.Module`` the owner has, or train a small one.
+
+Like Opacus wraps the user's model instead of asking for a special one, :class:`Encoder` wraps any
+module that maps a float batch ``(N, C, H, W)`` in [0, 1] to embeddings ``(N, D)``. A saved encoder is
+a folder with ``encoder.json`` (input shape, embedding size, format) and either
+``weights.safetensors`` (genleak's built-in :class:`SmallConvEncoder`) or ``model.pt2``
+(any module, saved with ``torch.export`` so the server needs no Python class to load it).
+
+The offline default victim is :class:`SmallConvEncoder` trained with SimCLR's InfoNCE (NT-Xent) on the
+broad ``world`` distribution of :mod:`genleak.b4b.data`: a self-supervised encoder like the SimSiam /
+DINO victims of Section 6.4, at a size two CPU cores train in about a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from genleak.errors import GenleakError
+from genleak.io import atomic_path, atomic_write_bytes, atomic_write_json
+
+META_FILE = "encoder.json"
+WEIGHTS_FILE = "weights.safetensors"
+EXPORT_FILE = "model.pt2"
+
+
+class SmallConvEncoder(nn.Module):
+    """A 4-layer CNN for small grayscale images; the output is the representation the API returns.
+
+    With ``normalize=True`` (the victim) the representation is L2-normalised, like the output of a
+    contrastive encoder: InfoNCE then spreads the training data over the sphere, and B4B's
+    hyperplanes through the origin hash directions. Stolen copies use ``normalize=False`` so they can
+    regress onto whatever (transformed, noisy) vectors the API returned.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 32, embed_dim: int = 64, normalize: bool = False) -> None:
+        super().__init__()
+        self.config = {"in_channels": in_channels, "width": width, "embed_dim": embed_dim, "normalize": normalize}
+        self.normalize = normalize
+        w = width
+
+        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(in_channels, w, 1), *block(w, 2 * w, 2), *block(2 * w, 2 * w, 1), *block(2 * w, 4 * w, 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(4 * w, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(self.features(x))
+        return F.normalize(z, dim=1) if self.normalize else z
+
+
+class Encoder:
+    """A frozen embedding model: ``embed(images) -> (N, D)`` float32, thread-safe for inference.
+
+    Args:
+        module: any ``torch.nn.Module`` mapping ``(N, *input_shape)`` floats in [0, 1] to ``(N, D)``.
+        input_shape: ``(C, H, W)`` the module expects; the API rejects anything else.
+        name: a label for logs and ``encoder.json``.
+        meta: extra JSON-able metadata stored next to the weights (training config, data, ...).
+    """
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, int, int], *, name: str = "custom",
+                 meta: dict[str, Any] | None = None) -> None:
+        if len(input_shape) != 3:
+            raise GenleakError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+        try:
+            module.eval()
+        except NotImplementedError:  # modules loaded from torch.export are inference-only already
+            pass
+        self.module = module
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.name = name
+        self.meta = dict(meta or {})
+        with torch.inference_mode():
+            out = self.module(torch.zeros((2, *self.input_shape)))
+        if out.ndim != 2 or out.shape[0] != 2:
+            raise GenleakError(f"encoder {name!r} must return (N, D) embeddings, got shape {tuple(out.shape)}")
+        self.embed_dim = int(out.shape[1])
+        self._fingerprint: str | None = None
+
+    def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
+        """Embeddings of ``images`` (N, C, H, W) in [0, 1], computed without gradients, as float32."""
+        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                outs.append(self.module(x[i:i + batch_size]).float().numpy())
+        if not outs:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def fingerprint(self) -> str:
+        """sha256 of the parameters and buffers: the state store refuses a different model later."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(repr(self.input_shape).encode())
+            for k, v in sorted(self.module.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    # ----------------------------------------------------------------------------------- save/load
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Save to a folder (atomically per file). Built-in CNNs as safetensors, others via torch.export."""
+        directory = Path(directory)
+        meta: dict[str, Any] = {
+            "name": self.name, "input_shape": list(self.input_shape), "embed_dim": self.embed_dim,
+            "fingerprint": self.fingerprint(), "meta": self.meta,
+        }
+        if isinstance(self.module, SmallConvEncoder):
+            from safetensors.torch import save_file
+
+            meta.update(format="genleak-small-cnn", config=self.module.config)
+            with atomic_path(directory / WEIGHTS_FILE) as tmp:
+                save_file({k: v.contiguous() for k, v in self.module.state_dict().items()}, str(tmp))
+        else:
+            meta.update(format="torch-export")
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            try:
+                program = torch.export.export(self.module, (torch.zeros((2, *self.input_shape)),),
+                                              dynamic_shapes=({0: batch},))
+            except Exception as err:  # torch raises many types here; the message is what matters
+                raise GenleakError(f"cannot export encoder {self.name!r} with torch.export ({err}); "
+                                   "make its forward traceable or save a genleak SmallConvEncoder") from err
+            buffer = io.BytesIO()
+            torch.export.save(program, buffer)
+            atomic_write_bytes(directory / EXPORT_FILE, buffer.getvalue())
+        # encoder.json last: a folder is only loadable once its weights are complete.
+        atomic_write_json(directory / META_FILE, meta)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Encoder:
+        """Load an encoder folder written by :meth:`save` (or by ``genleak b4b-train-encoder``)."""
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise GenleakError(f"{directory} is not an encoder folder (no {META_FILE}); "
+                               "create one with `genleak b4b-train-encoder --out DIR` or Encoder.save()")
+        try:
+            meta = json.loads(meta_path.read_text())
+            fmt = meta["format"]
+            shape = tuple(meta["input_shape"])
+        except (ValueError, KeyError) as err:
+            raise GenleakError(f"{meta_path} is unreadable ({err}); re-save the encoder") from err
+        if fmt == "genleak-small-cnn":
+            from safetensors.torch import load_file
+
+            module: nn.Module = SmallConvEncoder(**meta["config"])
+            module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        elif fmt == "torch-export":
+            module = torch.export.load(str(directory / EXPORT_FILE)).module()
+        else:
+            raise GenleakError(f"{meta_path}: unknown encoder format {fmt!r}")
+        enc = cls(module, shape, name=meta.get("name", directory.name), meta=meta.get("meta"))
+        if meta.get("fingerprint") and meta["fingerprint"] != enc.fingerprint():
+            raise GenleakError(f"{directory}: weights do not match the fingerprint in {META_FILE}; the folder "
+                               "is corrupt or half-written, re-save the encoder")
+        return enc
+
+
+# --------------------------------------------------------------------------------------- training
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """SimCLR-style views for 16x16 grayscale: random rotation/scale/shift, contrast, noise, erasing."""
+    n = x.shape[0]
+    ang = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(20)
+    scale = 0.8 + 0.4 * torch.rand(n, generator=gen)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.2
+    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    v = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    contrast = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=gen)
+    bright = (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3
+    mean = v.mean(dim=(1, 2, 3), keepdim=True)
+    v = (v - mean) * contrast + mean + bright
+    v = v + 0.05 * torch.randn(v.shape, generator=gen)
+    return v.clamp(0.0, 1.0)
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (SimCLR) loss between two batches of paired vectors; also used by the stealer."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.t() / temperature
+    n = z1.shape[0]
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
+def train_simclr_encoder(images: np.ndarray, *, embed_dim: int = 64, width: int = 32, epochs: int = 10,
+                         batch_size: int = 256, lr: float = 2e-3, temperature: float = 0.2, seed: int = 0,
+                         progress: bool = True) -> Encoder:
+    """Train a normalised :class:`SmallConvEncoder` with InfoNCE (SimCLR's NT-Xent) on ``images``.
+
+    Why this victim: the thesis' victims are self-supervised (SimSiam, DINO; Section 6.4). InfoNCE on
+    the returned representation itself (no projection head) also makes the training distribution
+    spread uniformly over the sphere, the geometry in which bucket coverage separates broad from
+    narrow querying (Section 6.3.1, Figure 6.4.1).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    enc = SmallConvEncoder(images.shape[1], width, embed_dim, normalize=True)
+    opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=1e-4)
+    x_all = torch.as_tensor(np.asarray(images, np.float32))
+    steps_per_epoch = max(1, len(x_all) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    enc.train()
+    last = float("nan")
+    with _progress(progress, "train encoder (InfoNCE)", epochs * steps_per_epoch) as advance:
+        for _ in range(epochs):
+            perm = torch.randperm(len(x_all), generator=gen)
+            for s in range(steps_per_epoch):
+                xb = x_all[perm[s * batch_size:(s + 1) * batch_size]]
+                loss = info_nce(enc(augment(xb, gen)), enc(augment(xb, gen)), temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                last = float(loss.detach())
+                advance(f"loss {last:.3f}")
+    enc.eval()
+    meta = {"trainer": "infonce", "epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
+            "seed": seed, "n_images": len(images), "final_loss": round(last, 5)}
+    return Encoder(enc, tuple(images.shape[1:]), name="genleak-infonce-cnn", meta=meta)
+
+
+class _progress:
+    """A rich progress bar (or nothing) as a context manager yielding ``advance(description)``."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.enabled, self.label, self.total = enabled, label, total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[str], None]:
+        if not self.enabled:
+            return lambda _desc="": None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                             TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._bar.start()
+        task = self._bar.add_task(self.label, total=self.total)
+
+        def advance(desc: str = "") -> None:
+            self._bar.update(task, advance=1, description=f"{self.label} {desc}".strip())
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

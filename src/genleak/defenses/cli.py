@@ -1,0 +1,284 @@
+"""Defense commands: ``genleak defend ...``, ``genleak evaluate-defense``, ``genleak sample``,
+``genleak train-encoder``.
+
+Parsing and printing only; the work is done in ``genleak.defenses``. torch/diffusers/opacus are
+imported inside the command bodies so ``genleak --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from genleak.errors import GenleakError
+
+
+def _csv_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def _csv(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _command_line() -> str:
+    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _train_config(steps: int, channels: str, lr: float, batch_size: int, ema: float, seed: int):
+    from genleak.train import TrainConfig
+
+    if steps < 1:
+        raise GenleakError(f"--steps must be >= 1, got {steps}")
+    return TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=_csv_ints(channels),
+                       ema_decay=ema or None, seed=seed)
+
+
+# The training options every defense shares with `genleak train` (same defaults: a fair comparison
+# trains baseline, teachers and student with the same budget; DualMD paper appendix A.2.2).
+STEPS = typer.Option(2000, help="Training steps (use the baseline's).")
+CHANNELS = typer.Option("32,64", help="UNet block_out_channels (use the baseline's).")
+LR = typer.Option(1e-3)
+BATCH = typer.Option(32, help="Batch size (DistillMD: per step, drawn from one half).")
+EMA = typer.Option(0.995, help="EMA decay; 0 disables EMA.")
+SEED = typer.Option(0)
+THREADS = typer.Option(0, help="torch CPU threads (0: torch's default).")
+
+
+def register(app: typer.Typer) -> None:
+    defend = typer.Typer(help="Train defended models: disjoint teachers / DualMD, DistillMD, KD, DP-SGD.",
+                         no_args_is_help=True)
+    app.add_typer(defend, name="defend")
+
+    @defend.command("disjoint")
+    def disjoint_cmd(
+        split: Path = typer.Option(..., help="Split manifest; its members are divided into two halves."),
+        out: Path = typer.Option(..., help="Output DualMD folder (model_1/, model_2/, dualmd.json, split.json)."),
+        steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
+        ema: float = EMA, seed: int = SEED,
+        halves_seed: int = typer.Option(0, help="Seed of the random halves (kept if the split already has halves)."),
+        dual_steps: int = typer.Option(50, help="DDIM steps of the deployed DualMD sampler (for gray-box routing)."),
+        threads: int = THREADS,
+    ) -> None:
+        """Algorithm 1: split the members into two disjoint halves and train one teacher on each."""
+        from genleak.data import MembershipSplit
+        from genleak.defenses.disjoint import train_disjoint
+
+        _threads(threads)
+        dual = train_disjoint(MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
+                              out, halves_seed=halves_seed, dual_steps=dual_steps)
+        typer.echo(f"wrote DualMD folder {out} (halves recorded in {out / 'split.json'}; fingerprint {dual.fingerprint()[:12]})")
+
+    @defend.command("distill")
+    def distill_cmd(
+        teachers: Path = typer.Option(..., help="Folder written by `genleak defend disjoint`."),
+        out: Path = typer.Option(..., help="Output diffusers folder for the student."),
+        init: str = typer.Option("scratch", help="Student initialisation: scratch | teacher1 | teacher2 | a diffusers folder."),
+        steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
+        ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+    ) -> None:
+        """Algorithm 2 (DistillMD): a student taught on each half by the other half's teacher."""
+        from genleak.defenses.distill import train_distillmd
+
+        _threads(threads)
+        student = train_distillmd(teachers, _train_config(steps, channels, lr, batch_size, ema, seed), out, init=init)
+        typer.echo(f"wrote student {out} (fingerprint {student.fingerprint()[:12]})")
+
+    @defend.command("kd")
+    def kd_cmd(
+        teacher: Path = typer.Option(..., help="Teacher trained on all members (usually the baseline)."),
+        split: Path = typer.Option(..., help="Split manifest; the student trains on its members."),
+        out: Path = typer.Option(..., help="Output diffusers folder for the student."),
+        init: str = typer.Option("scratch", help="Student initialisation: scratch | a diffusers folder."),
+        steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
+        ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+    ) -> None:
+        """Normal single-teacher knowledge distillation (table 10's baseline)."""
+        from genleak.data import MembershipSplit
+        from genleak.defenses.kd import train_kd
+
+        _threads(threads)
+        student = train_kd(teacher, MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
+                           out, init=init)
+        typer.echo(f"wrote KD student {out} (fingerprint {student.fingerprint()[:12]})")
+
+    @defend.command("dpsgd")
+    def dpsgd_cmd(
+        split: Path = typer.Option(..., help="Split manifest; the model trains on its members."),
+        out: Path = typer.Option(..., help="Output diffusers folder (+ dp.json with the spent epsilon)."),
+        noise_multiplier: float = typer.Option(None, help="Gaussian noise std / clipping norm."),
+        target_epsilon: float = typer.Option(None, help="Solve the noise multiplier for this epsilon instead."),
+        delta: float = typer.Option(1e-5, help="delta of the (epsilon, delta) guarantee; must be < 1/N."),
+        max_grad_norm: float = typer.Option(1.0, help="Per-sample gradient clipping norm."),
+        accountant: str = typer.Option("rdp", help="rdp | prv | gdp"),
+        steps: int = STEPS, channels: str = CHANNELS, lr: float = LR,
+        batch_size: int = typer.Option(32, help="Expected batch size; sample rate = batch / members (Poisson)."),
+        ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+    ) -> None:
+        """DP-SGD training with Opacus; reports the epsilon spent."""
+        from genleak.data import MembershipSplit
+        from genleak.defenses.dpsgd import DPConfig, train_dpsgd
+
+        _threads(threads)
+        dp = DPConfig(noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
+                      max_grad_norm=max_grad_norm, accountant=accountant)
+        _, report = train_dpsgd(MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
+                                dp, out)
+        typer.echo(f"wrote {out}: epsilon = {report['epsilon']:.3f} at delta = {report['delta']:g} "
+                   f"(noise multiplier {report['noise_multiplier']:.3f}, q = {report['sample_rate']:.3f}, "
+                   f"{report['steps']} steps, {report['accountant']})")
+
+    @defend.command("experiment")
+    def experiment_cmd(
+        config: Path = typer.Option(..., help="Experiment config (JSON), e.g. configs/defense_digits8.json."),
+        out: Path = typer.Option(..., help="Output folder (resumable: finished models are reused)."),
+        threads: int = THREADS,
+    ) -> None:
+        """Split, baseline, every defense, evaluation: one config, one results table."""
+        from genleak.defenses.evaluate import print_table
+        from genleak.defenses.experiment import run_experiment
+
+        _threads(threads)
+        result = run_experiment(config, out, command=_command_line())
+        print_table(result)
+        typer.echo(f"wrote {out / 'defense_eval.json'} and {out / 'defense_eval.md'}")
+
+    @app.command("evaluate-defense")
+    def evaluate_cmd(
+        baseline: Path = typer.Option(..., help="Undefended model folder."),
+        defended: list[Path] = typer.Option(..., help="Defended model folder(s) (diffusers or DualMD); repeat the option."),
+        split: Path = typer.Option(..., help="Split manifest the baseline was trained on."),
+        out: Path = typer.Option(Path("defense-eval"), help="Output folder."),
+        attacks: str = typer.Option("loss,secmi,pia,sima,genbox", help="Comma-separated attack names."),
+        adaptive_rounds: str = typer.Option("", help="Also run the appendix A.5 adaptive attack, e.g. 2,3."),
+        param: list[str] = typer.Option([], help="Attack parameter ATTACK.NAME=VALUE, e.g. secmi.t_sec=20 (repeatable)."),
+        encoder: Path = typer.Option(None, help="Feature extractor: genleak encoder folder or TorchScript Inception file."),
+        reference: str = typer.Option(None, help="Source of reference images (default: the split's source minus the split)."),
+        n_quality: int = typer.Option(500, help="Images generated per model for FID/precision/recall/memorisation."),
+        quality_steps: int = typer.Option(50, help="DDIM steps for the quality generations."),
+        seed: int = SEED,
+        bootstrap: int = typer.Option(0, help="Bootstrap resamples for CIs (0: none)."),
+        threads: int = THREADS,
+    ) -> None:
+        """Each attack's AUC and TPR@1%/0.1% FPR for baseline vs defended models, plus each model's quality."""
+        from genleak.data import MembershipSplit, parse_source_spec
+        from genleak.defenses.evaluate import evaluate_defense, print_table, reference_images
+
+        _threads(threads)
+        s = MembershipSplit.load(split)
+        params = parse_params(param)
+        ref = reference_images(s, seed=seed, source=parse_source_spec(reference)) if reference else None
+        result = evaluate_defense(baseline, defended, s, out, attacks=_csv(attacks), attack_params=params,
+                                  adaptive_rounds=_csv_ints(adaptive_rounds), encoder=encoder, reference=ref,
+                                  n_quality=n_quality, quality_steps=quality_steps, seed=seed, bootstrap=bootstrap,
+                                  command=_command_line())
+        print_table(result)
+        typer.echo(f"wrote {out / 'defense_eval.json'} and {out / 'defense_eval.md'}")
+
+    @app.command("sample")
+    def sample_cmd(
+        target: Path = typer.Option(..., help="Model folder: diffusers or DualMD (alternates its two models)."),
+        out: Path = typer.Option(Path("samples.npz"), help="Output .npz (images in [-1, 1]); a .png grid is written beside it."),
+        n: int = typer.Option(64, help="Number of images."),
+        steps: int = typer.Option(50, help="DDIM steps."),
+        seed: int = SEED,
+        init: Path = typer.Option(None, help="Image-to-image: an .npz of query images (key 'images', NCHW in [-1, 1])."),
+        strength: float = typer.Option(1.0, help="Image-to-image strength in (0, 1]."),
+        threads: int = THREADS,
+    ) -> None:
+        """Generate images with DDIM from any target (a DualMD folder alternates its models step by step)."""
+        import numpy as np
+        import torch
+
+        from genleak.defenses.dualmd import load_target
+        from genleak.io import atomic_save_npz
+        from genleak.targets.sampling import generate
+
+        _threads(threads)
+        t = load_target(target)
+        images = None
+        if init is not None:
+            if not init.is_file():
+                raise GenleakError(f"--init '{init}' does not exist")
+            with np.load(init) as z:
+                if "images" not in z.files:
+                    raise GenleakError(f"--init '{init}' has no 'images' array")
+                images = torch.as_tensor(z["images"], dtype=torch.float32)[:n]
+            n = images.shape[0]
+        x = generate(t, n, steps, seed, images=images, strength=strength, progress=True)
+        atomic_save_npz(out, images=x.numpy())
+        png = out.with_suffix(".png")
+        save_grid(x, png)
+        typer.echo(f"wrote {n} images to {out} and {png}")
+
+    @app.command("train-encoder")
+    def encoder_cmd(
+        split: Path = typer.Option(..., help="Split manifest; the encoder trains on source images outside it."),
+        out: Path = typer.Option(..., help="Output folder (encoder.json + encoder.safetensors)."),
+        reference: str = typer.Option(None, help="Source of reference images (default: the split's source minus the split)."),
+        steps: int = typer.Option(600),
+        seed: int = SEED,
+        threads: int = THREADS,
+    ) -> None:
+        """Train the offline default feature extractor (for genbox's feature distance and FID)."""
+        from genleak.data import MembershipSplit, parse_source_spec
+        from genleak.defenses.evaluate import reference_images
+        from genleak.quality import train_encoder
+
+        _threads(threads)
+        s = MembershipSplit.load(split)
+        ref = reference_images(s, seed=seed, source=parse_source_spec(reference) if reference else None)
+        ext = train_encoder(ref.images, ref.labels, steps=steps, seed=seed, out_dir=out, progress=True)
+        typer.echo(f"wrote {out} ({ext.meta['kind']} on {ext.meta['trained_on']} reference images)")
+
+
+def parse_params(items: list[str]) -> dict[str, dict]:
+    """``["secmi.t_sec=20", "genbox.strength=0.3"]`` -> ``{"secmi": {"t_sec": 20}, "genbox": {"strength": 0.3}}``."""
+    import json
+
+    params: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        attack, dot, name = key.partition(".")
+        if not sep or not dot or not attack or not name:
+            raise GenleakError(f"--param '{item}' must look like ATTACK.NAME=VALUE, e.g. secmi.t_sec=20")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(attack.strip(), {})[name.strip()] = value
+    return params
+
+
+def save_grid(images, path: Path, columns: int = 8) -> None:
+    """A PNG grid of images in [-1, 1] (NCHW), written atomically."""
+    import numpy as np
+    from PIL import Image
+
+    from genleak.io import atomic_path
+
+    x = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    n, c, h, w = x.shape
+    rows = (n + columns - 1) // columns
+    grid = np.zeros((rows * h, min(n, columns) * w, c), dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, columns)
+        grid[r * h : (r + 1) * h, k * w : (k + 1) * w] = x[i].transpose(1, 2, 0)
+    img = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    scale = max(1, 64 // h)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

@@ -1,0 +1,115 @@
+"""Disjoint training (DualMD paper, section 3.2, Algorithm 1): two teachers on two halves of the members.
+
+The members are split into two disjoint halves D_1, D_2 (recorded in the split manifest under
+``metadata["halves"]``, so every later stage uses the same halves) and one denoiser is trained on
+each, with the same training budget (steps, batch size, lr) as the undefended baseline (appendix
+A.2.2: "we train both the baseline model, the two models trained on two disjoint subsets, and the
+distilled model with the same number of training steps"). The output folder is a DualMD folder
+(``model_1/``, ``model_2/``, ``dualmd.json``) plus the updated ``split.json``; it is both a
+deployable ``DualTarget`` and the ``--teachers`` input of DistillMD.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genleak.data import MembershipSplit
+from genleak.errors import GenleakError, SplitError
+from genleak.train import TrainConfig, train_ddpm
+
+HALVES_KEY = "halves"
+SPLIT_FILE = "split.json"
+
+
+def assign_halves(split: MembershipSplit, seed: int = 0) -> MembershipSplit:
+    """Return a copy of ``split`` whose ``metadata["halves"]`` splits the members into two disjoint
+    random halves (sizes differ by at most one). A split that already has halves keeps them."""
+    if HALVES_KEY in split.metadata:
+        halves_of(split)  # validates
+        return split
+    n = len(split.members)
+    if n < 2:
+        raise SplitError(f"disjoint training needs at least 2 members, the split has {n}")
+    order = np.random.default_rng(int(seed)).permutation(n)
+    first = sorted(order[: (n + 1) // 2].tolist())
+    second = sorted(order[(n + 1) // 2 :].tolist())
+    ids = split.members.ids
+    metadata = copy.deepcopy(split.metadata)
+    metadata[HALVES_KEY] = {"seed": int(seed), "1": [ids[i] for i in first], "2": [ids[i] for i in second]}
+    return dataclasses.replace(split, metadata=metadata)
+
+
+def halves_of(split: MembershipSplit) -> tuple[list[int], list[int]]:
+    """Member row indices of D_1 and D_2 from ``metadata["halves"]``; checks they partition the members."""
+    halves = split.metadata.get(HALVES_KEY)
+    if not isinstance(halves, dict) or "1" not in halves or "2" not in halves:
+        raise SplitError(f"split {split.name!r} has no metadata['halves']; run `genleak defend disjoint` first")
+    pos = {sid: i for i, sid in enumerate(split.members.ids)}
+    rows = []
+    for key in ("1", "2"):
+        unknown = [sid for sid in halves[key] if sid not in pos]
+        if unknown:
+            raise SplitError(f"split {split.name!r}: half {key} names id {unknown[0]!r}, which is not a member")
+        rows.append(sorted(pos[sid] for sid in halves[key]))
+    if set(rows[0]) & set(rows[1]):
+        raise SplitError(f"split {split.name!r}: the two halves overlap; they must be disjoint (Algorithm 1)")
+    if len(rows[0]) + len(rows[1]) != len(split.members) or not rows[0] or not rows[1]:
+        raise SplitError(f"split {split.name!r}: the halves must be non-empty and cover all members")
+    return rows[0], rows[1]
+
+
+def train_disjoint(
+    split: MembershipSplit,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    halves_seed: int = 0,
+    dual_steps: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """Algorithm 1: train one teacher on each half with the baseline's ``config``; returns a DualTarget.
+
+    Teacher i uses seed ``config.seed + i - 1`` (independent initialisations). Resumable: each
+    teacher is an ordinary ``train_ddpm`` run in ``OUT/model_i``.
+    """
+    from genleak.defenses.dualmd import DEFAULT_STEPS, DualTarget
+
+    out = Path(out_dir)
+    split = assign_halves(split, halves_seed)
+    rows = halves_of(split)
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / SPLIT_FILE)
+    teachers = []
+    for i, half in enumerate(rows, start=1):
+        cfg = dataclasses.replace(
+            config,
+            seed=config.seed + i - 1,
+            extra={**config.extra, "defense": "disjoint", "half": i, "halves_seed": int(split.metadata[HALVES_KEY]["seed"])},
+        )
+        images = split.members.images[torch.as_tensor(half)]
+        if progress:
+            print(f"teacher {i}: {len(half)} members, {cfg.steps} steps")
+        teachers.append(train_ddpm(images, cfg, out / f"model_{i}", split_manifest=split.to_manifest(), progress=progress))
+    dual = DualTarget(teachers[0], teachers[1], steps=dual_steps or DEFAULT_STEPS)
+    dual.save_metadata(out, {"halves_sizes": [len(rows[0]), len(rows[1])], "train_config": config.to_dict(),
+                             "split_fingerprint": split.fingerprint()})
+    return dual
+
+
+def load_teachers(folder: str | Path, device: str | torch.device | None = None) -> tuple[Any, Any, MembershipSplit]:
+    """The two teachers and the split (with halves) of a ``genleak defend disjoint`` folder."""
+    from genleak.targets import DiffusionTarget
+
+    path = Path(folder)
+    if not (path / SPLIT_FILE).is_file() or not (path / "model_1").is_dir() or not (path / "model_2").is_dir():
+        raise GenleakError(f"'{folder}' is not a teachers folder (needs split.json, model_1/, model_2/); run `genleak defend disjoint`")
+    split = MembershipSplit.load(path / SPLIT_FILE)
+    halves_of(split)
+    return (DiffusionTarget.from_pretrained(path / "model_1", device=device),
+            DiffusionTarget.from_pretrained(path / "model_2", device=device), split)

@@ -1,0 +1,185 @@
+"""DualMD: private inference with two denoisers trained on disjoint halves (DualMD paper, section 3.4).
+
+``DualTarget(model_1, model_2)`` is an ordinary genleak target. Its sampler-facing method
+``eps_at_step`` alternates the two denoisers step by step ("self-correcting inference", fig. 2):
+step 0 (the noisiest) is answered by model 1, step 1 by model 2, and so on. If a noisy image drives
+one model towards a training image of its half, the other model, for which that image is unseen,
+answers the next step. Every sampler (``genleak.targets.sampling``) and every black-box attack
+therefore works on it unchanged.
+
+Gray-box queries ``eps(x_t, t)`` carry no step index. They are answered the way the deployed
+sampler (``steps`` DDIM steps, stored in ``dualmd.json``) would answer at that noise level: by
+the model whose turn it is at timestep t on that grid. DualMD is a black-box defense (section 4.1:
+"it is not realistic to perform DualMD defense" against white-box attackers), and gray-box
+figures on a DualTarget measure exactly that deployment choice, nothing more.
+
+On disk a DualMD folder holds ``model_1/`` and ``model_2/`` (standard diffusers folders) and
+``dualmd.json``; ``genleak defend disjoint`` writes one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genleak.errors import TargetError
+from genleak.io import atomic_write_json
+
+DUAL_FILE = "dualmd.json"
+DUAL_FORMAT = "genleak.dualmd"
+# DDIM steps of the deployed sampler: 50, as the DualMD paper's black-box evaluation (appendix A.2.2).
+DEFAULT_STEPS = 50
+
+
+class DualTarget:
+    """Two denoisers on one noise schedule, alternated step by step when sampling (DualMD)."""
+
+    def __init__(self, model_1: Any, model_2: Any, *, steps: int = DEFAULT_STEPS) -> None:
+        if not torch.equal(model_1.alphas_cumprod, model_2.alphas_cumprod):
+            raise TargetError("DualMD needs both sub-models on the same noise schedule; their alphas_cumprod differ")
+        if getattr(model_1, "image_shape", None) != getattr(model_2, "image_shape", None):
+            raise TargetError(
+                f"DualMD sub-models have different image shapes {getattr(model_1, 'image_shape', None)} "
+                f"and {getattr(model_2, 'image_shape', None)}"
+            )
+        if steps < 1 or steps > model_1.num_train_timesteps:
+            raise TargetError(f"DualMD steps must be in 1..{model_1.num_train_timesteps}, got {steps}")
+        self.models = (model_1, model_2)
+        self.steps = int(steps)
+        self.alphas_cumprod = model_1.alphas_cumprod
+        self.num_train_timesteps = model_1.num_train_timesteps
+        self.device = model_1.device
+        self._fingerprint: str | None = None
+
+    # -- the sampler-facing extension --------------------------------------------------------------
+    def eps_at_step(self, x: torch.Tensor, t: int, step: int, cond: Any = None) -> torch.Tensor:
+        """Alternate by step index (section 3.4, fig. 2): even steps model 1, odd steps model 2."""
+        return self.models[step % 2].eps(x, t, cond)
+
+    # -- the target protocol -------------------------------------------------------------------
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: Any = None) -> torch.Tensor:
+        """Answer as the deployed ``steps``-step sampler would at timestep t (see the module doc)."""
+        if isinstance(t, int):
+            return self.models[self.model_index(t)].eps(x_t, t, cond)
+        t_cpu = t.detach().to("cpu").long()
+        which = torch.tensor([self.model_index(int(v)) for v in t_cpu])
+        out = None
+        for i in (0, 1):
+            mask = which == i
+            if not mask.any():
+                continue
+            rows = mask.nonzero().flatten()
+            sub_cond = None if cond is None else _take(cond, rows)
+            pred = self.models[i].eps(x_t[rows.to(x_t.device)], t[rows.to(t.device)], sub_cond)
+            if out is None:
+                out = torch.empty((x_t.shape[0], *pred.shape[1:]), dtype=pred.dtype, device=pred.device)
+            out[rows.to(pred.device)] = pred
+        return out
+
+    def model_index(self, t: int) -> int:
+        """0 or 1: whose turn timestep t is on the ``steps``-step DDIM grid (diffusers' "leading"
+        spacing: step i sits at t = (steps - 1 - i) * T // steps)."""
+        stride = max(self.num_train_timesteps // self.steps, 1)
+        step = self.steps - 1 - min(int(t) // stride, self.steps - 1)
+        return step % 2
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.models[0].encode(images)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.models[0].decode(x)
+
+    def conditions(self, samples: Any) -> Any:
+        conditions = getattr(self.models[0], "conditions", None)
+        return conditions(samples) if conditions is not None else None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            h = hashlib.sha256(b"genleak.dualmd\x00")
+            for m in self.models:
+                h.update(m.fingerprint().encode())
+            h.update(str(self.steps).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.models[0].image_shape
+
+    def ddim_scheduler(self, num_inference_steps: int) -> Any:
+        return self.models[0].ddim_scheduler(num_inference_steps)
+
+    def describe(self) -> dict[str, Any]:
+        subs = [m.describe() if hasattr(m, "describe") else {"fingerprint": m.fingerprint()} for m in self.models]
+        return {
+            "kind": "dualmd",
+            "steps": self.steps,
+            "parameters": sum(int(s.get("parameters", 0)) for s in subs),
+            "image_shape": list(self.image_shape),
+            "model_1": subs[0],
+            "model_2": subs[1],
+            "fingerprint": self.fingerprint(),
+        }
+
+    # -- folders -----------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> DualTarget:
+        """Load a DualMD folder (``model_1/``, ``model_2/``, ``dualmd.json``)."""
+        path = Path(folder)
+        meta_file = path / DUAL_FILE
+        if not meta_file.is_file():
+            raise TargetError(f"'{folder}' has no {DUAL_FILE}: not a DualMD folder (make one with `genleak defend disjoint`)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != DUAL_FORMAT:
+            raise TargetError(f"'{meta_file}' is not a DualMD description (format {meta.get('format')!r})")
+        m1, m2 = (_load_single(path / f"model_{i}", device) for i in (1, 2))
+        return cls(m1, m2, steps=int(meta.get("steps", DEFAULT_STEPS)))
+
+    def save_metadata(self, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``dualmd.json`` (the sub-models are written by their training runs)."""
+        atomic_write_json(
+            Path(folder) / DUAL_FILE,
+            {
+                "format": DUAL_FORMAT,
+                "version": 1,
+                "steps": self.steps,
+                "alternation": "step i uses model_1 if i is even else model_2 (DualMD paper sec. 3.4)",
+                "model_1": "model_1",
+                "model_2": "model_2",
+                **(extra or {}),
+            },
+        )
+
+
+def is_dual_folder(folder: str | Path) -> bool:
+    return (Path(folder) / DUAL_FILE).is_file()
+
+
+def load_target(folder: str | Path, device: str | torch.device | None = None) -> Any:
+    """A DualMD folder as ``DualTarget``, any other folder as the matching single target."""
+    if is_dual_folder(folder):
+        return DualTarget.from_pretrained(folder, device=device)
+    return _load_single(Path(folder), device)
+
+
+def _load_single(folder: Path, device: str | torch.device | None) -> Any:
+    """One model folder: through ``genleak.targets.loading`` (pixel or latent) where available."""
+    try:
+        from genleak.targets.loading import load_target as generic
+    except ImportError:  # older trees: pixel DDPMs only
+        from genleak.targets.ddpm import DiffusionTarget
+
+        return DiffusionTarget.from_pretrained(folder, device=device)
+    if is_dual_folder(folder):
+        raise TargetError(f"'{folder}' is itself a DualMD folder; a DualMD sub-model must be a single model")
+    return generic(folder, device=device)
+
+
+def _take(cond: Any, rows: torch.Tensor) -> Any:
+    if isinstance(cond, torch.Tensor):
+        return cond[rows.to(cond.device)]
+    return [cond[int(i)] for i in rows]

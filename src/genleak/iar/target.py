@@ -1,0 +1,287 @@
+"""The IAR target protocol and its adapters (VAR-style, RAR-style, MAR-style).
+
+An IAR target is what the IAR attacks, dataset inference, extraction and the output-noise defense
+see of an image autoregressive model. Like the diffusion ``Target`` it has ``encode`` (images ->
+the model's working space, here *tokens*), ``decode``, ``conditions``, ``fingerprint`` and
+``describe``, so :func:`genleak.pipeline.run_attacks` runs IAR attacks unchanged. On top:
+
+* discrete models (VAR, RAR): ``logits(tokens, labels)`` -> teacher-forced per-token logits
+  (B, N, V) in one forward pass, N = all tokens (VAR: all scales, coarse to fine; RAR: raster);
+  ``token_groups`` names each token's scale (VAR) or position (RAR);
+* continuous models (MAR): ``token_losses(...)`` -> per-token diffusion losses (see ``mar.py``);
+* all: ``generate(labels, prefix, prefix_len, ...)`` and ``decode``.
+
+``output_noise`` = sigma switches on the mitigation of thesis supp. D.11.1: N(0, sigma^2) is added
+to every logit the model outputs (VAR/RAR) or to every continuous token it samples (MAR). It is part
+of the fingerprint, so cached scores of the undefended model are never reused for the defended one.
+
+Folders: ``config.json`` (format, kind, tokenizer and model configs) + ``tokenizer.safetensors`` +
+``model.safetensors``; written by :meth:`IARTarget.save_pretrained`, read by
+:func:`load_iar_target`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from genleak.errors import TargetError
+from genleak.iar.rar import RARConfig, RARModel
+from genleak.iar.var import VARConfig, VARModel, scale_index
+from genleak.iar.vq import VQConfig, VQTokenizer
+
+IAR_FORMAT = "genleak.iar"
+IAR_VERSION = 1
+CONFIG_FILE = "config.json"
+
+
+class IARTarget:
+    """Common part of the IAR adapters: device, labels, noise, fingerprint, folders."""
+
+    kind: ClassVar[str] = ""
+    discrete: ClassVar[bool] = True
+
+    def __init__(self, tokenizer: nn.Module, model: nn.Module, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.model = model.to(self.device).eval()
+        self.num_classes = int(model.config.num_classes)
+        self.null_class = self.num_classes  # the CFG "no class" label (thesis ch. 9.5.1: c_null)
+        self.output_noise = 0.0
+        self._noise_gen = torch.Generator().manual_seed(0)
+        self._fingerprint: str | None = None
+
+    # -- mitigation ------------------------------------------------------------------------------
+    def set_output_noise(self, sigma: float, seed: int = 0) -> None:
+        """Turn on the output-noise defense (supp. D.11.1) with scale ``sigma`` (0 turns it off).
+
+        The defense's randomness belongs to the model owner: one generator per target, seeded here.
+        """
+        if sigma < 0:
+            raise TargetError(f"output noise sigma must be >= 0, got {sigma}")
+        self.output_noise = float(sigma)
+        self._noise_gen = torch.Generator().manual_seed(seed)
+        self._fingerprint = None
+
+    def _noised(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.output_noise:
+            return x
+        return x + self.output_noise * torch.randn(x.shape, generator=self._noise_gen).to(x.device, x.dtype)
+
+    # -- protocol --------------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c = self.tokenizer.config
+        return (int(c.channels), int(c.image_size), int(c.image_size))
+
+    def conditions(self, samples: Any) -> torch.Tensor:
+        """Class labels of an ``ImageSet`` (IARs here are class-conditional, thesis ch. 9.4)."""
+        labels = getattr(samples, "labels", None)
+        if labels is None:
+            raise TargetError("the IAR target is class-conditional but the samples carry no labels")
+        return self.labels(labels)
+
+    def labels(self, labels: Any) -> torch.Tensor:
+        """Validate labels and move them to the device (a user mistake raises one line)."""
+        lab = torch.as_tensor(labels, dtype=torch.long).to(self.device)
+        if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) > self.num_classes):
+            raise TargetError(f"class labels must be in 0..{self.num_classes - 1} (or {self.null_class} = null)")
+        return lab
+
+    def fingerprint(self) -> str:
+        """sha256 over both networks' weights, their configs and the output-noise setting."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for prefix, module in (("tokenizer.", self.tokenizer), ("model.", self.model)):
+                for name, tensor in sorted(module.state_dict().items()):
+                    h.update((prefix + name).encode())
+                    h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+            h.update(json.dumps(self._config_dict(), sort_keys=True).encode())
+            h.update(f"output_noise={self.output_noise}".encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": f"iar-{self.kind}",
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "tokenizer_parameters": sum(p.numel() for p in self.tokenizer.parameters()),
+            "image_shape": list(self.image_shape),
+            "sequence_length": self.sequence_length,
+            "num_classes": self.num_classes,
+            "output_noise": self.output_noise,
+            **self._config_dict(),
+            "fingerprint": self.fingerprint(),
+        }
+
+    def _config_dict(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.config.to_dict(), "model": self.model.config.to_dict()}
+
+    @property
+    def sequence_length(self) -> int:
+        raise NotImplementedError
+
+    # -- folders ---------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write ``config.json`` + two safetensors files atomically (config last: marks complete)."""
+        from safetensors.torch import save_file
+
+        from genleak.io import atomic_path, atomic_write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, module in (("tokenizer", self.tokenizer), ("model", self.model)):
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            with atomic_path(folder / f"{name}.safetensors") as tmp:
+                save_file(state, str(tmp))
+        atomic_write_json(folder / CONFIG_FILE, {"format": IAR_FORMAT, "version": IAR_VERSION, "kind": self.kind,
+                                                 **self._config_dict()})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> IARTarget:
+        return load_iar_target(folder, device)
+
+
+class DiscreteIARTarget(IARTarget):
+    """VAR/RAR: token logits from one teacher-forced pass."""
+
+    def logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-token logits (B, N, V) for ``tokens`` given class ``labels`` (null class allowed)."""
+        return self._noised(self._raw_logits(tokens.to(self.device), labels.to(self.device)))
+
+    def _raw_logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+
+class RARTarget(DiscreteIARTarget):
+    """RAR-style: raster-order next-token prediction over single-scale VQ tokens."""
+
+    kind = "rar"
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.tokenize(images.to(self.device))
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.decode_tokens(tokens.to(self.device))
+
+    def _raw_logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens, labels)
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.model.config.seq_len)
+
+    def token_groups(self) -> torch.Tensor:
+        """Each token's raster position (the RAR 'per position' view of the scores)."""
+        return torch.arange(self.sequence_length)
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, prefix: torch.Tensor | None = None, prefix_len: int = 0, *,
+                 cfg_scale: float = 1.0, greedy: bool = True, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        noise_gen = generator if generator is not None else self._noise_gen
+        return self.model.generate(self.labels(labels), _dev(prefix, self.device), prefix_len, cfg_scale=cfg_scale,
+                                   greedy=greedy, temperature=temperature, logit_noise=self.output_noise,
+                                   generator=noise_gen)
+
+
+class VARTarget(DiscreteIARTarget):
+    """VAR-style: next-scale prediction over multi-scale residual VQ tokens."""
+
+    kind = "var"
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.tokenize_scales(images.to(self.device))
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.decode_scales(tokens.to(self.device))
+
+    def _raw_logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(self.tokenizer.next_scale_inputs(tokens), labels)
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.model.config.seq_len)
+
+    def token_groups(self) -> torch.Tensor:
+        """Each token's scale index (the VAR 'per scale' view of the scores)."""
+        return scale_index(self.model.config.scales)
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, prefix: torch.Tensor | None = None, prefix_len: int = 0, *,
+                 cfg_scale: float = 1.0, greedy: bool = True, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        noise_gen = generator if generator is not None else self._noise_gen
+        return self.model.generate(self.labels(labels), self.tokenizer, _dev(prefix, self.device), prefix_len,
+                                   cfg_scale=cfg_scale, greedy=greedy, temperature=temperature,
+                                   logit_noise=self.output_noise, generator=noise_gen)
+
+
+def _dev(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if x is None else x.to(device)
+
+
+def build_target(kind: str, tokenizer_config: dict[str, Any], model_config: dict[str, Any]) -> IARTarget:
+    """Fresh (untrained) target of ``kind`` from config dicts."""
+    if kind == "rar":
+        return RARTarget(VQTokenizer(VQConfig.from_dict(tokenizer_config)), RARModel(RARConfig.from_dict(model_config)))
+    if kind == "var":
+        return VARTarget(VQTokenizer(VQConfig.from_dict(tokenizer_config)), VARModel(VARConfig.from_dict(model_config)))
+    if kind == "mar":
+        from genleak.iar.mar import KLConfig, KLTokenizer, MARConfig, MARModel, MARTarget
+
+        return MARTarget(KLTokenizer(KLConfig.from_dict(tokenizer_config)), MARModel(MARConfig.from_dict(model_config)))
+    raise TargetError(f"unknown IAR kind '{kind}'; choose var, rar or mar")
+
+
+def is_iar_folder(folder: str | Path) -> bool:
+    """True if ``folder`` holds a genleak IAR target (so loaders can dispatch on target type)."""
+    cfg = Path(folder) / CONFIG_FILE
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == IAR_FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def load_iar_target(folder: str | Path, device: str | torch.device | None = None) -> IARTarget:
+    """Load an IAR target folder written by ``save_pretrained`` / ``genleak iar-train``."""
+    from safetensors.torch import load_file
+
+    path = Path(folder)
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise TargetError(f"'{folder}' has no {CONFIG_FILE}: not an IAR target folder (train one with `genleak iar-train`)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TargetError(f"'{cfg_path}' is not valid JSON ({err})") from err
+    if not isinstance(cfg, dict) or cfg.get("format") != IAR_FORMAT:
+        raise TargetError(f"'{folder}' is not a genleak IAR target (format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+    if cfg.get("version") != IAR_VERSION:
+        raise TargetError(f"'{folder}' has IAR format version {cfg.get('version')!r}; this genleak reads {IAR_VERSION}")
+    target = build_target(cfg["kind"], cfg["tokenizer"], cfg["model"])
+    for name, module in (("tokenizer", target.tokenizer), ("model", target.model)):
+        file = path / f"{name}.safetensors"
+        if not file.is_file():
+            raise TargetError(f"'{folder}' has no {name}.safetensors; the folder is incomplete")
+        try:
+            module.load_state_dict(load_file(str(file)))
+        except RuntimeError as err:
+            raise TargetError(f"'{file}' does not match {CONFIG_FILE}: {str(err).splitlines()[0]}") from err
+    if device is not None:
+        target.device = torch.device(device)
+        target.tokenizer.to(target.device)
+        target.model.to(target.device)
+    target._fingerprint = None
+    return target

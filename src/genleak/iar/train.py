@@ -1,0 +1,210 @@
+"""Train the tiny IAR targets on a split's members: tokenizer first, then the autoregressive model.
+
+The tokenizer (VQ-VAE for VAR/RAR, KL-VAE for MAR) is trained on the same images and then frozen;
+the images are tokenised once and the transformer trains on the tokens with AdamW, epoch-wise
+shuffling (every member seen once per epoch, as the DDPM trainer does, so "training budget" means
+the same thing for both) and classifier-free-guidance label dropout. One tokenizer can be shared by
+several models (``tokenizer=``): VAR and RAR targets trained on the same members then differ only
+in their autoregressive model.
+
+A folder that already holds a finished run with the same config is loaded instead of retrained;
+a run is seconds to a minute on CPU, so there are no mid-run checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genleak.errors import GenleakError
+from genleak.iar.target import IARTarget, build_target, load_iar_target
+
+TRAIN_RECORD = "genleak_train.json"
+KINDS = ("var", "rar", "mar")
+
+
+@dataclass
+class IARTrainConfig:
+    """Hyperparameters of one IAR run. Defaults: tiny models on 8x8 digits (tests, configs/)."""
+
+    kind: str = "rar"
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    seed: int = 0
+    num_classes: int = 10
+    tokenizer_steps: int = 1500
+    tokenizer_lr: float = 2e-3
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # overrides of VQConfig / KLConfig
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of VARConfig / RARConfig / MARConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IARTrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise GenleakError(f"unknown IAR training setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def _check_inputs(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise GenleakError(f"IAR training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
+    if images.shape[-1] != images.shape[-2]:
+        raise GenleakError(f"IAR training needs square images, got {tuple(images.shape[-2:])}")
+    if labels is None or len(labels) != images.shape[0]:
+        raise GenleakError("IAR training needs one class label per image (the targets are class-conditional)")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise GenleakError(f"labels must be in 0..{num_classes - 1}; set num_classes")
+
+
+def _tokenizer_config(config: IARTrainConfig, images: torch.Tensor) -> dict[str, Any]:
+    base: dict[str, Any] = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1])}
+    return {**base, **config.tokenizer}
+
+
+def _schedule(step: int, config: IARTrainConfig) -> float:
+    """Linear warm-up then constant learning rate."""
+    return min(1.0, (step + 1) / max(1, config.warmup))
+
+
+def train_tokenizer(images: torch.Tensor, config: IARTrainConfig, *, progress: bool = True) -> torch.nn.Module:
+    """Train the tokenizer of ``config.kind`` (VQ-VAE for var/rar, KL-VAE for mar) on ``images``."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed + 7)
+    cfg = _tokenizer_config(config, images)
+    if config.kind == "mar":
+        from genleak.iar.mar import KLConfig, KLTokenizer
+
+        tok: torch.nn.Module = KLTokenizer(KLConfig.from_dict(cfg))
+    else:
+        from genleak.iar.vq import VQConfig, VQTokenizer
+
+        tok = VQTokenizer(VQConfig.from_dict(cfg))
+    opt = torch.optim.Adam(tok.parameters(), lr=config.tokenizer_lr)
+    n = images.shape[0]
+    used = torch.zeros(getattr(tok.config, "codebook_size", 1), dtype=torch.bool)
+    tok.train()
+    for step in tqdm(range(config.tokenizer_steps), desc="tokenizer", disable=not progress, leave=False):
+        idx = torch.randint(0, n, (min(config.batch_size * 2, n),), generator=gen)
+        batch = images[idx]
+        loss, batch_used = tok.training_loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if config.kind != "mar":
+            used[batch_used] = True
+            # restart dead codes during the first 3/4 of training only, so the codebook settles
+            if (step + 1) % 100 == 0 and step < 0.75 * config.tokenizer_steps:
+                tok.restart_dead_codes(images, used, gen)
+                used.zero_()
+    if config.kind == "mar":
+        tok.fit_scale(images)
+    return tok.eval()
+
+
+def train_iar(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: IARTrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    tokenizer: torch.nn.Module | None = None,
+    split_manifest: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> IARTarget:
+    """Train an IAR target of ``config.kind`` on ``images`` (N, C, H, W) in [-1, 1] with ``labels``.
+
+    ``tokenizer`` reuses a trained tokenizer (shared by VAR and RAR); otherwise one is trained.
+    With ``out_dir`` the target folder is written (and a finished identical run is just loaded).
+    """
+    from tqdm.auto import tqdm
+
+    if config.kind not in KINDS:
+        raise GenleakError(f"unknown IAR kind '{config.kind}'; choose one of {', '.join(KINDS)}")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    _check_inputs(images, labels, config.num_classes)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and (out / TRAIN_RECORD).is_file():
+        saved = json.loads((out / TRAIN_RECORD).read_text())
+        if saved.get("config") != config.to_dict():
+            raise GenleakError(f"'{out}' already holds a finished IAR run with a different config; use another --out")
+        return load_iar_target(out)
+
+    start = time.time()
+    if tokenizer is None:
+        tokenizer = train_tokenizer(images, config, progress=progress)
+    tokenizer = tokenizer.eval()
+    torch.manual_seed(config.seed)
+    model_cfg = _model_config(config, tokenizer)
+    target = build_target(config.kind, tokenizer.config.to_dict(), model_cfg)
+    target.tokenizer.load_state_dict(tokenizer.state_dict())
+    target.tokenizer.eval()
+    with torch.no_grad():
+        tokens = torch.cat([target.encode(images[i : i + 256]) for i in range(0, images.shape[0], 256)])
+    model = target.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config))
+    gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
+    n = images.shape[0]
+    perm, cursor, losses = torch.randperm(n, generator=gen), 0, []
+    bar = tqdm(range(config.steps), desc=f"train {config.kind}", disable=not progress, leave=False)
+    for step in bar:
+        if cursor + config.batch_size > n:
+            perm, cursor = torch.randperm(n, generator=gen), 0
+        idx = perm[cursor : cursor + min(config.batch_size, n)]
+        cursor += config.batch_size
+        x, y = tokens[idx], labels[idx]
+        if config.kind == "rar":
+            loss = model.training_loss(x, y, step / max(1, config.steps), gen)
+        elif config.kind == "var":
+            loss = model.training_loss(x, y, target.tokenizer, gen)
+        else:
+            loss = model.training_loss(x, y, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 50 == 49:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+    model.eval()
+    target._fingerprint = None
+    if out is not None:
+        from genleak.io import atomic_write_json
+
+        target.save_pretrained(out)
+        if split_manifest is not None:
+            atomic_write_json(out / "split.json", split_manifest)
+        atomic_write_json(out / TRAIN_RECORD, {
+            "format": "genleak.iar-train", "version": 1, "config": config.to_dict(), "steps": len(losses),
+            "epochs": round(len(losses) * config.batch_size / n, 2),
+            "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+            "train_seconds": round(time.time() - start, 2), "fingerprint": target.fingerprint(),
+        })
+    return target
+
+
+def _model_config(config: IARTrainConfig, tokenizer: torch.nn.Module) -> dict[str, Any]:
+    """Model config derived from the tokenizer (vocabulary, sequence length) plus user overrides."""
+    tc = tokenizer.config
+    if config.kind == "rar":
+        base = {"vocab_size": tc.codebook_size, "seq_len": tc.latent_size**2}
+    elif config.kind == "var":
+        base = {"vocab_size": tc.codebook_size, "latent_dim": tc.latent_dim, "scales": list(tc.scales)}
+    else:
+        base = {"token_dim": tc.latent_dim, "seq_len": tc.latent_size**2}
+    return {**base, "num_classes": config.num_classes, **config.model}

@@ -1,0 +1,594 @@
+"""Copyrighted Data Identification (CDI): was this *set* of images used to train the model?
+(Dubinski, Kowalczyk et al., CVPR 2025; thesis chapter 8.)
+
+A single-sample MIA is too weak on a large model to convince anyone about one image; a data owner
+usually holds many published images P, and unpublished images U from the same distribution. CDI
+extracts membership features for every sample (``features``), learns how to combine them with a
+cross-validated logistic regression (``scoring``), and asks whether P's scores are significantly
+higher than U's with Welch's t-test (``stats``). Guards (``guards``) check first that P and U do not
+differ for reasons that have nothing to do with the model.
+
+``run_cdi`` is the full audit on images; ``cdi_test`` the statistics on precomputed features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genleak.data import ImageSet
+from genleak.errors import DataError, GenleakError
+from genleak.inference.features import (
+    FeatureMatrix,
+    access_level,
+    extract_features,
+    feature_descriptions,
+    parse_features,
+)
+from genleak.inference.guards import NEAR_DUPLICATE_RMS, blind_classifier, find_duplicates
+from genleak.inference.scoring import DEFAULT_FOLDS, cross_val_scores
+from genleak.inference.stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_RESAMPLES,
+    CurvePoint,
+    cohens_d,
+    min_suspect_size,
+    reference_size,
+    resampled_curve,
+    size_grid,
+    ttest_power,
+    welch_ttest,
+)
+
+RESULT_FORMAT = "genleak.cdi"
+RESULT_VERSION = 1
+
+
+@dataclass
+class CDIConfig:
+    """Everything that decides a CDI result, with the thesis defaults.
+
+    ``reference_ratio`` = |U| / |P| used at each suspect size of the curve (table C.12.1); None keeps
+    the inputs' own ratio. ``refit_resamples`` > 0 adds the slow, honest curve that refits the
+    scoring model on every resample (see ``refit_curve``) for sizes up to ``refit_max_size``.
+    """
+
+    features: str | list[str] = "gray"
+    feature_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alpha: float = DEFAULT_ALPHA
+    alternative: str = "greater"
+    folds: int = DEFAULT_FOLDS
+    n_resamples: int = DEFAULT_RESAMPLES
+    sizes: list[int] | None = None
+    reference_ratio: float | None = None
+    refit_resamples: int = 0
+    refit_max_size: int = 1000
+    seed: int = 0
+    batch_size: int = 64
+    chunk_size: int = 256
+    near_duplicate_rms: float = NEAR_DUPLICATE_RMS
+    check_shift: bool = True
+    fail_on_shift: bool = False
+    max_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise GenleakError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if self.alternative not in ("greater", "two-sided"):
+            raise GenleakError(f"alternative must be 'greater' or 'two-sided', got {self.alternative!r}")
+        if int(self.n_resamples) < 0 or int(self.refit_resamples) < 0:
+            raise GenleakError("n_resamples and refit_resamples must be >= 0")
+        if self.reference_ratio is not None and not float(self.reference_ratio) > 0:
+            raise GenleakError(f"reference_ratio must be > 0, got {self.reference_ratio!r}")
+        if self.max_samples is not None and int(self.max_samples) < 2:
+            raise GenleakError(f"max_samples must be >= 2, got {self.max_samples!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CDIConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise GenleakError(f"unknown CDI setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CDIResult:
+    """A CDI verdict with the numbers behind it. ``to_dict()`` is what ``cdi.json`` holds."""
+
+    rejected: bool
+    verdict: str
+    alpha: float
+    alternative: str
+    p_value: float
+    t_statistic: float
+    df: float
+    n_suspect: int
+    n_reference: int
+    features: list[str]
+    columns: list[str]
+    access: str
+    scorer_auc: float
+    single_features: dict[str, dict[str, float]]
+    best_single: tuple[str, float]
+    coefficients: dict[str, tuple[float, float]]
+    cohens_d: float
+    power: float
+    curve: list[CurvePoint]
+    min_suspect_size: int | None
+    refit_curve: list[dict[str, Any]] | None = None
+    min_suspect_size_refit: int | None = None
+    shift_detected: bool = False
+    guards: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    scores_p: np.ndarray | None = None
+    scores_u: np.ndarray | None = None
+
+    @property
+    def t_sign(self) -> str:
+        return "+" if self.t_statistic > 0 else ("-" if self.t_statistic < 0 else "0")
+
+    def to_dict(self) -> dict[str, Any]:
+        import genleak
+
+        one_sided = self.alternative == "greater"
+        return _json_safe(
+            {
+                "format": RESULT_FORMAT,
+                "version": RESULT_VERSION,
+                "genleak_version": genleak.__version__,
+                "verdict": self.verdict,
+                "rejected": self.rejected,
+                "alpha": self.alpha,
+                "test": "Welch's t-test, "
+                + ("one-sided (H0: mean score(P) <= mean score(U))" if one_sided else "two-sided (H0: mean score(P) == mean score(U))"),
+                "alternative": self.alternative,
+                "p_value": self.p_value,
+                "t_statistic": self.t_statistic,
+                "t_sign": self.t_sign,
+                "df": self.df,
+                "n_suspect": self.n_suspect,
+                "n_reference": self.n_reference,
+                "features": self.features,
+                "columns": self.columns,
+                "access": self.access,
+                "scorer": {
+                    "model": "StandardScaler + LogisticRegression (logit), k-fold out-of-fold",
+                    "auc_out_of_fold": self.scorer_auc,
+                    "coefficients": {c: {"mean": m, "std": s} for c, (m, s) in self.coefficients.items()},
+                },
+                "single_features": self.single_features,
+                "best_single_feature": {"column": self.best_single[0], "auc": self.best_single[1]},
+                "power": {
+                    "cohens_d": self.cohens_d,
+                    "power_at_alpha": self.power,
+                    "note": "power of the t-test at alpha = the dataset test's TPR@FPR=alpha (supplement C.17)",
+                },
+                "min_p_curve": {
+                    "method": "scores from one k-fold fit on all of P and U; 1 random subset per resample and size "
+                    "(nested across sizes); mean p-value over resamples (supplement C.5)",
+                    "points": [p.to_dict() for p in self.curve],
+                    "min_suspect_size": self.min_suspect_size,
+                },
+                "refit_curve": None
+                if self.refit_curve is None
+                else {
+                    "method": "k-fold scoring model refitted on every resample of every size",
+                    "points": self.refit_curve,
+                    "min_suspect_size": self.min_suspect_size_refit,
+                },
+                "shift_detected": self.shift_detected,
+                "guards": self.guards,
+                "warnings": self.warnings,
+                "provenance": self.provenance,
+            }
+        )
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN -> None, +-inf -> +-1e308 (JSON has neither), numpy scalars -> Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return math.copysign(1e308, obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics on features
+# ----------------------------------------------------------------------------------------------
+
+
+def cdi_test(
+    features_p: np.ndarray,
+    features_u: np.ndarray,
+    config: CDIConfig | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    feature_names: Sequence[str] | None = None,
+    access: str = "",
+) -> CDIResult:
+    """The statistics of CDI on precomputed feature matrices P (n, k) and U (m, k).
+
+    Out-of-fold scores of the k-fold scoring model for every sample, Welch's test of all of P
+    against all of U (the verdict), then the minimum-|P| curve over ``config.n_resamples`` subsets
+    per size (skipped when 0) and the power view. Deterministic for a given ``config.seed``.
+    """
+    from genleak.metrics import auc, tpr_at_fpr
+
+    config = config or CDIConfig()
+    xp, xu = np.asarray(features_p, float), np.asarray(features_u, float)
+    if xp.ndim == 1:
+        xp, xu = xp[:, None], xu[:, None]
+    columns = list(columns) if columns is not None else [f"f{j}" for j in range(xp.shape[1])]
+    oof = cross_val_scores(xp, xu, folds=config.folds, seed=config.seed)
+    sp, su = oof.scores_p, oof.scores_u
+    t, df, p = (float(v) for v in welch_ttest(sp, su, config.alternative))  # type: ignore[arg-type]
+    if math.isnan(p):
+        p = 1.0  # both sides constant: no evidence
+    rejected = bool(p < config.alpha)
+    d = cohens_d(sp, su)
+    single = {}
+    for j, c in enumerate(columns):
+        single[c] = {"auc": auc(xp[:, j], xu[:, j]), "tpr_at_1pct_fpr": tpr_at_fpr(xp[:, j], xu[:, j], 0.01)}
+    best = max(single.items(), key=lambda kv: abs(kv[1]["auc"] - 0.5))
+    curve: list[CurvePoint] = []
+    ratio = config.reference_ratio if config.reference_ratio is not None else len(su) / len(sp)
+    if config.n_resamples:
+        sizes = _sizes(config.sizes, len(sp))
+        curve = resampled_curve(
+            sp, su, sizes, n_resamples=config.n_resamples, alpha=config.alpha,
+            alternative=config.alternative, reference_ratio=ratio, seed=config.seed,  # type: ignore[arg-type]
+        )
+    refit = None
+    min_refit = None
+    if config.refit_resamples:
+        sizes = [n for n in _sizes(config.sizes, len(sp)) if n <= config.refit_max_size]
+        refit = refit_curve(xp, xu, sizes, config, ratio)
+        min_refit = _min_size_dicts(refit, config.alpha)
+    result = CDIResult(
+        rejected=rejected,
+        verdict="",
+        alpha=config.alpha,
+        alternative=config.alternative,
+        p_value=p,
+        t_statistic=t,
+        df=df,
+        n_suspect=len(sp),
+        n_reference=len(su),
+        features=list(feature_names) if feature_names is not None else list(columns),
+        columns=columns,
+        access=access,
+        scorer_auc=auc(sp, su),
+        single_features=single,
+        best_single=(best[0], best[1]["auc"]),
+        coefficients={c: (float(m), float(s)) for c, m, s in zip(columns, oof.coef_mean, oof.coef_std)},
+        cohens_d=d,
+        power=ttest_power(d, len(sp), len(su), config.alpha, config.alternative),  # type: ignore[arg-type]
+        curve=curve,
+        min_suspect_size=min_suspect_size(curve, config.alpha) if curve else None,
+        refit_curve=refit,
+        min_suspect_size_refit=min_refit,
+        scores_p=sp,
+        scores_u=su,
+    )
+    result.verdict = _verdict(result)
+    return result
+
+
+def _sizes(sizes: Sequence[int] | None, n_p: int) -> list[int]:
+    grid = size_grid(n_p) if sizes is None else [int(n) for n in sizes if 2 <= int(n) <= n_p]
+    if n_p not in grid:
+        grid.append(n_p)  # the curve ends at the verdict's own size
+    return sorted(set(grid))
+
+
+def refit_curve(
+    xp: np.ndarray, xu: np.ndarray, sizes: Sequence[int], config: CDIConfig, reference_ratio: float
+) -> list[dict[str, Any]]:
+    """Minimum-|P| curve with the scoring model refitted on each resample: what an owner holding only
+    n suspect samples (and ratio x n unpublished ones) would get. Slow (one k-fold fit per resample
+    and size), hence a separate, smaller number of resamples; sizes below 2 x folds are skipped."""
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 7]))
+    out = []
+    for n in sizes:
+        m = reference_size(n, len(xu), reference_ratio)
+        if n < config.folds or m < config.folds:
+            continue
+        ps = np.empty(config.refit_resamples)
+        for r in range(config.refit_resamples):
+            ip = rng.choice(len(xp), n, replace=False)
+            iu = rng.choice(len(xu), m, replace=False)
+            oof = cross_val_scores(xp[ip], xu[iu], folds=config.folds, seed=int(rng.integers(2**31)))
+            pv = float(welch_ttest(oof.scores_p, oof.scores_u, config.alternative)[2])  # type: ignore[arg-type]
+            ps[r] = 1.0 if math.isnan(pv) else pv
+        out.append(
+            {
+                "n_suspect": n,
+                "n_reference": m,
+                "mean_p": float(ps.mean()),
+                "median_p": float(np.median(ps)),
+                "reject_rate": float((ps < config.alpha).mean()),
+                "resamples": config.refit_resamples,
+            }
+        )
+    return out
+
+
+def _min_size_dicts(points: Sequence[dict[str, Any]], alpha: float) -> int | None:
+    best = None
+    for pt in reversed(points):
+        if pt["mean_p"] < alpha:
+            best = pt["n_suspect"]
+        else:
+            break
+    return best
+
+
+def _verdict(r: CDIResult) -> str:
+    if r.rejected and r.shift_detected:
+        return (
+            f"INCONCLUSIVE: H0 rejected (p = {r.p_value:.3g} < alpha = {r.alpha}) but P and U differ in "
+            "distribution (blind classifier), so the test may detect the shift rather than training use"
+        )
+    if r.rejected:
+        return f"P was used to train the model: H0 rejected (p = {r.p_value:.3g} < alpha = {r.alpha})"
+    return (
+        f"no evidence that P was used to train the model: H0 not rejected (p = {r.p_value:.3g} >= alpha = "
+        f"{r.alpha}); this is not proof that it was not used"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the full audit on images
+# ----------------------------------------------------------------------------------------------
+
+
+def _dedupe(images: ImageSet, side: str, messages: list[str]) -> ImageSet:
+    seen: dict[str, int] = {}
+    keep = []
+    for i, h in enumerate(images.hashes):
+        if h not in seen:
+            seen[h] = i
+            keep.append(i)
+    dropped = len(images) - len(keep)
+    if dropped:
+        messages.append(
+            f"{side}: {dropped} exact duplicate image(s) dropped (a repeated image would be counted twice by the t-test)"
+        )
+        return images[keep]
+    return images
+
+
+def run_cdi(
+    target: Any,
+    suspect: ImageSet,
+    reference: ImageSet,
+    config: CDIConfig | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> CDIResult:
+    """Audit ``target``: were the suspect images P (published) used to train it, judged against the
+    reference images U (unpublished, same distribution, known non-members)?
+
+    Order of work: input checks; exact duplicates within a side are dropped and exact overlaps
+    between P and U refused; near-duplicates and the blind-classifier shift check are reported;
+    features are extracted (cached in ``cache_dir``); then ``cdi_test``.
+    """
+    from genleak.attacks.base import check_compatible
+
+    config = config or CDIConfig()
+    started = time.perf_counter()
+    specs = parse_features(config.features, config.feature_params)
+    messages: list[str] = []
+    for side, images in (("suspect set P", suspect), ("reference set U", reference)):
+        if not isinstance(images, ImageSet):
+            raise DataError(f"{side} must be an ImageSet, got {type(images).__name__}")
+        if len(images) == 0:
+            raise DataError(f"{side} is empty")
+        images.validate(side)
+    if suspect.shape != reference.shape:
+        raise DataError(f"P images have shape {suspect.shape} but U images {reference.shape}; resize one side")
+    check_compatible(target, suspect.images)
+    suspect = _dedupe(suspect, "suspect set P", messages)
+    reference = _dedupe(reference, "reference set U", messages)
+    shared = set(suspect.hashes) & set(reference.hashes)
+    if shared:
+        example = next(i for i, h in zip(suspect.ids, suspect.hashes) if h in shared)
+        raise DataError(
+            f"{len(shared)} image(s) are in both P and U (same pixels), e.g. {example!r}: an image cannot be both "
+            "published and unpublished; remove them from one side"
+        )
+    if config.max_samples is not None:
+        rng = np.random.default_rng(config.seed)
+        for name in ("suspect", "reference"):
+            s = suspect if name == "suspect" else reference
+            if len(s) > config.max_samples:
+                s = s[sorted(rng.choice(len(s), int(config.max_samples), replace=False).tolist())]
+                suspect, reference = (s, reference) if name == "suspect" else (suspect, s)
+    guards: dict[str, Any] = {}
+    dups = find_duplicates(
+        suspect.images, suspect.hashes, suspect.ids, reference.images, reference.hashes, reference.ids,
+        threshold=config.near_duplicate_rms,
+    )
+    guards["duplicates"] = dups.to_dict()
+    if dups.near:
+        a, b, dist = dups.near[0]
+        messages.append(
+            f"{len(dups.near)} suspect image(s) have a near-duplicate in U (RMS distance <= {dups.threshold}), "
+            f"e.g. {a!r} ~ {b!r} ({dist:.3g}); near-copies on both sides weaken the test"
+        )
+    shift = False
+    if config.check_shift:
+        blind = blind_classifier(suspect.images, reference.images, folds=config.folds, seed=config.seed)
+        guards["blind_classifier"] = blind.to_dict()
+        if blind.shift_detected:
+            shift = True
+            messages.append(blind.message())
+            warnings.warn(blind.message(), stacklevel=2)
+            if config.fail_on_shift:
+                raise DataError(blind.message())
+    conditions = getattr(target, "conditions", None)
+    cond_p = conditions(suspect) if conditions is not None else None
+    cond_u = conditions(reference) if conditions is not None else None
+    common = dict(cache_dir=cache_dir, seed=config.seed, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress)
+    t0 = time.perf_counter()
+    fp = extract_features(target, suspect, specs, cond=cond_p, **common)
+    fu = extract_features(target, reference, specs, cond=cond_u, **common)
+    extract_seconds = time.perf_counter() - t0
+    result = cdi_test(
+        fp.values, fu.values, config, columns=fp.columns, feature_names=[s.name for s in specs], access=access_level(specs)
+    )
+    result.shift_detected = shift
+    result.verdict = _verdict(result)
+    result.guards = guards
+    result.warnings = messages
+    result.provenance = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+        "target": target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()},
+        "suspect": {"n": len(suspect), "source": suspect.source},
+        "reference": {"n": len(reference), "source": reference.source},
+        "config": config.to_dict(),
+        "features": feature_descriptions(specs),
+        "cache": {
+            "dir": None if cache_dir is None else str(cache_dir),
+            "suspect": fp.stats,
+            "reference": fu.stats,
+        },
+        "seconds": {"features": round(extract_seconds, 3), "total": round(time.perf_counter() - started, 3)},
+    }
+    result.provenance["ids"] = {"suspect": fp.ids, "reference": fu.ids}
+    return result
+
+
+def features_for(
+    target: Any, images: ImageSet, config: CDIConfig, cache_dir: str | Path | None = None, progress: bool = True
+) -> FeatureMatrix:
+    """Feature matrix of ``images`` under ``config``'s feature set (for experiments and tests)."""
+    specs = parse_features(config.features, config.feature_params)
+    conditions = getattr(target, "conditions", None)
+    cond = conditions(images) if conditions is not None else None
+    return extract_features(
+        target, images, specs, cache_dir=cache_dir, seed=config.seed, batch_size=config.batch_size,
+        chunk_size=config.chunk_size, progress=progress, cond=cond,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# output
+# ----------------------------------------------------------------------------------------------
+
+
+def write_cdi(result: CDIResult, out_dir: str | Path) -> dict[str, Path]:
+    """``cdi.json``, ``min_p_curve.png`` and ``scores.npz`` (out-of-fold scores) in ``out_dir``."""
+    from genleak.io import atomic_save_npz, atomic_write_json
+
+    out = Path(out_dir)
+    paths = {"json": atomic_write_json(out / "cdi.json", result.to_dict())}
+    if result.scores_p is not None and result.scores_u is not None:
+        ids = result.provenance.get("ids", {})
+        paths["scores"] = atomic_save_npz(
+            out / "scores.npz",
+            scores_suspect=result.scores_p,
+            scores_reference=result.scores_u,
+            ids_suspect=np.asarray(ids.get("suspect", [])),
+            ids_reference=np.asarray(ids.get("reference", [])),
+        )
+    if result.curve:
+        plot_min_p_curve(result, out / "min_p_curve.png")
+        paths["plot"] = out / "min_p_curve.png"
+    return paths
+
+
+def plot_min_p_curve(result: CDIResult, path: str | Path, title: str | None = None) -> None:
+    """p-value vs suspect-set size (fig. 8.5.1 style: mean over resamples with a 95% band, alpha
+    line, minimum |P|) next to the power view (analytic power, empirical reject rate, set-level MIA)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genleak.io import atomic_path
+
+    n = [p.n_suspect for p in result.curve]
+    floor = 1e-300
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax.plot(n, [max(p.mean_p, floor) for p in result.curve], "o-", ms=3, label="mean p (fixed scorer)")
+    ax.fill_between(n, [max(p.p_ci[0], floor) for p in result.curve], [max(p.p_ci[1], floor) for p in result.curve], alpha=0.2, label="95% of resamples")
+    if result.refit_curve:
+        ax.plot([p["n_suspect"] for p in result.refit_curve], [max(p["mean_p"], floor) for p in result.refit_curve], "s--", ms=3, label="mean p (refitted scorer)")
+    ax.axhline(result.alpha, color="r", lw=0.8, ls="--", label=f"alpha = {result.alpha}")
+    if result.min_suspect_size is not None:
+        ax.axvline(result.min_suspect_size, color="g", lw=0.8, ls=":", label=f"min |P| = {result.min_suspect_size}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|P| (suspect-set size)")
+    ax.set_ylabel("p-value")
+    ax.legend(fontsize=7)
+    ax2.plot(n, [p.power for p in result.curve], "o-", ms=3, label="t-test power (Cohen's d, C.17)")
+    ax2.plot(n, [p.reject_rate for p in result.curve], "s-", ms=3, label="reject rate over resamples")
+    ax2.plot(n, [p.set_mia_tpr for p in result.curve], "^-", ms=3, label="set-level MIA (max score)")
+    ax2.set_xscale("log")
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlabel("|P|")
+    ax2.set_ylabel(f"TPR @ FPR = {result.alpha:g}")
+    ax2.legend(fontsize=7)
+    fig.suptitle(title or f"CDI: p = {result.p_value:.3g}, {len(result.columns)} feature columns ({result.access})", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def format_result(result: CDIResult) -> str:
+    """The lines ``genleak infer`` prints."""
+    side = "one-sided, H0: mean score(P) <= mean score(U)" if result.alternative == "greater" else "two-sided"
+    lines = [
+        f"verdict: {result.verdict}",
+        f"p-value {result.p_value:.4g}  t = {result.t_statistic:+.3f} (sign {result.t_sign}, df {result.df:.1f})  Welch's t-test, {side}",
+        f"samples: |P| = {result.n_suspect}, |U| = {result.n_reference}; features ({result.access}): {', '.join(result.features)} "
+        f"({len(result.columns)} columns)",
+        f"per-sample view: scorer AUC {result.scorer_auc:.3f}; best single feature {result.best_single[0]} AUC {result.best_single[1]:.3f}",
+        f"power at alpha={result.alpha}: {result.power:.3f} (Cohen's d {result.cohens_d:.3f})",
+    ]
+    if result.curve:
+        ms = result.min_suspect_size
+        lines.append(f"minimum |P| with mean p < {result.alpha}: {ms if ms is not None else 'none up to ' + str(result.curve[-1].n_suspect)}")
+        lines.append("   |P|    |U|      mean p   reject   power  set-MIA")
+        for p in result.curve:
+            lines.append(
+                f"{p.n_suspect:6d} {p.n_reference:6d} {p.mean_p:11.3g} {p.reject_rate:8.3f} {p.power:7.3f} {p.set_mia_tpr:8.3f}"
+            )
+    if result.refit_curve:
+        lines.append(f"refitted-scorer curve: minimum |P| {result.min_suspect_size_refit}")
+    blind = result.guards.get("blind_classifier")
+    if blind:
+        lines.append(f"blind classifier AUC {blind['auc']:.3f} (p = {blind['p_value']:.2g})")
+    dups = result.guards.get("duplicates")
+    if dups:
+        lines.append(f"near-duplicates P~U: {dups['near']} (RMS <= {dups['threshold_rms']})")
+    for w in result.warnings:
+        lines.append(f"WARNING: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Report commands: ``genleak audit``, ``genleak report``, ``genleak compare``.
+
+Parsing and printing only; the work is in ``genleak.audit`` and ``genleak.report.html``. Heavy
+imports (torch, matplotlib, mlflow) stay inside the command bodies so ``genleak --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from genleak.errors import GenleakError
+
+
+def _csv(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _command_line() -> str:
+    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _params(text: str | None) -> dict[str, dict]:
+    """``--params '{"sima": {"t": 10}}'``: per-attack hyperparameter overrides (JSON)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise GenleakError(f"--params is not valid JSON ({err.msg}); e.g. '{{\"sima\": {{\"t\": 10}}}}'") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise GenleakError("--params must map attack names to objects of parameters, e.g. '{\"sima\": {\"t\": 10}}'")
+    return value
+
+
+def _load_target(folder: Path, device: str | None):
+    try:
+        from genleak.targets.loading import load_target
+    except ImportError:  # older trees: pixel DDPM folders only
+        from genleak.targets import DiffusionTarget
+
+        return DiffusionTarget.from_pretrained(folder, device=device)
+    return load_target(folder, device=device)
+
+
+def _log_mlflow(run_dir: Path, uri: str | None, experiment: str) -> None:
+    from genleak.report.mlflow_log import log_to_mlflow
+
+    run_id, used = log_to_mlflow(run_dir, tracking_uri=uri, experiment=experiment)
+    typer.echo(f"logged to MLflow run {run_id} ({used}, experiment '{experiment}')")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("audit")
+    def audit_cmd(
+        target: Path = typer.Option(..., help="Target model folder (diffusers)."),
+        split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
+        out: Path = typer.Option(..., help="Output folder: results.json, report.html, scores/, roc.png."),
+        attacks: str = typer.Option(None, help="Comma-separated attacks (default: every default attack the target supports)."),
+        sections: str = typer.Option(None, help="Comma-separated audit sections (default: all default ones; '' for none)."),
+        params: str = typer.Option(None, help='Per-attack overrides as JSON, e.g. \'{"sima": {"t": 10}}\'.'),
+        seed: int = typer.Option(0),
+        batch_size: int = typer.Option(64),
+        bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0: none)."),
+        device: str = typer.Option(None, help="torch device (default: cuda if available)."),
+        mlflow: bool = typer.Option(False, "--mlflow", help="Also log metrics and artifacts to MLflow."),
+        mlflow_uri: str = typer.Option(None, help="MLflow tracking URI or folder (default: ./mlruns, a local file store)."),
+        mlflow_experiment: str = typer.Option("genleak", help="MLflow experiment name."),
+    ) -> None:
+        """Run the standard audit and write results.json and a self-contained report.html."""
+        from genleak.audit import run_audit
+        from genleak.data import MembershipSplit
+        from genleak.report.table import print_results
+        from genleak.report.verdict import compute_verdict
+
+        s = MembershipSplit.load(split)
+        t = _load_target(target, device)
+        data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
+                         seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=_command_line(),
+                         target_path=target, split_path=split)
+        print_results(data)
+        verdict = compute_verdict(data)
+        typer.echo(f"verdict: {verdict['label']}: {verdict['headline']} (confidence {verdict['confidence']})")
+        for name, sec in data.get("sections", {}).items():
+            if sec["status"] != "ok":
+                typer.echo(f"section {name}: {sec['status']}: {sec.get('error') or sec.get('reason')}")
+        typer.echo(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+        if mlflow:
+            _log_mlflow(out, mlflow_uri, mlflow_experiment)
+
+    @app.command("report")
+    def report_cmd(
+        runs: list[Path] = typer.Argument(..., help="Result folders (each with results.json)."),
+        out: Path = typer.Option(None, help="HTML file (default: RUN/report.html for one run, ./report.html for several)."),
+        labels: str = typer.Option(None, help="Comma-separated run labels (default: folder names)."),
+        title: str = typer.Option(None, help="Page title."),
+        mlflow: bool = typer.Option(False, "--mlflow", help="Also log each run to MLflow."),
+        mlflow_uri: str = typer.Option(None, help="MLflow tracking URI or folder (default: ./mlruns)."),
+        mlflow_experiment: str = typer.Option("genleak", help="MLflow experiment name."),
+    ) -> None:
+        """Render result folders into one self-contained HTML report (works offline)."""
+        from genleak.report.html import REPORT_FILE, write_report
+
+        target = out or (runs[0] / REPORT_FILE if len(runs) == 1 else Path(REPORT_FILE))
+        path = write_report(runs, target, labels=_csv(labels), title=title)
+        typer.echo(f"wrote {path}")
+        if mlflow:
+            for run in runs:
+                _log_mlflow(run, mlflow_uri, mlflow_experiment)
+
+    @app.command("compare")
+    def compare_cmd(
+        runs: list[Path] = typer.Argument(..., help="Result folders to compare, baseline first."),
+        out: Path = typer.Option(Path("compare.html"), help="HTML file with the side-by-side table."),
+        labels: str = typer.Option(None, help="Comma-separated run labels (default: folder names)."),
+        full: bool = typer.Option(False, "--full", help="Also include every run's full report in the page."),
+    ) -> None:
+        """Print a side-by-side table of result folders (e.g. baseline vs DistillMD vs DualMD) and render it."""
+        from genleak.io import atomic_write_text
+        from genleak.report.compare import comparison, print_comparison
+        from genleak.report.html import load_runs, render_report
+
+        loaded = load_runs(list(runs), _csv(labels))
+        print_comparison(comparison([r.data for r in loaded], [r.label for r in loaded]))
+        if len(loaded) < 2:
+            typer.echo("note: one run only; nothing to compare side by side")
+        atomic_write_text(out, render_report(loaded, compare_only=not full,
+                                             title="genleak comparison: " + " vs ".join(r.label for r in loaded)))
+        typer.echo(f"wrote {out}")

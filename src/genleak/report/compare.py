@@ -1,0 +1,128 @@
+"""Side-by-side comparison of result folders (e.g. baseline vs DistillMD vs DualMD).
+
+One data model (``comparison``) feeds both the terminal table (rich) and the HTML table, so the
+two never disagree. Numbers are read from each ``results.json`` as written; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from genleak.report.verdict import compute_verdict
+
+# (metrics key, column header, CI key or None): the figures a comparison shows per run.
+COMPARE_METRICS: tuple[tuple[str, str, str | None], ...] = (
+    ("auc", "AUC", "auc_ci"),
+    ("tpr_at_1pct_fpr", "TPR@1%FPR", "tpr_at_1pct_fpr_ci"),
+)
+
+
+@dataclass
+class Comparison:
+    """Runs (labels, results dicts, verdicts) and the union of their attacks in first-seen order."""
+
+    labels: list[str]
+    results: list[dict[str, Any]]
+    verdicts: list[dict[str, Any]]
+    attacks: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def cell(self, run: int, attack: str) -> dict[str, Any] | None:
+        """The attack's entry in run ``run`` (None when that run did not include the attack)."""
+        return self.results[run]["attacks"].get(attack)
+
+
+def run_labels(paths: list[Path], labels: list[str] | None = None) -> list[str]:
+    """Labels for runs: the given ones, else folder names made unique with their parent's name."""
+    if labels:
+        if len(labels) != len(paths):
+            from genleak.errors import GenleakError
+
+            raise GenleakError(f"got {len(labels)} labels for {len(paths)} result folders; give one label per folder")
+        return labels
+    names = [p.resolve().name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    return names
+
+
+def comparison(results: list[dict[str, Any]], labels: list[str]) -> Comparison:
+    """Build the comparison model; notes say when runs are not directly comparable."""
+    attacks: list[str] = []
+    for r in results:
+        for name in r["attacks"]:
+            if name not in attacks:
+                attacks.append(name)
+    notes: list[str] = []
+    splits = {r["split"]["fingerprint"] for r in results}
+    if len(splits) > 1:
+        notes.append("the runs use different membership splits: differences mix model and data effects")
+    sizes = {(r["split"]["n_members"], r["split"]["n_nonmembers"]) for r in results}
+    if len(sizes) > 1:
+        notes.append("the runs have different split sizes: CIs and TPR@low-FPR resolution differ")
+    configs: dict[str, set[str]] = {}
+    for r in results:
+        for name, a in r["attacks"].items():
+            configs.setdefault(name, set()).add(repr(sorted((a.get("config") or {}).items())))
+    changed = [n for n, c in configs.items() if len(c) > 1]
+    if changed:
+        notes.append(f"attack hyperparameters differ between runs for: {', '.join(changed)}")
+    return Comparison(labels=labels, results=results, verdicts=[compute_verdict(r) for r in results],
+                      attacks=attacks, notes=notes)
+
+
+def _fmt_cell(entry: dict[str, Any] | None, key: str, ci_key: str | None, base: float | None) -> str:
+    if entry is None:
+        return "[dim]-[/dim]"
+    if entry.get("status") != "ok":
+        return "[red]failed[/red]"
+    m = entry["metrics"]
+    text = f"{m[key]:.3f}"
+    if ci_key and m.get(ci_key):
+        text += f" [dim][{m[ci_key][0]:.2f}, {m[ci_key][1]:.2f}][/dim]"
+    if base is not None:
+        delta = m[key] - base
+        text += f" ({delta:+.3f})"
+    return text
+
+
+def base_value(cmp: Comparison, attack: str, key: str) -> float | None:
+    """The first run's value of ``key`` for ``attack`` (the baseline deltas refer to), if it has one."""
+    entry = cmp.cell(0, attack)
+    if entry is None or entry.get("status") != "ok":
+        return None
+    return float(entry["metrics"][key])
+
+
+def compare_table(cmp: Comparison) -> Table:
+    """rich table: one row per attack, AUC and TPR@1%FPR per run, deltas against the first run."""
+    table = Table(title="genleak compare (deltas against the first run)")
+    table.add_column("attack")
+    for label in cmp.labels:
+        for _, header, _ in COMPARE_METRICS:
+            table.add_column(f"{label}\n{header}", justify="right")
+    table.add_row("[bold]verdict[/bold]", *[
+        v for verdict in cmp.verdicts for v in (f"[bold]{verdict['label']}[/bold]", f"confidence {verdict['confidence']}")
+    ])
+    for attack in cmp.attacks:
+        cells = []
+        for i in range(len(cmp.labels)):
+            for key, _, ci_key in COMPARE_METRICS:
+                base = base_value(cmp, attack, key) if i > 0 else None
+                cells.append(_fmt_cell(cmp.cell(i, attack), key, ci_key, base))
+        table.add_row(attack, *cells)
+    return table
+
+
+def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
+    console = console or Console(width=max(Console().width, 120))
+    console.print(compare_table(cmp))
+    for note in cmp.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")

@@ -1,0 +1,525 @@
+"""The audit report: one self-contained HTML page per audit (or per set of result folders).
+
+Why one file: a report is mailed, attached to tickets and opened years later, offline. So the page
+carries everything inline — CSS, figures as SVG, images as ``data:`` URIs — has no JavaScript and
+references nothing outside itself. Everything that comes from a results file is HTML-escaped
+(attack names, errors, commands and section text are user-controlled).
+
+Machine-readable numbers: every metric cell carries ``data-run``, ``data-attack``,
+``data-metric`` and ``data-value`` (the exact float from ``results.json``, ``repr``-formatted), so
+tests and scrapers read the page without parsing rounded text. Section metrics use
+``data-section`` + ``data-metric``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genleak.io import atomic_write_text
+from genleak.report import figures
+from genleak.report.compare import COMPARE_METRICS, Comparison, base_value, comparison, run_labels
+from genleak.report.results import RESULTS_FILE, EvalScores, load_results, load_scores
+from genleak.report.verdict import THRESHOLDS_TEXT, compute_verdict, guard_warnings
+
+REPORT_FILE = "report.html"
+_KNOWN_TOP_LEVEL = frozenset({"format", "version", "genleak_version", "created", "command", "machine", "seed", "target",
+                              "split", "attacks", "settings", "audit", "sections", "verdict"})
+# Above this size results.json is not embedded verbatim in the page (huge id lists).
+_EMBED_JSON_LIMIT = 512 * 1024
+# Abort the AUC cross-check only beyond float noise: metrics.auc is exact integer arithmetic.
+_AUC_TOLERANCE = 1e-9
+
+
+def e(value: Any) -> str:
+    """HTML-escape anything (quotes too: values also land in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+@dataclass
+class Run:
+    """One result folder as the report sees it: results dict, label and its evaluation scores."""
+
+    path: Path
+    data: dict[str, Any]
+    label: str
+    scores: dict[str, EvalScores | str] = field(default_factory=dict)
+    results_sha256: str = ""
+
+
+def load_run(path: str | Path, label: str | None = None) -> Run:
+    """Load ``results.json`` (schema-checked) and every successful attack's scores."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    data = load_results(p)  # refuses missing files, other formats and unknown versions
+    raw = (p / RESULTS_FILE if p.is_dir() else p).read_bytes()
+    run = Run(path=folder, data=data, label=label or folder.resolve().name,
+              results_sha256=hashlib.sha256(raw).hexdigest())
+    for name, a in data["attacks"].items():
+        if a.get("status") == "ok":
+            run.scores[name] = load_scores(folder, data, name)
+    return run
+
+
+def load_runs(paths: list[str | Path], labels: list[str] | None = None) -> list[Run]:
+    ps = [Path(p) for p in paths]
+    names = run_labels(ps, labels)
+    return [load_run(p, name) for p, name in zip(ps, names)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Small builders
+# ----------------------------------------------------------------------------------------------
+
+
+def _num(value: float | int | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _metric_span(run: int, attack: str, metric: str, value: Any, digits: int = 3) -> str:
+    return (f'<span class="v" data-run="{run}" data-attack="{e(attack)}" data-metric="{e(metric)}" '
+            f'data-value="{e(repr(value))}">{e(_num(value, digits))}</span>')
+
+
+def _ci_span(run: int, attack: str, metric: str, ci: list[float] | None) -> str:
+    if not ci:
+        return ""
+    return (f' <span class="ci" data-run="{run}" data-attack="{e(attack)}" data-metric="{e(metric)}" '
+            f'data-value="{e(json.dumps([float(c) for c in ci]))}">[{ci[0]:.3f}, {ci[1]:.3f}]</span>')
+
+
+def _kv_table(rows: dict[str, Any], cls: str = "kv") -> str:
+    out = [f'<table class="{cls}"><tbody>']
+    for k, v in rows.items():
+        if isinstance(v, dict | list):
+            v = json.dumps(v, sort_keys=True)
+        out.append(f"<tr><th>{e(k)}</th><td><code>{e(v)}</code></td></tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _warning_list(items: list[str], cls: str) -> str:
+    if not items:
+        return ""
+    return f'<ul class="{cls}">' + "".join(f"<li>{e(w)}</li>" for w in items) + "</ul>"
+
+
+# ----------------------------------------------------------------------------------------------
+# Blocks of one run
+# ----------------------------------------------------------------------------------------------
+
+
+def _verdict_html(run: int, verdict: dict[str, Any]) -> str:
+    details = _warning_list(verdict.get("details") or [], "verdict-details")
+    return f"""
+<section class="verdict level-{e(verdict['level'])}" data-run="{run}" data-level="{e(verdict['level'])}"
+  data-confidence="{e(verdict['confidence'])}">
+  <div class="badge">{e(verdict['label'])}</div>
+  <div class="verdict-body">
+    <p class="headline">{e(verdict['headline'])}</p>
+    <p class="confidence">Confidence: <strong>{e(verdict['confidence'])}</strong></p>
+    {details}
+    <details class="rule"><summary>How the verdict is decided</summary><p>{e(THRESHOLDS_TEXT)}.
+    Confidence is <em>high</em> when the point estimates give the same level as the CI lower bounds,
+    <em>medium</em> when they would give a higher one, <em>low</em> without CIs or when an evaluation
+    guard fired. TPR@1%FPR of a random guess is 0.01.</p></details>
+  </div>
+</section>"""
+
+
+def _warnings_html(r: Run, idx: int) -> str:
+    data = r.data
+    failed = [(n, a) for n, a in data["attacks"].items() if a.get("status") != "ok"]
+    guards = guard_warnings(data)
+    notes = sorted({w for a in data["attacks"].values() for w in a.get("warnings", []) if "\n" not in w})
+    problems = [f"{n}: figures omitted, {s}" for n, s in r.scores.items() if isinstance(s, str)]
+    sec_fail = [f"section '{n}' failed: {s.get('error') or 'unknown error'}"
+                for n, s in (data.get("sections") or {}).items() if s.get("status") == "failed"]
+    if not (failed or guards or notes or problems or sec_fail):
+        return ""
+    parts = [f'<section class="warnings" data-run="{idx}"><h2>Warnings</h2>']
+    if failed:
+        parts.append('<ul class="failures">' + "".join(
+            f'<li data-attack="{e(n)}" data-status="failed"><strong>attack {e(n)} failed:</strong> '
+            f'<code>{e(a.get("error", "unknown error"))}</code></li>' for n, a in failed) + "</ul>")
+    parts.append(_warning_list([f"evaluation guard: {g}" for g in guards], "guard-warnings"))
+    parts.append(_warning_list(sec_fail + problems, "problems"))
+    parts.append(_warning_list(notes, "notes"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _attack_table_html(r: Run, idx: int, colors: dict[str, str]) -> str:
+    attacks = r.data["attacks"]
+    has_cal = any((a.get("metrics") or {}).get("asr_calibrated") is not None for a in attacks.values())
+    head = ["attack", "status", "access", "NFE", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR [95% CI]",
+            "TPR@0%FPR", "ASR (best thr.)"] + (["ASR (calibrated)"] if has_cal else []) + ["runtime (s)"]
+    rows = []
+    for name, a in attacks.items():
+        swatch = f'<span class="swatch" style="background:{colors.get(name, "#999")}"></span>'
+        common = (f'<td class="name">{swatch}{e(name)}</td>'
+                  f'<td class="status {e(a.get("status"))}">{e(a.get("status"))}</td>'
+                  f'<td>{e(a.get("access", "?"))}</td><td class="num">{e(a.get("nfe", "?"))}</td>')
+        if a.get("status") != "ok":
+            tb = [w for w in a.get("warnings", []) if "\n" in w]
+            trace = f'<details><summary>traceback</summary><pre>{e(tb[0])}</pre></details>' if tb else ""
+            rows.append(f'<tr class="failed" data-attack="{e(name)}" data-status="failed">{common}'
+                        f'<td colspan="{len(head) - 5}" class="error"><strong>failed:</strong> '
+                        f'<code>{e(a.get("error", "unknown error"))}</code>{trace}</td>'
+                        f'<td class="num">{_metric_span(idx, name, "seconds", a.get("seconds"), 2)}</td></tr>')
+            continue
+        m = a["metrics"]
+        cells = [
+            _metric_span(idx, name, "auc", m["auc"]) + _ci_span(idx, name, "auc_ci", m.get("auc_ci")),
+            _metric_span(idx, name, "tpr_at_1pct_fpr", m["tpr_at_1pct_fpr"])
+            + _ci_span(idx, name, "tpr_at_1pct_fpr_ci", m.get("tpr_at_1pct_fpr_ci")),
+            _metric_span(idx, name, "tpr_at_01pct_fpr", m["tpr_at_01pct_fpr"])
+            + _ci_span(idx, name, "tpr_at_01pct_fpr_ci", m.get("tpr_at_01pct_fpr_ci")),
+            _metric_span(idx, name, "tpr_at_0_fpr", m["tpr_at_0_fpr"]),
+            _metric_span(idx, name, "asr", m["asr"]),
+        ]
+        if has_cal:
+            cells.append(_metric_span(idx, name, "asr_calibrated", m.get("asr_calibrated")))
+        cells.append(_metric_span(idx, name, "seconds", a.get("seconds"), 2))
+        rows.append(f'<tr data-attack="{e(name)}" data-status="ok">{common}'
+                    + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+    split = r.data["split"]
+    cal = split.get("calibration") or {}
+    held = (f"; {cal.get('n_members')} + {cal.get('n_nonmembers')} held out to calibrate thresholds"
+            if cal.get("fraction") else "")
+    n_eval = next((a["metrics"] for a in attacks.values() if a.get("status") == "ok"), None)
+    sizes = (f"evaluated on {n_eval['n_members']} members vs {n_eval['n_nonmembers']} non-members"
+             if n_eval else f"{split['n_members']} members vs {split['n_nonmembers']} non-members")
+    return f"""
+<section class="attacks" data-run="{idx}">
+  <h2>Attacks</h2>
+  <p class="caption">{e(sizes)}{e(held)}. Scores: higher = more likely member. CIs: 95% percentile bootstrap
+  (members and non-members resampled independently). ASR (best thr.) picks its threshold on the evaluation
+  data itself (optimistic, as SecMI/PIA report it).</p>
+  <table class="attack-table">
+    <thead><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr></thead>
+    <tbody>{''.join(rows)}</tbody>
+  </table>
+</section>"""
+
+
+def _figures_html(r: Run, idx: int, colors: dict[str, str]) -> str:
+    attacks = r.data["attacks"]
+    curves: dict[str, tuple[Any, Any, str]] = {}
+    notes: list[str] = []
+    from genleak.metrics import auc as metric_auc
+
+    for name, s in r.scores.items():
+        if isinstance(s, str):
+            notes.append(f"{name}: {s}")
+            continue
+        m = attacks[name]["metrics"]
+        if abs(metric_auc(s.member, s.nonmember) - m["auc"]) > _AUC_TOLERANCE:
+            notes.append(f"{name}: the scores file does not reproduce results.json's AUC; figure omitted")
+            continue
+        curves[name] = (s.member, s.nonmember, f"{name}: AUC {m['auc']:.3f}, TPR@1% {m['tpr_at_1pct_fpr']:.3f}")
+    if not curves:
+        reason = "; ".join(notes) or "no successful attack"
+        return (f'<section class="roc" data-run="{idx}"><h2>ROC curves</h2>'
+                f'<p class="problem">No figures: {e(reason)}</p></section>')
+    roc = figures.roc_svg(curves, colors, salt=f"roc-{idx}")
+    hist = figures.histograms_svg(curves, salt=f"hist-{idx}")
+    missing = _warning_list(notes, "problems")
+    return f"""
+<section class="roc" data-run="{idx}">
+  <h2>ROC curves (log-log)</h2>
+  <p class="caption">The low-false-positive region is what matters for membership inference: the dashed
+  diagonal is a random guess.</p>
+  <figure class="roc-figure">{roc}</figure>
+  {missing}
+</section>
+<section class="histograms" data-run="{idx}">
+  <h2>Score distributions</h2>
+  <p class="caption">Members (red) vs non-members (blue), per attack; the more the two separate, the more the
+  model leaks.</p>
+  <figure class="hist-figure">{hist}</figure>
+</section>"""
+
+
+def _plugin_section_html(r: Run, idx: int, name: str, sec: dict[str, Any]) -> str:
+    status = sec.get("status", "ok")
+    title = sec.get("title") or name
+    parts = [f'<section class="plugin-section kind-{e(sec.get("kind", "other"))}" data-run="{idx}" '
+             f'data-section="{e(name)}" data-status="{e(status)}"><h2>{e(title)} '
+             f'<span class="status {e(status)}">{e(status)}</span></h2>']
+    if sec.get("summary"):
+        parts.append(f'<p class="summary">{e(sec["summary"])}</p>')
+    if status == "failed":
+        parts.append(f'<p class="error">{e(sec.get("error") or "failed")}</p>')
+    elif status != "ok":
+        parts.append(f'<p class="muted reason">{e(status)}: {e(sec.get("reason") or "no reason given")}</p>')
+    parts.append(_warning_list([str(w) for w in sec.get("warnings") or []], "section-warnings"))
+    metrics = sec.get("metrics") or {}
+    if metrics:
+        rows = "".join(
+            f'<tr><th>{e(k)}</th><td class="num"><span class="v" data-run="{idx}" data-section="{e(name)}" '
+            f'data-metric="{e(k)}" data-value="{e(repr(v))}">{e(f"{v:.4g}" if isinstance(v, float) else v)}'
+            f"</span></td></tr>" for k, v in metrics.items())
+        parts.append(f'<table class="kv section-metrics"><tbody>{rows}</tbody></table>')
+    curve = sec.get("curve")
+    if isinstance(curve, dict) and curve.get("x") and curve.get("y"):
+        try:
+            parts.append(f'<figure class="curve-figure">{figures.curve_svg(curve, salt=f"curve-{idx}-{name}")}'
+                         f'{"<figcaption>" + e(curve["caption"]) + "</figcaption>" if curve.get("caption") else ""}</figure>')
+        except (ValueError, TypeError, KeyError) as err:
+            parts.append(f'<p class="problem">curve not drawable: {e(err)}</p>')
+    images = sec.get("images") or []
+    if images:
+        tiles = []
+        for item in images:
+            rel = item.get("path", "") if isinstance(item, dict) else str(item)
+            caption = item.get("caption", rel) if isinstance(item, dict) else rel
+            p = figures.safe_join(r.path, rel)
+            if p is None or not p.is_file():
+                tiles.append(f'<figure class="missing"><figcaption>missing or refused image: {e(rel)}</figcaption></figure>')
+                continue
+            width = figures.display_width(p)
+            size = f' width="{width}"' if width else ""
+            tiles.append(f'<figure><img alt="{e(caption)}"{size} src="{figures.image_data_uri(p)}">'
+                         f"<figcaption>{e(caption)}</figcaption></figure>")
+        parts.append(f'<div class="image-grid">{"".join(tiles)}</div>')
+    extra = sec.get("data")
+    if extra:
+        parts.append(f'<details><summary>details</summary><pre>{e(json.dumps(extra, indent=2, sort_keys=True))}</pre></details>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _provenance_html(r: Run, idx: int) -> str:
+    d = r.data
+    split = dict(d["split"])
+    cal = split.pop("calibration", None)
+    if cal:
+        split["calibration"] = {k: v for k, v in cal.items() if not k.endswith("_ids")}
+    audit = d.get("audit") or {}
+    general = {
+        "genleak version": d.get("genleak_version"),
+        "results schema": f"{d.get('format')} v{d.get('version')}",
+        "created": d.get("created"),
+        "seed": d.get("seed"),
+        "target fingerprint": (d.get("target") or {}).get("fingerprint"),
+        "split manifest hash (sha256 of the canonical manifest)": split.get("fingerprint"),
+        "results.json sha256": r.results_sha256,
+        "result folder": str(r.path.resolve()),
+    }
+    if audit.get("split_manifest_sha256"):
+        general["split manifest file sha256"] = audit["split_manifest_sha256"]
+    hyper = []
+    for name, a in d["attacks"].items():
+        cfg = a.get("config") or {}
+        cfg_rows = "".join(f"<tr><th>{e(k)}</th><td><code>{e(json.dumps(v))}</code></td></tr>" for k, v in cfg.items())
+        hyper.append(f'<div class="hyper" data-attack="{e(name)}"><h4>{e(name)}</h4>'
+                     f'<p class="muted">{e(a.get("paper", ""))}; {e(a.get("access", "?"))}, NFE {e(a.get("nfe", "?"))}</p>'
+                     f'<table class="kv"><tbody>{cfg_rows or "<tr><td>(no parameters)</td></tr>"}</tbody></table></div>')
+    def block(title: str, rows: dict[str, Any]) -> str:
+        return f'<div class="prov-block"><h3>{e(title)}</h3>{_kv_table(rows)}</div>'
+
+    grid = [block("Target", d.get("target") or {})]
+    if audit.get("training"):
+        grid.append(block("Target training record", audit["training"]))
+    grid.append(block("Split", split))
+    if d.get("settings"):
+        grid.append(block("Run settings", d["settings"]))
+    other_audit = {k: v for k, v in audit.items() if k not in ("training", "split_manifest_sha256")}
+    if other_audit:
+        grid.append(block("Audit inputs", other_audit))
+    grid.append(block("Machine", d.get("machine") or {}))
+    for key, value in d.items():  # optional records other commands add (e.g. IAR threshold calibration)
+        if key not in _KNOWN_TOP_LEVEL:
+            grid.append(block(key, value if isinstance(value, dict) else {key: value}))
+    blocks = [
+        f'<section class="provenance" data-run="{idx}"><h2>Provenance</h2>',
+        f'<p>Command:</p><pre class="command">{e(d.get("command") or "(not recorded)")}</pre>',
+        _kv_table(general),
+        '<h3>Attack hyperparameters</h3><div class="hypers">', *hyper, "</div>",
+        f'<div class="prov-grid">{"".join(grid)}</div>',
+    ]
+    raw = json.dumps(d, indent=2)
+    if len(raw) <= _EMBED_JSON_LIMIT:
+        blocks.append(f'<details class="raw"><summary>results.json (verbatim)</summary><pre>{e(raw)}</pre></details>')
+    blocks.append("</section>")
+    return "".join(blocks)
+
+
+def attack_colors(runs: list[Run]) -> dict[str, str]:
+    """One colour per attack name across all runs on a page."""
+    names: list[str] = []
+    for r in runs:
+        names += [n for n in r.data["attacks"] if n not in names]
+    return {n: figures.color(i) for i, n in enumerate(names)}
+
+
+def _run_html(r: Run, idx: int, colors: dict[str, str], heading: bool) -> str:
+    d = r.data
+    split = d["split"]
+    verdict = compute_verdict(d)
+    sections = d.get("sections") or {}
+    title = (f'<h1 class="run-title">{e(r.label)}</h1>' if heading else "")
+    meta = (f'<p class="meta">target <code>{e(str((d.get("target") or {}).get("fingerprint", ""))[:16])}</code> '
+            f'({e((d.get("target") or {}).get("kind", "model"))}) · split <strong>{e(split["name"])}</strong> '
+            f'<code>{e(split["fingerprint"][:16])}</code> · {e(split["n_members"])} members / '
+            f'{e(split["n_nonmembers"])} non-members · created {e(d.get("created", "?"))} · '
+            f'genleak {e(d.get("genleak_version", "?"))}</p>')
+    body = [
+        f'<article class="run" id="run-{idx}" data-run="{idx}">', title, meta,
+        _verdict_html(idx, verdict), _warnings_html(r, idx), _attack_table_html(r, idx, colors),
+        _figures_html(r, idx, colors),
+    ]
+    body += [_plugin_section_html(r, idx, n, s) for n, s in sections.items()]
+    body += [_provenance_html(r, idx), "</article>"]
+    return "\n".join(b for b in body if b)
+
+
+def _compare_html(cmp: Comparison) -> str:
+    head = "".join(f'<th colspan="{len(COMPARE_METRICS)}">{e(label)}</th>' for label in cmp.labels)
+    sub = "".join(f"<th>{e(h)}</th>" for _ in cmp.labels for _, h, _ in COMPARE_METRICS)
+    verdict_cells = "".join(
+        f'<td colspan="{len(COMPARE_METRICS)}" class="level-{e(v["level"])}" data-run="{i}" data-level="{e(v["level"])}">'
+        f'<strong>{e(v["label"])}</strong> <span class="muted">({e(v["confidence"])} confidence)</span></td>'
+        for i, v in enumerate(cmp.verdicts))
+    rows = [f'<tr class="verdict-row"><th>verdict</th>{verdict_cells}</tr>']
+    for attack in cmp.attacks:
+        cells = []
+        for i in range(len(cmp.labels)):
+            entry = cmp.cell(i, attack)
+            for key, _, ci_key in COMPARE_METRICS:
+                if entry is None:
+                    cells.append('<td class="num muted">–</td>')
+                elif entry.get("status") != "ok":
+                    cells.append(f'<td class="num failed" data-run="{i}" data-attack="{e(attack)}" data-status="failed">failed</td>')
+                else:
+                    m = entry["metrics"]
+                    base = base_value(cmp, attack, key) if i > 0 else None
+                    delta = (f' <span class="delta">({m[key] - base:+.3f})</span>' if base is not None else "")
+                    cells.append(f'<td class="num">{_metric_span(i, attack, key, m[key])}'
+                                 f'{_ci_span(i, attack, ci_key, m.get(ci_key)) if ci_key else ""}{delta}</td>')
+        rows.append(f'<tr data-attack="{e(attack)}"><th>{e(attack)}</th>{"".join(cells)}</tr>')
+    notes = _warning_list(cmp.notes, "notes")
+    return f"""
+<section class="compare">
+  <h2>Side by side</h2>
+  <p class="caption">AUC and TPR@1%FPR with 95% bootstrap CIs; in brackets after a value: the difference to the
+  first run ({e(cmp.labels[0])}).</p>
+  <table class="compare-table"><thead><tr><th rowspan="2">attack</th>{head}</tr><tr>{sub}</tr></thead>
+  <tbody>{''.join(rows)}</tbody></table>
+  {notes}
+</section>"""
+
+
+def render_report(runs: list[Run], *, title: str | None = None, compare_only: bool = False) -> str:
+    """The full page for one or more runs (several runs get a side-by-side table on top)."""
+    if not runs:
+        raise ValueError("render_report needs at least one run")
+    colors = attack_colors(runs)
+    multi = len(runs) > 1
+    if title is None:
+        title = (f"genleak audit: {runs[0].data['split']['name']}" if not multi
+                 else "genleak comparison: " + " vs ".join(r.label for r in runs))
+    parts = [f"<header><h1>{e(title)}</h1></header>"]
+    if multi:
+        parts.append(_compare_html(comparison([r.data for r in runs], [r.label for r in runs])))
+    if not compare_only:
+        parts += [_run_html(r, i, colors, heading=multi) for i, r in enumerate(runs)]
+    else:
+        parts += ['<section class="verdicts">'] + [
+            f"<h2>{e(r.label)}</h2>" + _verdict_html(i, compute_verdict(r.data)) for i, r in enumerate(runs)
+        ] + ["</section>"]
+    body = "\n".join(parts)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="generator" content="genleak">
+<title>{e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+{body}
+<footer>Generated by genleak. This page is self-contained: it loads nothing from the network.</footer>
+</body>
+</html>
+"""
+
+
+def write_report(
+    run_dirs: list[str | Path], out: str | Path, *, labels: list[str] | None = None, title: str | None = None,
+    compare_only: bool = False,
+) -> Path:
+    """Render result folders into one HTML file at ``out`` (atomically); return its path."""
+    runs = load_runs(list(run_dirs), labels)
+    text = render_report(runs, title=title, compare_only=compare_only)
+    return atomic_write_text(out, text)
+
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#667085; --line:#e4e7ec; --bg:#ffffff; --soft:#f6f7f9;
+  --high:#b42318; --high-bg:#fef3f2; --moderate:#b54708; --moderate-bg:#fffaeb; --low:#175cd3; --low-bg:#eff8ff;
+  --none:#067647; --none-bg:#ecfdf3; --unknown:#475467; --unknown-bg:#f2f4f7; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+  color: var(--fg); background: var(--bg); margin: 0 auto; max-width: 1180px; padding: 24px 28px 48px; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; padding-bottom: 4px;
+  border-bottom: 1px solid var(--line); } h3 { font-size: 14px; margin: 18px 0 6px; } h4 { margin: 0 0 2px; font-size: 13px; }
+header { margin-bottom: 8px; }
+.run-title { margin-top: 36px; padding-top: 16px; border-top: 3px solid var(--fg); }
+.meta, .caption, .muted { color: var(--muted); } .caption { font-size: 12.5px; margin: 0 0 8px; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
+pre { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px;
+  white-space: pre-wrap; word-break: break-all; }
+.verdict { display: flex; gap: 18px; align-items: flex-start; border-radius: 10px; padding: 16px 18px;
+  margin: 14px 0; border: 1px solid; }
+.verdict .badge { font-size: 20px; font-weight: 700; white-space: nowrap; padding: 4px 0; min-width: 190px; }
+.verdict .headline { font-size: 15px; margin: 4px 0 6px; } .verdict p { margin: 4px 0; }
+.verdict-details { margin: 6px 0; padding-left: 18px; } .rule { font-size: 12.5px; color: var(--muted); }
+.level-high { background: var(--high-bg); border-color: var(--high); } .level-high .badge { color: var(--high); }
+.level-moderate { background: var(--moderate-bg); border-color: var(--moderate); } .level-moderate .badge { color: var(--moderate); }
+.level-low { background: var(--low-bg); border-color: var(--low); } .level-low .badge { color: var(--low); }
+.level-none { background: var(--none-bg); border-color: var(--none); } .level-none .badge { color: var(--none); }
+.level-unknown { background: var(--unknown-bg); border-color: var(--unknown); } .level-unknown .badge { color: var(--unknown); }
+.warnings { border-left: 4px solid var(--moderate); background: var(--moderate-bg); padding: 2px 14px 8px; border-radius: 4px; }
+.warnings h2 { border: 0; margin-top: 10px; } .warnings ul { margin: 4px 0; padding-left: 18px; }
+.failures li, .guard-warnings li { color: var(--high); }
+table { border-collapse: collapse; } th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: left;
+  vertical-align: top; }
+thead th { background: var(--soft); font-weight: 600; font-size: 12.5px; white-space: nowrap; }
+.attack-table, .compare-table { width: 100%; } td.num { text-align: right; white-space: nowrap;
+  font-variant-numeric: tabular-nums; }
+.ci { color: var(--muted); font-size: 11.5px; } .delta { color: var(--muted); font-size: 11.5px; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
+td.name { font-weight: 600; white-space: nowrap; }
+.status.ok { color: var(--none); } .status.failed, td.failed { color: var(--high); font-weight: 600; }
+.status.skipped { color: var(--muted); }
+tr.failed td { background: var(--high-bg); } td.error code { white-space: pre-wrap; }
+h2 .status { font-size: 12px; font-weight: 600; margin-left: 6px; }
+figure { margin: 8px 0; } svg.figure { width: 100%; height: auto; }
+.roc-figure { max-width: 560px; } .hist-figure { max-width: 960px; } .curve-figure { max-width: 620px; }
+.image-grid { display: flex; flex-wrap: wrap; gap: 12px; } .image-grid figure { margin: 0; max-width: 100%; }
+.image-grid img { max-width: 100%; image-rendering: pixelated; border: 1px solid var(--line); }
+.image-grid figcaption { font-size: 12px; color: var(--muted); }
+.kv th { font-weight: 500; color: var(--muted); white-space: nowrap; } .kv td code { word-break: break-all; }
+.kv th, .kv td { padding: 3px 8px; } .section-metrics { min-width: 320px; }
+.prov-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 0 28px; }
+.prov-block table { width: 100%; }
+.hypers { display: flex; flex-wrap: wrap; gap: 16px; } .hyper { border: 1px solid var(--line); border-radius: 8px;
+  padding: 8px 10px; } .hyper p { margin: 0 0 4px; font-size: 12px; }
+.problem, .error { color: var(--high); }
+.compare-table .verdict-row td { border-radius: 0; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); padding-top: 8px; }
+@media print { body { max-width: none; } details { display: block; } }
+"""

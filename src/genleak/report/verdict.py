@@ -1,0 +1,158 @@
+"""The one-line answer at the top of a report: how leaky is this model, and how sure are we?
+
+Why a rule and not a score: an auditor needs a sentence that two people reading the same
+``results.json`` agree on. The rule is written down here once (and in docs/results-schema.md),
+applied to the numbers ``genleak.metrics`` produced, and never to anything recomputed.
+
+The rule
+--------
+For every attack that succeeded, take the *lower* end of the 95% bootstrap CI of its AUC and of
+its TPR@1%FPR (the point estimate when the run has no CIs) and find the highest level whose bar
+either figure clears:
+
+=========  =========================  ==============================  ===========================
+level      AUC lower bound            TPR@1%FPR lower bound           reads as
+=========  =========================  ==============================  ===========================
+high       >= 0.80                    >= 0.10 (10x chance)            members are readily told apart
+moderate   >= 0.60                    >= 0.03 (3x chance)             a clear, exploitable signal
+low        > 0.50                     --                              a detectable but weak signal
+none       otherwise                  --                              no leakage detectable at this size
+=========  =========================  ==============================  ===========================
+
+TPR@1%FPR is the figure that matters for MIAs (Carlini et al. 2022, "Membership inference attacks
+from first principles"): a random guess reaches 0.01, so 0.03 and 0.10 are 3x and 10x chance. AUC
+0.6 / 0.8 are the conventional "weak" / "strong" discrimination bars. The report's level is the
+highest over attacks (an auditor assumes the best attacker); the deciding attack is named.
+
+Confidence says whether the sample size supports the level:
+
+* ``high``: CIs exist, and the point estimates give the same level as the lower bounds;
+* ``medium``: CIs exist, but the point estimates alone would give a *higher* level (more samples
+  would tell; the report says which level the point estimates suggest);
+* ``low``: no CIs (the run had ``--bootstrap 0``), or an evaluation guard fired (distribution
+  shift / duplicates: then the attacks may measure the shift, not membership).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (level, AUC lower-bound bar, TPR@1%FPR lower-bound bar, label). Ordered from most to least leaky.
+LEVELS: tuple[tuple[str, float, float | None, str], ...] = (
+    ("high", 0.80, 0.10, "High leakage"),
+    ("moderate", 0.60, 0.03, "Moderate leakage"),
+    ("low", 0.50, None, "Low leakage"),  # AUC strictly above 0.5
+)
+NONE_LEVEL = ("none", "No leakage detected")
+UNKNOWN_LEVEL = ("unknown", "Inconclusive")
+_RANK = {"unknown": -1, "none": 0, "low": 1, "moderate": 2, "high": 3}
+
+THRESHOLDS_TEXT = (
+    "high: AUC >= 0.80 or TPR@1%FPR >= 0.10; moderate: AUC >= 0.60 or TPR@1%FPR >= 0.03; "
+    "low: AUC > 0.50; judged on the lower end of the 95% bootstrap CI (point estimate without CIs), "
+    "highest level over all attacks"
+)
+
+
+def level_of(auc: float, tpr1: float) -> str:
+    """The leakage level of one (AUC, TPR@1%FPR) pair under the rule above."""
+    for name, auc_bar, tpr_bar, _ in LEVELS:
+        if name == "low":
+            if auc > auc_bar:
+                return name
+        elif auc >= auc_bar or (tpr_bar is not None and tpr1 >= tpr_bar):
+            return name
+    return NONE_LEVEL[0]
+
+
+def label_of(level: str) -> str:
+    for name, _, _, label in LEVELS:
+        if name == level:
+            return label
+    return NONE_LEVEL[1] if level == NONE_LEVEL[0] else UNKNOWN_LEVEL[1]
+
+
+def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
+    """The verdict of one ``results.json`` dict: level, label, confidence, deciding attack, text.
+
+    Pure function of the stored metrics (no scores needed), so ``genleak report`` on an old run
+    and the audit that wrote it agree.
+    """
+    attacks = results.get("attacks", {})
+    ok = {n: a for n, a in attacks.items() if a.get("status") == "ok" and a.get("metrics")}
+    failed = [n for n, a in attacks.items() if a.get("status") != "ok"]
+    guard_alerts = guard_warnings(results)
+    details: list[str] = []
+    if failed:
+        details.append(f"{len(failed)} of {len(attacks)} attacks failed ({', '.join(failed)}); "
+                       "the verdict rests on the others.")
+    if not ok:
+        return {
+            "level": UNKNOWN_LEVEL[0], "label": UNKNOWN_LEVEL[1], "confidence": "none", "attack": None,
+            "headline": "no attack produced a result.",
+            "details": details, "thresholds": THRESHOLDS_TEXT,
+        }
+    rows = []
+    for name, a in ok.items():
+        m = a["metrics"]
+        has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
+        auc_lo = m["auc_ci"][0] if has_ci else m["auc"]
+        tpr_lo = m["tpr_at_1pct_fpr_ci"][0] if has_ci else m["tpr_at_1pct_fpr"]
+        rows.append({
+            "attack": name, "has_ci": has_ci,
+            "level": level_of(auc_lo, tpr_lo),
+            "point_level": level_of(m["auc"], m["tpr_at_1pct_fpr"]),
+            "auc_lo": auc_lo, "tpr_lo": tpr_lo, "metrics": m,
+        })
+    # The most leaky attack decides; ties go to the larger AUC lower bound, then TPR lower bound.
+    best = max(rows, key=lambda r: (_RANK[r["level"]], r["auc_lo"], r["tpr_lo"]))
+    point_best = max(rows, key=lambda r: (_RANK[r["point_level"]], r["metrics"]["auc"]))
+    level = best["level"]
+    all_ci = all(r["has_ci"] for r in rows)
+    if not all_ci:
+        confidence = "low"
+        details.append("No bootstrap confidence intervals: judged on point estimates (rerun with --bootstrap 1000).")
+    elif _RANK[point_best["point_level"]] > _RANK[level]:
+        confidence = "medium"
+        details.append(
+            f"The point estimates of {point_best['attack']} suggest {label_of(point_best['point_level']).lower()}, "
+            "but the 95% CI does not exclude a lower level: more members/non-members would tell."
+        )
+    else:
+        confidence = "high"
+    if guard_alerts:
+        confidence = "low"
+        details.append("An evaluation guard fired (see warnings): the attacks may measure a difference between "
+                       "the member and non-member sets rather than membership.")
+    m = best["metrics"]
+    n_m, n_n = m.get("n_members"), m.get("n_nonmembers")
+    if n_n is not None and n_n < 100:
+        details.append(f"Only {n_n} non-members: TPR@1%FPR is really TPR@0%FPR (needs >= 100).")
+    headline = (
+        f"{best['attack']} reaches AUC {_fmt(m['auc'])}{_ci(m.get('auc_ci'))} and "
+        f"TPR@1%FPR {_fmt(m['tpr_at_1pct_fpr'])}{_ci(m.get('tpr_at_1pct_fpr_ci'))} "
+        f"on {n_m} members vs {n_n} non-members."
+    )
+    return {
+        "level": level, "label": label_of(level), "confidence": confidence, "attack": best["attack"],
+        "auc_lower": best["auc_lo"], "tpr_at_1pct_fpr_lower": best["tpr_lo"],
+        "point_level": point_best["point_level"],
+        "headline": headline, "details": details, "thresholds": THRESHOLDS_TEXT,
+    }
+
+
+def guard_warnings(results: dict[str, Any]) -> list[str]:
+    """Warnings raised by evaluation-guard sections (``kind: "guards"``) of a results dict."""
+    out: list[str] = []
+    for sec in (results.get("sections") or {}).values():
+        if sec.get("kind") == "guards":
+            out.extend(str(w) for w in sec.get("warnings") or [])
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""

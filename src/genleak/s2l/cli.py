@@ -1,0 +1,107 @@
+"""Shake-to-Leak commands: ``genleak s2l`` (fine-tune on self-generated data) and ``genleak perturb``.
+
+Parsing and printing only; the work is done in ``genleak.s2l``. torch/diffusers/peft are imported
+inside the command bodies so ``genleak --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from genleak.errors import GenleakError
+
+
+def _csv(text: str | None) -> list[str]:
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in _csv(text)]
+    except ValueError:
+        raise GenleakError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(text)]
+    except ValueError:
+        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def _command_line() -> str:
+    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _print(comparison, path: Path) -> None:
+    typer.echo(comparison.markdown())
+    typer.echo(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("s2l")
+    def s2l_cmd(
+        target: Path = typer.Option(..., help="Target folder (pixel DDPM)."),
+        split: Path = typer.Option(..., help="The ORIGINAL member / non-member split to re-attack."),
+        domain: str = typer.Option("all", help="'all' (unconditional UNet), a class index, or a prompt (text targets)."),
+        method: str = typer.Option("full,lora", help="Comma-separated: full, lora, embedding."),
+        rank: str = typer.Option("4", help="LoRA ranks, comma-separated (one run per rank)."),
+        attacks: str = typer.Option("loss,pia,sima", help="Attacks to re-run."),
+        out: Path = typer.Option(Path("s2l-out"), help="Writes s2l.json, s2l.md, the synthetic set and per-variant scores."),
+        n_synthetic: int = typer.Option(256, help="Size of the self-generated domain set."),
+        sample_steps: int = typer.Option(50, help="DDIM steps for generating it."),
+        steps: int = typer.Option(300, help="Fine-tuning steps."),
+        lr: float = typer.Option(1e-4, help="Learning rate, full fine-tuning."),
+        lora_lr: float = typer.Option(1e-3, help="Learning rate, LoRA."),
+        batch_size: int = typer.Option(32),
+        seed: int = typer.Option(0),
+        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+    ) -> None:
+        """Shake-to-Leak: fine-tune on the target's own domain samples, report ΔAUC / ΔTPR@1%FPR."""
+        import torch
+
+        from genleak.data import MembershipSplit
+        from genleak.s2l.report import write_report
+        from genleak.s2l.shake import ShakeConfig, parse_variants, run_s2l
+        from genleak.targets.loading import load_target
+
+        if threads:
+            torch.set_num_threads(threads)
+        variants = parse_variants(_csv(method), _ints(rank))
+        config = ShakeConfig(n_synthetic=n_synthetic, sample_steps=sample_steps, steps=steps, lr=lr, lora_lr=lora_lr,
+                             batch_size=batch_size, seed=seed)
+        comp = run_s2l(load_target(target), MembershipSplit.load(split), domain, variants, _csv(attacks), config,
+                       out_dir=out, seed=seed, command=_command_line())
+        _print(comp, write_report(comp, out))
+
+    @app.command("perturb")
+    def perturb_cmd(
+        target: Path = typer.Option(..., help="Target folder (pixel DDPM)."),
+        split: Path = typer.Option(..., help="The member / non-member split to attack."),
+        sigma: str = typer.Option("0.001,0.003,0.01,0.03", help="Comma-separated noise levels to sweep."),
+        draws: int = typer.Option(3, help="Noise draws per sigma (mean, min, max reported)."),
+        scale: str = typer.Option("relative", help="relative: sigma * rms(W) per tensor; absolute: sigma."),
+        domain: str = typer.Option("all", help="Evaluate on 'all' or one class of the split."),
+        attacks: str = typer.Option("loss,pia,sima"),
+        out: Path = typer.Option(Path("perturb-out"), help="Writes s2l.json and s2l.md (kind = perturb)."),
+        seed: int = typer.Option(0),
+        threads: int = typer.Option(0),
+    ) -> None:
+        """Gaussian parameter perturbation (S2L mechanism 3), swept over sigma: before vs after."""
+        import torch
+
+        from genleak.data import MembershipSplit
+        from genleak.s2l.perturb import perturbation_sweep
+        from genleak.s2l.report import write_report
+        from genleak.targets.loading import load_target
+
+        if threads:
+            torch.set_num_threads(threads)
+        comp = perturbation_sweep(load_target(target), MembershipSplit.load(split), _floats(sigma), _csv(attacks),
+                                  draws=draws, seed=seed, scale=scale, domain=domain, out_dir=out,
+                                  command=_command_line())
+        _print(comp, write_report(comp, out))

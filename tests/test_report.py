@@ -1,0 +1,507 @@
+"""The audit report (issue 7): a real tiny audit rendered to one self-contained HTML page, checked
+in headless Chromium (visible blocks, no network request, screenshot as a CI artifact), the page's
+numbers against results.json, failures shown rather than dropped, the versioned results schema,
+the report/compare CLI and MLflow logging."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genleak.audit import SectionSkipped, register_section, resolve_sections, run_audit, run_sections
+from genleak.cli import main
+from genleak.errors import GenleakError
+from genleak.report.html import REPORT_FILE, load_run, render_report, write_report
+from genleak.report.results import load_results
+from genleak.report.verdict import compute_verdict, level_of
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ALPHA = 0.01
+
+
+# ------------------------------------------------------------------------------------------------
+# Test-only audit sections (default=False: they never run in a default audit)
+# ------------------------------------------------------------------------------------------------
+
+
+@register_section("test-cdi", title="Dataset inference (test stand-in)", kind="cdi", default=False)
+def _fake_cdi(target, split, out):
+    sizes = [2, 4, 8, 16, 32, 64]
+    return {
+        "summary": "the members are detected as the training set at |P| >= 8",
+        "metrics": {"p_value": 1.5e-6, "suspect_size": 64, "alpha": ALPHA},
+        "curve": {"x": sizes, "y": [0.4, 0.05, 0.004, 1e-4, 2e-6, 1.5e-6], "x_label": "|P| (suspect set size)",
+                  "y_label": "p-value", "log_x": True, "log_y": True, "hline": ALPHA, "hline_label": "alpha = 0.01"},
+        "data": {"features": np.array([1.0, 2.0])},  # numpy values are converted to JSON
+    }
+
+
+@register_section("test-extraction", title="Extraction (test stand-in)", kind="extraction", default=False)
+def _fake_extraction(target, split, out):
+    from PIL import Image
+
+    grid = (np.random.default_rng(0).random((16, 48)) * 255).astype(np.uint8)
+    (out / "extraction").mkdir(exist_ok=True)
+    Image.fromarray(grid).resize((192, 64), Image.NEAREST).save(out / "extraction" / "grid.png")
+    return {"summary": "0 of 16 generations extracted", "metrics": {"extracted": 0},
+            "images": [{"path": "extraction/grid.png", "caption": "generated | nearest member"},
+                       {"path": "../../../etc/passwd.png", "caption": "outside the run folder: refused"}]}
+
+
+@register_section("test-broken", title="A broken plug-in", default=False)
+def _broken_section(target, split, out):
+    raise RuntimeError("section exploded <b>loudly</b>")
+
+
+@register_section("test-skip", title="Not applicable", default=False)
+def _skipped_section(target, split, out):
+    raise SectionSkipped("needs a text-to-image target")
+
+
+SECTIONS = ["test-cdi", "test-extraction", "test-broken", "test-skip"]
+
+
+@pytest.fixture(scope="module")
+def audit_dir(overfit_ddpm, tmp_path_factory) -> Path:
+    """A real audit of the session's overfit DDPM with two cheap attacks and the test sections."""
+    out = tmp_path_factory.mktemp("audit") / "run"
+    run_audit(overfit_ddpm.target, overfit_ddpm.split, out, attacks=["loss", "sima"], sections=SECTIONS,
+              bootstrap=200, progress=False, command="genleak audit --target T --split S --out run",
+              target_path=overfit_ddpm.folder, split_path=overfit_ddpm.split_path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def failed_dir(overfit_ddpm, tmp_path_factory) -> Path:
+    """A run where the sima attack crashes (with markup in its message): recorded as failed."""
+    from genleak.attacks import attack_class
+    from genleak.pipeline import run_attacks
+    from genleak.report.results import write_results
+
+    def boom(self, target, x0, noise, cond=None):
+        raise RuntimeError("CUDA out of memory <img src=x onerror=alert(1)>")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(attack_class("sima"), "score_batch", boom)
+    try:
+        out = tmp_path_factory.mktemp("failed") / "run"
+        result = run_attacks(overfit_ddpm.target, overfit_ddpm.split, ["loss", "sima"], out, bootstrap=100,
+                             progress=False, command="genleak attack ...")
+    finally:
+        mp.undo()
+    write_results(result, out)
+    write_report([out], out / REPORT_FILE)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Headless Chromium
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Debian Chromium driven by playwright (never `playwright install`: no downloads)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: pip install -e '.[dev]'")
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(exe).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does this): cannot start a browser")
+    manager = sync_playwright().start()
+    try:
+        context = manager.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="genleak-chromium-"), executable_path=exe, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900})
+    except Exception as err:  # e.g. missing shared libraries in a minimal container
+        manager.stop()
+        pytest.skip(f"Chromium at {exe} cannot be started: {str(err).splitlines()[0]}")
+    yield context
+    context.close()
+    manager.stop()
+
+
+def open_page(context, path: Path):
+    """Open a local file, aborting and recording every request that is not the file itself."""
+    page = context.new_page()
+    url = path.resolve().as_uri()
+    outside: list[str] = []
+
+    def route(r):
+        if r.request.url == url or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("request", lambda req: None if req.url in (url,) or req.url.startswith("data:") else outside.append(req.url))
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return page, outside
+
+
+def test_report_in_chromium(audit_dir, browser):
+    data = load_results(audit_dir)
+    page, outside = open_page(browser, audit_dir / REPORT_FILE)
+    verdict = page.locator("section.verdict")
+    assert verdict.is_visible()
+    assert compute_verdict(data)["label"] in verdict.inner_text()
+    assert verdict.get_attribute("data-level") == data["verdict"]["level"]
+    for attack in ("loss", "sima"):
+        row = page.locator(f'table.attack-table tr[data-attack="{attack}"]')
+        assert row.is_visible() and row.get_attribute("data-status") == "ok"
+    roc = page.locator("section.roc figure svg")
+    assert roc.is_visible()
+    box = roc.bounding_box()
+    assert box["width"] > 300 and box["height"] > 200
+    assert "false positive rate" in roc.text_content()
+    assert page.locator("section.histograms svg").is_visible()
+    prov = page.locator("section.provenance")
+    assert prov.is_visible()
+    text = prov.inner_text()
+    for needle in (data["target"]["fingerprint"], data["split"]["fingerprint"], data["genleak_version"],
+                   "genleak audit --target T --split S --out run", data["audit"]["split_manifest_sha256"]):
+        assert needle in text
+    assert page.locator('.hyper[data-attack="sima"]').is_visible()
+    # plug-in sections: the CDI curve with its alpha line, the image grid (embedded, loaded), failures
+    assert page.locator('section[data-section="test-cdi"] svg').is_visible()
+    assert "alpha = 0.01" in page.locator('section[data-section="test-cdi"] svg').text_content()
+    img = page.locator('section[data-section="test-extraction"] img')
+    assert img.count() == 1 and img.evaluate("i => i.complete && i.naturalWidth > 0")
+    assert "refused" in page.locator('section[data-section="test-extraction"]').inner_text()
+    broken = page.locator('section[data-section="test-broken"]')
+    assert broken.get_attribute("data-status") == "failed" and "section exploded <b>loudly</b>" in broken.inner_text()
+    assert page.locator('section[data-section="test-skip"]').get_attribute("data-status") == "skipped"
+    # no network: nothing was requested, and the page itself loaded no resource at all
+    assert outside == [], f"the report made requests: {outside}"
+    assert page.evaluate("performance.getEntriesByType('resource').filter(r => !r.name.startsWith('data:')).length") == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_failed_attack_is_shown_not_dropped(failed_dir, browser):
+    data = load_results(failed_dir)
+    assert data["attacks"]["sima"]["status"] == "failed"
+    page, outside = open_page(browser, failed_dir / REPORT_FILE)
+    row = page.locator('table.attack-table tr[data-attack="sima"]')
+    assert row.is_visible() and row.get_attribute("data-status") == "failed"
+    assert "CUDA out of memory <img src=x onerror=alert(1)>" in row.inner_text()  # shown as text, escaped
+    assert page.locator("img").count() == 0  # the markup in the error did not become an element
+    assert page.locator('.failures li[data-attack="sima"]').is_visible()
+    assert "1 of 2 attacks failed" in page.locator("section.verdict").inner_text()
+    assert page.locator('table.attack-table tr[data-attack="loss"]').get_attribute("data-status") == "ok"
+    assert outside == []
+    page.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The page's numbers are results.json's numbers
+# ------------------------------------------------------------------------------------------------
+
+
+class _MetricCells(HTMLParser):
+    """Collect (attributes, text) of every element carrying ``data-metric`` (they hold text only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[dict[str, str], str]] = []
+        self._current: dict[str, str] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "data-metric" in a:
+            self._current, self._text = a, []
+
+    def handle_endtag(self, tag):
+        if self._current is not None:
+            self.cells.append((self._current, "".join(self._text)))
+            self._current = None
+
+    def handle_data(self, data):
+        if self._current is not None:
+            self._text.append(data)
+
+
+def metric_cells(path: Path) -> list[tuple[dict[str, str], str]]:
+    parser = _MetricCells()
+    parser.feed(path.read_text())
+    return parser.cells
+
+
+def test_page_numbers_equal_results_json(audit_dir):
+    data = json.loads((audit_dir / "results.json").read_text())
+    cells = metric_cells(audit_dir / REPORT_FILE)
+    seen = set()
+    for attrs, text in cells:
+        if "data-section" in attrs:
+            expected = data["sections"][attrs["data-section"]]["metrics"][attrs["data-metric"]]
+        else:
+            entry = data["attacks"][attrs["data-attack"]]
+            key = attrs["data-metric"]
+            expected = entry["seconds"] if key == "seconds" else entry["metrics"][key]
+            seen.add((attrs["data-attack"], key))
+        raw = attrs["data-value"]
+        value = json.loads(raw) if raw.startswith("[") else (None if raw == "None" else float(raw))
+        assert value == expected, (attrs, expected)  # exact: the page carries repr(float)
+        if isinstance(expected, float) and "data-section" not in attrs:
+            digits = 2 if attrs["data-metric"] == "seconds" else 3
+            assert text == f"{expected:.{digits}f}", (attrs, text)
+        elif isinstance(expected, list):
+            assert text == f"[{expected[0]:.3f}, {expected[1]:.3f}]"
+    for attack in ("loss", "sima"):
+        for key in ("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr",
+                    "tpr_at_01pct_fpr_ci", "tpr_at_0_fpr", "asr", "seconds"):
+            assert (attack, key) in seen, f"{attack}.{key} is not on the page"
+    # the TPR@0.1%FPR CI the audit adds is a real interval around the point value
+    m = data["attacks"]["sima"]["metrics"]
+    assert m["tpr_at_01pct_fpr_ci"][0] <= m["tpr_at_01pct_fpr"] <= m["tpr_at_01pct_fpr_ci"][1]
+
+
+def test_sections_are_recorded(audit_dir):
+    sections = load_results(audit_dir)["sections"]
+    assert list(sections) == SECTIONS
+    assert sections["test-cdi"]["status"] == "ok" and sections["test-cdi"]["data"]["features"] == [1.0, 2.0]
+    assert sections["test-broken"]["status"] == "failed" and "RuntimeError" in sections["test-broken"]["error"]
+    assert (sections["test-skip"]["status"], sections["test-skip"]["reason"]) == ("skipped", "needs a text-to-image target")
+    assert all(s["seconds"] >= 0 for s in sections.values())
+
+
+def test_section_registry_errors():
+    with pytest.raises(GenleakError, match="unknown audit section"):
+        resolve_sections(["no-such-section"])
+    assert resolve_sections([]) == []
+    assert "test-cdi" not in [s.name for s in resolve_sections(None)]  # default=False stays out
+    got = run_sections(None, None, Path("."), [s for s in resolve_sections(["test-broken"])])
+    assert got["test-broken"]["status"] == "failed"
+
+
+# ------------------------------------------------------------------------------------------------
+# Verdict rule
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auc,tpr,level", [
+    (0.99, 0.5, "high"), (0.80, 0.0, "high"), (0.55, 0.10, "high"), (0.79, 0.09, "moderate"),
+    (0.60, 0.0, "moderate"), (0.52, 0.03, "moderate"), (0.51, 0.02, "low"), (0.50, 0.01, "none"), (0.3, 0.0, "none"),
+])
+def test_verdict_levels(auc, tpr, level):
+    assert level_of(auc, tpr) == level
+
+
+def _results(**attacks):
+    return {"split": {"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500}, "attacks": attacks}
+
+
+def _ok(auc, tpr, auc_ci=None, tpr_ci=None):
+    return {"status": "ok", "metrics": {"auc": auc, "tpr_at_1pct_fpr": tpr, "auc_ci": auc_ci,
+                                        "tpr_at_1pct_fpr_ci": tpr_ci, "n_members": 500, "n_nonmembers": 500}}
+
+
+def test_verdict_confidence():
+    high = compute_verdict(_results(a=_ok(0.9, 0.2, [0.85, 0.95], [0.15, 0.25]), b=_ok(0.6, 0.02, [0.55, 0.65], [0.0, 0.04])))
+    assert (high["level"], high["confidence"], high["attack"]) == ("high", "high", "a")
+    unsure = compute_verdict(_results(a=_ok(0.82, 0.05, [0.7, 0.9], [0.02, 0.08])))
+    assert (unsure["level"], unsure["confidence"], unsure["point_level"]) == ("moderate", "medium", "high")
+    no_ci = compute_verdict(_results(a=_ok(0.7, 0.02)))
+    assert (no_ci["level"], no_ci["confidence"]) == ("moderate", "low")
+    dead = compute_verdict(_results(a={"status": "failed", "error": "x"}))
+    assert dead["level"] == "unknown" and "1 of 1 attacks failed" in dead["details"][0]
+    shifted = _results(a=_ok(0.9, 0.2, [0.85, 0.95], [0.15, 0.25]))
+    shifted["sections"] = {"guards": {"kind": "guards", "status": "ok", "warnings": ["DISTRIBUTION SHIFT: ..."]}}
+    assert compute_verdict(shifted)["confidence"] == "low"
+
+
+# ------------------------------------------------------------------------------------------------
+# Results schema: versioned, documented, refused clearly when unknown
+# ------------------------------------------------------------------------------------------------
+
+
+def _rewrite(src: Path, dst: Path, **changes) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    data = json.loads((src / "results.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    (dst / "results.json").write_text(json.dumps(data))
+    return dst
+
+
+@pytest.mark.parametrize("version,words", [(2, ["version 2", "reads only version 1", "newer"]),
+                                           (0, ["version 0", "reads only version 1", "rerun"]),
+                                           (None, ["no results schema version"])])
+def test_unknown_schema_version_fails_naming_it(failed_dir, tmp_path, version, words):
+    run = _rewrite(failed_dir, tmp_path / "old", version=version)
+    with pytest.raises(GenleakError) as info:
+        load_results(run)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_damaged_and_foreign_files_fail_clearly(failed_dir, tmp_path):
+    data = json.loads((failed_dir / "results.json").read_text())
+    data["attacks"]["loss"].pop("metrics")
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(GenleakError, match="attacks.loss.status is 'ok' but it has no metrics"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"format": "something.else", "version": 1}))
+    with pytest.raises(GenleakError, match="not a genleak results file"):
+        load_results(tmp_path)
+
+
+def test_schema_is_documented(audit_dir):
+    doc = (ROOT / "docs" / "results-schema.md").read_text()
+    data = load_results(audit_dir)
+    assert "version" in doc and '"format": "genleak.results"' in doc
+    keys = set(data) | set(data["split"]) | set(data["attacks"]["loss"]) | set(data["attacks"]["loss"]["metrics"])
+    keys |= set(data["sections"]["test-cdi"]) | set(data["verdict"])
+    missing = sorted(k for k in keys if f"`{k}`" not in doc)
+    assert not missing, f"docs/results-schema.md does not document {missing}"
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI: report, compare, and errors
+# ------------------------------------------------------------------------------------------------
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["genleak", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as ex:
+        code = ex.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_and_compare_commands(audit_dir, failed_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "both.html"
+    code, stdout, err = run_cli(monkeypatch, capsys, "report", str(audit_dir), str(failed_dir), "--out", str(out),
+                                "--labels", "baseline,broken")
+    assert code == 0, err
+    page = out.read_text()
+    assert 'class="compare-table"' in page and page.count('<article class="run"') == 2
+    code, stdout, err = run_cli(monkeypatch, capsys, "compare", str(audit_dir), str(failed_dir), "--labels",
+                                "baseline,DistillMD", "--out", str(tmp_path / "cmp.html"))
+    assert code == 0, err
+    assert "baseline" in stdout and "DistillMD" in stdout and "failed" in stdout
+    base = load_results(audit_dir)["attacks"]["loss"]["metrics"]["auc"]
+    assert f"{base:.3f}" in stdout
+    cells = metric_cells(tmp_path / "cmp.html")
+    auc0 = [a for a, _ in cells if a.get("data-run") == "0" and a.get("data-attack") == "loss" and a["data-metric"] == "auc"]
+    assert len(auc0) == 1 and float(auc0[0]["data-value"]) == base
+    assert 'data-status="failed"' in (tmp_path / "cmp.html").read_text()
+
+
+def test_audit_command(overfit_ddpm, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "audit"
+    code, stdout, err = run_cli(monkeypatch, capsys, "audit", "--target", str(overfit_ddpm.folder), "--split",
+                                str(overfit_ddpm.split_path), "--out", str(out), "--attacks", "sima", "--sections", "",
+                                "--params", '{"sima": {"t": 10}}', "--bootstrap", "50")
+    assert code == 0, err
+    assert "verdict:" in stdout and (out / REPORT_FILE).is_file()
+    data = load_results(out)
+    assert data["attacks"]["sima"]["config"]["t"] == 10 and data["settings"]["attack_params"] == {"sima": {"t": 10}}
+    assert data["command"].startswith("genleak audit --target") and data["sections"] == {}
+    assert data["verdict"] == compute_verdict(data)
+    code, _, err = run_cli(monkeypatch, capsys, "audit", "--target", str(overfit_ddpm.folder), "--split",
+                           str(overfit_ddpm.split_path), "--out", str(tmp_path / "bad"), "--sections", "nope")
+    assert code == 2 and "unknown audit section" in err and not (tmp_path / "bad").exists()
+
+
+def test_report_command_refuses_unknown_version(failed_dir, tmp_path, monkeypatch, capsys):
+    run = _rewrite(failed_dir, tmp_path / "future", version=7)
+    code, _, err = run_cli(monkeypatch, capsys, "report", str(run), "--out", str(tmp_path / "r.html"))
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "version 7" in lines[0], err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_renders_without_score_files(audit_dir, tmp_path):
+    """results.json alone (scores deleted) still renders: the figures say why they are missing."""
+    run = tmp_path / "bare"
+    run.mkdir()
+    shutil.copy(audit_dir / "results.json", run / "results.json")
+    text = render_report([load_run(run)])
+    assert "No figures" in text and "no scores file" in text
+    write_report([run], run / REPORT_FILE)
+    assert (run / REPORT_FILE).stat().st_size > 5000
+
+
+# ------------------------------------------------------------------------------------------------
+# MLflow (optional extra)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_mlflow_missing_is_a_clear_error(audit_dir, monkeypatch):
+    from genleak.report.mlflow_log import log_to_mlflow
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
+    monkeypatch.setitem(sys.modules, "mlflow.entities", None)
+    with pytest.raises(GenleakError, match=r"pip install 'genleak\[mlflow\]'"):
+        log_to_mlflow(audit_dir)
+
+
+def test_mlflow_logs_the_same_metrics(audit_dir, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow is an optional extra (pip install -e '.[mlflow]'); not installed here")
+    from mlflow.tracking import MlflowClient
+
+    from genleak.report.mlflow_log import log_to_mlflow
+
+    monkeypatch.chdir(tmp_path)  # the default store is ./mlruns
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # restored after the test
+    run_id, uri = log_to_mlflow(audit_dir)
+    assert uri == (tmp_path / "mlruns").resolve().as_uri()
+    run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    data = load_results(audit_dir)
+    for attack in ("loss", "sima"):
+        m = data["attacks"][attack]["metrics"]
+        assert run.data.metrics[f"{attack}.auc"] == m["auc"]
+        assert run.data.metrics[f"{attack}.tpr_at_1pct_fpr_ci_low"] == m["tpr_at_1pct_fpr_ci"][0]
+    assert run.data.params["attack.sima.t"] == str(data["attacks"]["sima"]["config"]["t"])
+    assert run.data.tags["genleak.verdict"] == data["verdict"]["level"]
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run_id)}
+    assert {"results.json", "report.html", "scores"} <= artifacts
+
+
+# ------------------------------------------------------------------------------------------------
+# The built-in sections, wired to genleak.inference (guards, CDI)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_guard_and_cdi_sections_on_the_overfit_model(overfit_ddpm, tmp_path):
+    """The default audit sections run on a real target: CDI with the members as suspect set finds the
+    training set (p < alpha) and its p-value curve carries the alpha line; guards find no shift."""
+    from genleak.pipeline import run_attacks
+    from genleak.report.results import write_results
+
+    specs = resolve_sections(None)
+    assert [s.name for s in specs][:2] == ["guards", "cdi"]
+    out = tmp_path / "run"
+    write_results(run_attacks(overfit_ddpm.target, overfit_ddpm.split, ["sima"], out, progress=False), out)
+    got = run_sections(overfit_ddpm.target, overfit_ddpm.split, out, specs[:2])
+    assert got["guards"]["status"] == "ok", got["guards"]
+    assert got["guards"]["metrics"]["exact_duplicates"] == 0
+    cdi = got["cdi"]
+    assert cdi["status"] == "ok", cdi
+    assert cdi["metrics"]["rejected"] is True and cdi["metrics"]["p_value"] < cdi["metrics"]["alpha"]
+    assert cdi["curve"]["hline"] == cdi["metrics"]["alpha"] and len(cdi["curve"]["x"]) == len(cdi["curve"]["y"]) > 3
+    assert (out / "cdi" / "cdi.json").is_file()
