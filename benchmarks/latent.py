@@ -93,13 +93,16 @@ def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
     attacks = cfg.get("attacks", ["loss", "pia", "sima"])
     params = cfg.get("attack_params", {})
     rows: list[dict[str, Any]] = []
-    if "pixel" in cfg:
-        pc = dict(cfg["pixel"])
+    pixels = cfg.get("pixel", [])
+    for pc in [pixels] if isinstance(pixels, dict) else pixels:
+        pc = dict(pc)
+        name = pc.pop("name", "pixel-ddpm")
         pc["block_out_channels"] = tuple(pc.get("block_out_channels", (32, 64)))
         start = time.time()
-        target = train_ddpm(split.members.images, TrainConfig(**pc), out / "pixel", progress=False)
-        rows.append({"run": "pixel-ddpm", "train_s": round(time.time() - start, 1),
-                     **_aucs(target, split, cfg.get("pixel_attacks", attacks), out / "pixel-scores", params)})
+        folder = "pixel" if name == "pixel-ddpm" else name
+        target = train_ddpm(split.members.images, TrainConfig(**pc), out / folder, progress=False)
+        rows.append({"run": name, "steps": pc.get("steps"), "train_s": round(time.time() - start, 1),
+                     **_aucs(target, split, cfg.get("pixel_attacks", attacks), out / f"{folder}-scores", params)})
         print(rows[-1], flush=True)
 
     text_stack = None
@@ -142,7 +145,7 @@ def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
         target = train_latent(split.members.images, vae, LatentTrainConfig(**lc), out / f"ldm-{run['name']}",
                               captions=captions, text_encoder=te, tokenizer=tok, init=init,
                               caption_template=cfg.get("caption_template"), progress=False)
-        row = {"run": run["name"], "kl_weight": vc.get("kl_weight"), "adversarial": vc.get("adversarial", False),
+        row = {"run": run["name"], "steps": lc["steps"], "kl_weight": vc.get("kl_weight"), "adversarial": vc.get("adversarial", False),
                "recon_mse_members": round(vae_rec["recon_mse_train"], 5),
                "recon_mse_nonmembers": round(vae_rec["recon_mse_heldout"], 5),
                "posterior_noise_to_signal": round(vae_rec["noise_to_signal"], 3),

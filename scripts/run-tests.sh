@@ -2,7 +2,9 @@
 # Run the test suite; "no tests collected" (pytest exit code 5) is a failure, not a pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest -q --durations=15 "$@"
+# Two workers (one per core; every test runs torch on one thread), files kept together so a file's
+# fixtures are built once per worker. Extra arguments go to pytest.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=25 "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
   echo "error: pytest collected no tests" >&2

@@ -208,6 +208,23 @@ def test_t_error_separates_planted_duplicates(digits8, tmp_path):
     assert (tmp_path / "memorization_hist.png").stat().st_size > 1000
 
 
+def test_t_error_flags_planted_duplicates_in_a_trained_ddpm(digits8):
+    """8 digits x 16 copies + 120 unique digits, UNet (32, 64), 1200 steps, EMA (the seed-0 row of
+    configs/extraction_memorization.json). At t_sec = 20, interval 10 the t-error put the duplicates
+    first on all three seeds measured (AUC 0.981 / 1.000 / 0.975); at the paper's t_sec = 100 it
+    did not (0.400 / 0.667 / 0.998): see benchmarks/results_extraction.md."""
+    from genleak.extraction.memorization import rank_images
+    from genleak.train import TrainConfig, train_ddpm
+
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(digits8), generator=g).tolist()
+    dup, uniq = digits8[perm[:8]], digits8[perm[8:128]]
+    target = train_ddpm(torch.cat([dup.images.repeat(16, 1, 1, 1), uniq.images]),
+                        TrainConfig(steps=1200, block_out_channels=(32, 64), ema_decay=0.995, seed=0), progress=False)
+    result = rank_images(target, dup.concat(uniq), dup.ids, t_sec=20, interval=10, progress=False)
+    assert result.separation()["auc"] > 0.8
+
+
 def test_rank_conditions_on_a_class_conditional_target():
     from genleak.extraction.memorization import rank_conditions
     from genleak.targets import DiffusionTarget, build_unet, default_scheduler

@@ -146,6 +146,16 @@ def test_var_block_causal_and_rar_causal(rar_target, var_target, iar_data):
         assert torch.allclose(rar_target.model(r, y, order), rar_target.model(r, y), atol=1e-6)
 
 
+def test_group_scores_per_scale_and_position(rar_target, var_target, iar_data):
+    from genleak.iar.experiment import group_aucs
+
+    d = iar_data["data"]
+    g_var, g_rar = group_aucs(var_target, d), group_aucs(rar_target, d)
+    print(f"\nper-scale AUC (VAR) {g_var}\nper-position AUC (RAR) {g_rar}")
+    assert len(g_var["plain"]) == 4 and len(g_rar["cfg"]) == 16
+    assert max(g_var["plain"]) > 0.9 and max(g_rar["plain"]) > 0.9
+
+
 def test_save_load_roundtrip_and_errors(rar_target, iar_data, tmp_path):
     from genleak.iar.target import is_iar_folder, load_iar_target
 
@@ -333,6 +343,14 @@ def test_mar_losses_attacks_and_generation(mar_target, iar_data):
     assert auc(sm, sn) > 0.55  # MAR leaks least of the IARs (thesis fig. 9.1.1, point 4)
     assert get_attack("iar-mink-cfg", **opts).score(mar_target, m.images[:4], m.ids[:4], cond=m.labels[:4],
                                                      progress=False).shape == (4,)
+    # the Table 9.5.2 baseline (random timestep per draw) is seeded per sample: batch-size invariant
+    base = get_attack("iar-loss", timestep=None, mask_ratio=0.86, noise_draws=4, mask_draws=2)
+    b1 = base.score(mar_target, m.images[:6], m.ids[:6], cond=m.labels[:6], batch_size=6, progress=False)
+    b2 = base.score(mar_target, m.images[:6], m.ids[:6], cond=m.labels[:6], batch_size=4, progress=False)
+    torch.testing.assert_close(b1, b2)
+    with pytest.raises(GenleakError, match="timestep"):
+        get_attack("iar-loss", timestep=5000, noise_draws=2, mask_draws=1).score(
+            mar_target, m.images[:2], m.ids[:2], cond=m.labels[:2], progress=False)
     with pytest.raises(GenleakError, match="needs logits"):
         get_attack("iar-hinge").score(mar_target, m.images[:2], m.ids[:2], cond=m.labels[:2], progress=False)
     y = torch.arange(4)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from genleak.attacks import AttackConfig, register_attack
-from genleak.attacks.base import Access, Attack
+from genleak.attacks.base import _REGISTRY, Access, Attack
 from genleak.pipeline import run_attacks
 
 
-@register_attack
 class _BrokenAttack(Attack):
     name = "test-broken"
     access = Access.GRAY_BOX
@@ -24,8 +24,17 @@ class _BrokenAttack(Attack):
         raise RuntimeError("boom")
 
 
-def test_calibration_holdout_and_failed_attack_recorded(overfit_ddpm, tmp_path):
-    result = run_attacks(overfit_ddpm.target, overfit_ddpm.split, ["sima", "test-broken"], tmp_path,
+@pytest.fixture
+def broken_attack():
+    """Register an attack that always raises, only for the test that needs it: other tests list
+    every registered attack and must not meet it."""
+    register_attack(_BrokenAttack)
+    yield _BrokenAttack.name
+    _REGISTRY.pop(_BrokenAttack.name, None)
+
+
+def test_calibration_holdout_and_failed_attack_recorded(overfit_ddpm, tmp_path, broken_attack):
+    result = run_attacks(overfit_ddpm.target, overfit_ddpm.split, ["sima", broken_attack], tmp_path,
                          calibration_fraction=0.25, progress=False)
     d = result.to_dict()
     sima = d["attacks"]["sima"]

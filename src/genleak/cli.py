@@ -30,6 +30,7 @@ app = typer.Typer(
 # Modules that add commands to ``app``; each defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "genleak.core_cli",
+    "genleak.inference.cli",
     "genleak.latent_cli",
     "genleak.b4b.cli",
     "genleak.defenses.cli",

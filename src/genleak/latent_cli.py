@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -52,7 +53,7 @@ def _read_caption_file(path: Path, ids: list[str]) -> list[list[str]]:
     return [table[i] for i in ids]
 
 
-def vae_training_images(split: object, extra: int, seed: int = 0) -> object:
+def vae_training_images(split: Any, extra: int, seed: int = 0) -> Any:
     """The members plus up to ``extra`` images of the split's source outside the split (never a
     non-member: the VAE must not see them, or its reconstructions would not be a fair reference)."""
     import torch

@@ -292,11 +292,6 @@ def memorization_rate(generated: torch.Tensor, train: torch.Tensor, tau: float) 
     return float((nearest_distances(generated, train) < tau).double().mean())
 
 
-def default_tau(train: torch.Tensor, heldout: torch.Tensor) -> float:
-    """Half the median nearest-training-image distance of held-out real images (see module doc)."""
-    return 0.5 * float(nearest_distances(heldout, train).median())
-
-
 def quality_report(
     generated: torch.Tensor,
     heldout: torch.Tensor,

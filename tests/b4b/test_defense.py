@@ -140,3 +140,16 @@ def test_config_validation_and_files(tmp_path):
         load_config(tmp_path / "bad.json")
     with pytest.raises(GenleakError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from genleak.b4b.simulate import load_simulation_config
+
+    files = sorted((Path(__file__).resolve().parents[2] / "configs").glob("b4b*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        load_config(f)
+        load_simulation_config(f)
+    assert load_config(files[0]) == B4BConfig()  # configs/b4b.yaml spells out the paper defaults

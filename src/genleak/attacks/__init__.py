@@ -1,6 +1,18 @@
 """Membership inference attacks: one module each, one registry by name (``get_attack``)."""
 
-from genleak.attacks import adaptive_dual, clid, denoising_family, genbox, gradmask, loss, multiloss, noiseopt, pia, secmi, sima  # noqa: F401  (register the built-ins)
+from genleak.attacks import (  # noqa: F401  (register the built-ins)
+    adaptive_dual,
+    clid,
+    denoising_family,
+    genbox,
+    gradmask,
+    loss,
+    multiloss,
+    noiseopt,
+    pia,
+    secmi,
+    sima,
+)
 from genleak.attacks.base import (
     Access,
     Attack,

@@ -127,7 +127,7 @@ def load_config(path: str | Path | None) -> B4BConfig:
     if path is None:
         return B4BConfig()
     data = read_mapping(path)
-    return B4BConfig.from_dict(data.get("defense", data) if "defense" in data else data)
+    return B4BConfig.from_dict(data.get("defense", data))
 
 
 def config_diff(a: B4BConfig, b: B4BConfig) -> dict[str, tuple[Any, Any]]:

@@ -34,6 +34,7 @@ import numpy as np
 
 from genleak.b4b import data as bdata
 from genleak.b4b.config import B4BConfig, read_mapping
+from genleak.b4b.defense import CostFunction
 from genleak.b4b.service import user_status
 from genleak.b4b.store import StateStore
 from genleak.errors import GenleakError
@@ -197,6 +198,7 @@ def run_simulation(store: StateStore, connect: Callable[[str], Client], config: 
     defense = store.stored_config()
     if defense is None:
         raise GenleakError(f"state database {store.url} has no B4B config yet; start the server on it first")
+    cost = CostFunction(defense.lam, defense.alpha, defense.beta, defense.max_sigma)
     task = bdata.digits_task(seed=cfg.seed)
     n_train = len(task.x_train)
     accounts = _Accounts(store, connect, cfg.seed)
@@ -249,7 +251,7 @@ def run_simulation(store: StateStore, connect: Callable[[str], Client], config: 
             cov = dict(curves[role]).get(b)
             if cov is None:  # budget not on a batch boundary: take the last point at or below it
                 cov = max((p for p in curves[role] if p[0] <= b), default=(0, 0.0))[1]
-            sig = user_status(store.get_user(accounts.names[role]), defense).sigma if b == max(cfg.budgets) else None
+            sig = 0.0 if policy == "none" else cost(cov)  # the sigma of the answer to query b
             acc = steal(world[:b], answers[:b], f"steal {defense_name} {_fmt_budget(b)}")
             rows.append(Row("ATTACK", defense_name, _fmt_budget(b), "WORLD", "STEAL", acc, cov, sig))
             say(f"ATTACK {defense_name} {b}: {acc:.2f}% (coverage {cov:.3f})")

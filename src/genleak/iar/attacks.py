@@ -238,7 +238,7 @@ class IARAttackConfig(AttackConfig):
 
     cfg_diff: bool = False
     mask_ratio: float = 0.95
-    timestep: int = 500
+    timestep: int | None = 500  # None: random t per draw (the training loss; Table 9.5.2 baseline)
     noise_draws: int = 64
     mask_draws: int = 4
 
@@ -451,3 +451,25 @@ def _parse_feature_name(name: str) -> tuple[str, dict[str, Any]]:
         except ValueError:
             params[k] = v
     return parts[0], params
+
+
+def group_scores(
+    target: Any, images: torch.Tensor, labels: Any, *, cfg_diff: bool = False, batch_size: int = 64
+) -> np.ndarray:
+    """Mean token log-probability per token group, (N, G): per scale for VAR, per raster position
+    for RAR (the "VAR per scale, RAR per position" view of ch. 9.5.1) — which part of the sequence
+    carries the membership signal. Discrete targets only."""
+    if not target.discrete:
+        raise GenleakError("group_scores needs token logits (VAR/RAR); MAR has continuous tokens")
+    groups = target.token_groups()
+    n_groups = int(groups.max()) + 1
+    lab = target.labels(labels)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            x = target.encode(images[start : start + batch_size])
+            s = stats_from_logits(iar_logits(target, x, lab[start : start + batch_size], cfg_diff), x)
+            g = groups.to(s.logp.device)
+            sums = torch.zeros(s.logp.shape[0], n_groups, device=s.logp.device).index_add_(1, g, s.logp)
+            out.append((sums / torch.bincount(g, minlength=n_groups)).cpu())
+    return torch.cat(out).numpy().astype(np.float64)

@@ -98,6 +98,20 @@ def ddpm_report(target: Any, data: AuditData, attacks: tuple[str, ...] = DDPM_AT
             "max_tpr_at_1pct_fpr": max(r["tpr_at_1pct_fpr"] for r in rows.values()), "di": di}
 
 
+def group_aucs(target: Any, data: AuditData) -> dict[str, list[float]]:
+    """AUC of the mean log-prob of each token group (VAR scale / RAR position) on the evaluation
+    sets, plain and CFG difference."""
+    from genleak.iar.attacks import group_scores
+    from genleak.metrics import auc
+
+    out = {}
+    for cfg in (False, True):
+        gm = group_scores(target, data.eval_members.images, data.eval_members.labels, cfg_diff=cfg)
+        gn = group_scores(target, data.eval_nonmembers.images, data.eval_nonmembers.labels, cfg_diff=cfg)
+        out["cfg" if cfg else "plain"] = [round(auc(gm[:, j], gn[:, j]), 4) for j in range(gm.shape[1])]
+    return out
+
+
 def _min_size(di: dict[str, Any]) -> int | None:
     sizes = [v["min_suspect_size"] for v in di.values() if v["min_suspect_size"] is not None]
     return min(sizes) if sizes else None
@@ -143,6 +157,12 @@ def run_experiment(config: dict[str, Any], out_dir: str | Path, *, progress: boo
         entry: dict[str, Any] = {"train_seconds": round(time.time() - t0, 1), "describe": target.describe(),
                                  "epochs": tcfg.steps * tcfg.batch_size / len(split.members)}
         feats = compute_features(target, data, seed=seed, mar=mar_attack, progress=progress)
+        if target.discrete:
+            entry["group_auc"] = group_aucs(target, data)
+        else:
+            from genleak.iar.audit import mar_ablation
+
+            entry["mar_ablation"] = mar_ablation(target, data, seed=seed)
         entry["mia"] = mia_report(feats)
         entry["di"] = di_report(feats, n_resamples=resamples, seed=seed)
         entry["extraction"] = {}

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genleak.errors import GenleakError
 from genleak.iar.layers import Trunk, drop_labels
 from genleak.iar.target import IARTarget
 from genleak.iar.vq import conv_decoder, conv_encoder
@@ -253,7 +254,7 @@ class MARTarget(IARTarget):
         noise: Any = None,
         *,
         mask_ratio: float = 0.95,
-        timestep: int = 500,
+        timestep: int | None = 500,
         noise_draws: int = 64,
         mask_draws: int = 4,
         with_null: bool = False,
@@ -262,14 +263,16 @@ class MARTarget(IARTarget):
         and over the ``mask_draws`` random masks that hid the token (supp. D.8: ratio 0.95, t = 500,
         64 draws). ``noise`` is the attack's per-sample ``NoiseSource`` (masks and noises are drawn
         from it, so scores do not depend on batching). ``with_null`` also returns the losses under
-        the null class with the *same* masks and noises (the CFG difference).
+        the null class with the *same* masks and noises (the CFG difference). ``timestep`` None
+        draws t uniformly per noise draw (the training-time loss: the "baseline" of Table 9.5.2 and
+        the Unified MIA of supp. D.4.1).
 
         The output-noise defense perturbs the head's noise prediction by N(0, sigma^2) (the
         continuous output an attacker observes here).
         """
         b, n, c = latents.shape
         if not 0.0 < mask_ratio <= 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
+            raise GenleakError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
         n_mask = min(n, max(1, round(mask_ratio * n)))
         if noise is not None:
             orders = torch.argsort(noise.draw(mask_draws)[..., 0], dim=-1)  # (B, R, N) random permutations
@@ -279,7 +282,15 @@ class MARTarget(IARTarget):
             orders = torch.argsort(torch.randn(b, mask_draws, n, generator=g), dim=-1)
             eps = torch.randn(b, mask_draws * noise_draws, n, c, generator=g)
         orders, eps = orders.to(latents.device), eps.to(latents.device, latents.dtype)
-        t = torch.full((b * noise_draws * n,), int(timestep), dtype=torch.long, device=latents.device)
+        steps = self.model.config.num_train_timesteps
+        if timestep is None:  # t ~ U{0..T-1} per (sample, draw), from the sample's own noise stream
+            z = noise.draw(mask_draws * noise_draws)[..., 0, 0] if noise is not None else \
+                torch.randn(b, mask_draws * noise_draws, generator=g)
+            t_draw = (torch.special.ndtr(z.float()) * steps).long().clamp(0, steps - 1).to(latents.device)
+        else:
+            if not 0 <= int(timestep) < steps:
+                raise GenleakError(f"timestep must be in 0..{steps - 1} (or None: random), got {timestep}")
+            t_draw = torch.full((b, mask_draws * noise_draws), int(timestep), dtype=torch.long, device=latents.device)
         label_sets = [labels] + ([torch.full_like(labels, self.null_class)] if with_null else [])
         totals = [torch.zeros(b, n, device=latents.device) for _ in label_sets]
         counts = torch.zeros(b, n, device=latents.device)
@@ -288,6 +299,7 @@ class MARTarget(IARTarget):
             mask = rank < n_mask
             counts += mask
             e = eps[:, r * noise_draws : (r + 1) * noise_draws]  # (B, K, N, C)
+            t = t_draw[:, r * noise_draws : (r + 1) * noise_draws, None].expand(b, noise_draws, n).reshape(-1)
             x0 = latents[:, None].expand_as(e)
             x_t = self.model.q_sample(x0.reshape(-1, c), t, e.reshape(-1, c))
             for i, lab in enumerate(label_sets):

@@ -161,7 +161,7 @@ def train_latent(
     if images.shape[-1] % factor or images.shape[-1] != images.shape[-2]:
         raise GenleakError(f"images of size {tuple(images.shape[-2:])} do not fit the VAE's downsampling {factor}")
     if init is not None:
-        model = copy.deepcopy(init.unet).train()
+        model = copy.deepcopy(init.unet).train().requires_grad_(True)  # targets hold frozen modules
     else:
         cross = int(text_encoder.config.hidden_size) if text else None
         model = build_latent_unet(images.shape[-1] // factor, int(vae.config.latent_channels),

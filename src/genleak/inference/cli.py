@@ -1,0 +1,115 @@
+"""``genleak infer``: dataset inference (CDI) from the command line. Parsing and printing only."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from genleak.errors import GenleakError
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["loss.t=50", "multiloss.timesteps=[0,100]"]`` -> ``{"loss": {"t": 50}, "multiloss": {...}}``.
+
+    Values are read as JSON when they parse (numbers, lists, true/false), else kept as strings.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not eq or not dot or not name or not param:
+            raise GenleakError(f"--param {item!r} must look like FEATURE.NAME=VALUE, e.g. loss.t=50")
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(name, {})[param] = parsed
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("infer")
+    def infer_cmd(
+        target: Path = typer.Option(None, help="diffusers folder of the model to audit."),
+        suspect: str = typer.Option(None, help="P: the owner's published images (any --source spec: folder:, npz:, hf:, digits...)."),
+        reference: str = typer.Option(None, help="U: unpublished images from the same distribution (known non-members)."),
+        split: Path = typer.Option(None, help="Use a split manifest's members as P and non-members as U (experiments)."),
+        features: str = typer.Option("gray", help="gray | white | comma-separated: loss,secmi,pia,pian,multiloss,gradmask,noiseopt."),
+        param: list[str] = typer.Option([], "--param", help="Feature hyperparameter FEATURE.NAME=VALUE (repeatable), e.g. loss.t=50."),
+        out: Path = typer.Option(None, help="Output folder (cdi.json, min_p_curve.png, scores.npz); default cdi-out."),
+        cache: Path = typer.Option(None, help="Feature cache folder, reused across runs (default OUT/feature-cache)."),
+        alpha: float = typer.Option(0.01, help="Significance level of the verdict (thesis ch. 8.4.3: 0.01)."),
+        two_sided: bool = typer.Option(False, help="Two-sided test instead of H1: mean score(P) > mean score(U)."),
+        p_method: str = typer.Option("permutation", help="permutation (exact) | welch (the thesis' parametric p)."),
+        permutations: int = typer.Option(999, help="Within-fold permutations for the exact p-value."),
+        resamples: int = typer.Option(1000, help="Resamples per size for the minimum-|P| curve (supplement C.5); 0 skips it."),
+        refit_resamples: int = typer.Option(0, help="Also a curve that refits the scorer per resample (slow; e.g. 50)."),
+        folds: int = typer.Option(5, help="k of the k-fold scoring model (thesis ch. 8.5: 5)."),
+        reference_ratio: float = typer.Option(None, help="|U| / |P| at each curve size (default: the inputs' ratio)."),
+        max_samples: int = typer.Option(None, help="Randomly keep at most this many images per side."),
+        seed: int = typer.Option(0),
+        batch_size: int = typer.Option(64),
+        chunk_size: int = typer.Option(256, help="Samples per feature-cache flush (a crash loses at most one chunk)."),
+        fail_on_shift: bool = typer.Option(False, help="Stop with an error when the blind classifier detects a P/U shift."),
+        device: str = typer.Option(None, help="torch device (default: cuda if available)."),
+        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        config: Path = typer.Option(None, help="Run an experiment config (configs/cdi_*.json|toml) instead."),
+        quiet: bool = typer.Option(False, help="No progress bars."),
+    ) -> None:
+        """Dataset inference (CDI): was the suspect set P used to train the model? Verdict at alpha,
+        p-value, t statistic, samples, features, and the minimum-|P| curve."""
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if config is not None:
+            from genleak.inference.experiments import run_experiment
+
+            summary = run_experiment(config, out, progress=not quiet)
+            typer.echo(summary.get("summary") or json.dumps({k: v for k, v in summary.items() if k not in ("config", "target") and not k.endswith("_values")}, indent=1, default=str))
+            return
+        if target is None:
+            raise GenleakError("--target is required (or --config for an experiment)")
+        if split is not None and (suspect is not None or reference is not None):
+            raise GenleakError("give either --split or --suspect/--reference, not both")
+        if split is None and (suspect is None or reference is None):
+            raise GenleakError("give --suspect P and --reference U (or --split SPLIT.json)")
+
+        from genleak.data import MembershipSplit, load_source
+        from genleak.inference.cdi import CDIConfig, format_result, run_cdi, write_cdi
+        from genleak.targets import DiffusionTarget
+
+        cfg = CDIConfig(
+            features=features,
+            feature_params=parse_params(param),
+            alpha=alpha,
+            alternative="two-sided" if two_sided else "greater",
+            p_method=p_method,
+            permutations=permutations,
+            folds=folds,
+            n_resamples=resamples,
+            reference_ratio=reference_ratio,
+            refit_resamples=refit_resamples,
+            seed=seed,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            fail_on_shift=fail_on_shift,
+            max_samples=max_samples,
+        )
+        if split is not None:
+            s = MembershipSplit.load(split)
+            p_set, u_set = s.members, s.nonmembers
+        else:
+            p_set, u_set = load_source(suspect), load_source(reference)
+        out = out or Path("cdi-out")
+        t = DiffusionTarget.from_pretrained(target, device=device)
+        command = "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet, command=command)
+        paths = write_cdi(result, out)
+        typer.echo(format_result(result))
+        typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
