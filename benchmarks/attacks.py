@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from genleak.attacks import available_attacks, get_attack
+from genleak.attacks import get_attack
 from genleak.targets import DiffusionTarget, build_unet, default_scheduler
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None)
-    p.add_argument("--attacks", default=",".join(a for a in available_attacks()))
+    p.add_argument("--attacks", default="loss,secmi,pia,pian,sima,sima-mc")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -174,6 +174,8 @@ def test_save_load_roundtrip_and_errors(rar_target, iar_data, tmp_path):
         load_iar_target(tmp_path / "t")
     with pytest.raises(GenleakError, match="class labels"):
         rar_target.labels([11])
+    with pytest.raises(GenleakError, match="prefix"):
+        rar_target.generate(torch.zeros(2, dtype=torch.long), prefix=None, prefix_len=3)
 
 
 def test_train_refuses_bad_input(iar_data):

@@ -31,7 +31,9 @@ class GradMaskConfig(AttackConfig):
 
 @register_attack
 class GradMaskAttack(Attack):
-    """Columns ``gradmask@t<t>`` = -(masked restoration error) per timestep (higher = member)."""
+    """Columns ``gradmask@t<t>`` = -(masked restoration error) per timestep (higher = member, as the
+    thesis expects). Measured on the tiny overfit DDPM the orientation holds at t = 200..600 (AUC up
+    to 0.78) and flips at t <= 100 (0.45, 0.35); CDI's scoring model learns a weight per column."""
 
     name = "gradmask"
     access = Access.WHITE_BOX

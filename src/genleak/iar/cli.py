@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         from genleak.data import MembershipSplit, load_source
         from genleak.iar.experiment import public_images
         from genleak.iar.target import load_iar_target
-        from genleak.iar.train import IARTrainConfig, train_iar, train_tokenizer
+        from genleak.iar.train import TRAIN_RECORD, IARTrainConfig, train_iar, train_tokenizer
 
         _threads(threads)
         s = MembershipSplit.load(split)
@@ -79,7 +79,9 @@ def register(app: typer.Typer) -> None:
         cfg = IARTrainConfig.from_dict({"kind": kind, "steps": steps, "batch_size": batch_size, "lr": lr,
                                         "tokenizer_steps": tokenizer_steps, "seed": seed, **extra})
         tok = None
-        if tokenizer_from is not None:
+        if (out / TRAIN_RECORD).is_file():
+            pass  # a finished run: train_iar loads it (or refuses a different config) without retraining
+        elif tokenizer_from is not None:
             tok = load_iar_target(tokenizer_from).tokenizer
         elif tokenizer_data == "public":
             pub = public_images(load_source(s.source), s.members, s.nonmembers)

@@ -337,8 +337,11 @@ class MARTarget(IARTarget):
         """MaskGIT/MAR-style iterative generation in a random order per sample; the first
         ``prefix_len`` tokens of that order are copied from ``prefix`` (the MAR prefix of ch. 9.5.3).
         ``greedy``: DDIM from zero noise (the deterministic analogue of greedy decoding)."""
+        from genleak.iar.target import check_prefix
+
         labels = self.labels(labels)
         b, n, c = labels.shape[0], self.sequence_length, self.model.config.token_dim
+        check_prefix(prefix, prefix_len, n, b)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         order = torch.argsort(torch.rand(b, n, generator=gen), dim=1).to(self.device)
         rank = torch.argsort(order, dim=1)

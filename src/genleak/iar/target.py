@@ -189,6 +189,7 @@ class RARTarget(DiscreteIARTarget):
                  cfg_scale: float = 1.0, greedy: bool = True, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         noise_gen = generator if generator is not None else self._noise_gen
+        check_prefix(prefix, prefix_len, self.sequence_length, len(labels))
         return self.model.generate(self.labels(labels), _dev(prefix, self.device), prefix_len, cfg_scale=cfg_scale,
                                    greedy=greedy, temperature=temperature, logit_noise=self.output_noise,
                                    generator=noise_gen)
@@ -221,6 +222,7 @@ class VARTarget(DiscreteIARTarget):
                  cfg_scale: float = 1.0, greedy: bool = True, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         noise_gen = generator if generator is not None else self._noise_gen
+        check_prefix(prefix, prefix_len, self.sequence_length, len(labels))
         return self.model.generate(self.labels(labels), self.tokenizer, _dev(prefix, self.device), prefix_len,
                                    cfg_scale=cfg_scale, greedy=greedy, temperature=temperature,
                                    logit_noise=self.output_noise, generator=noise_gen)
@@ -228,6 +230,14 @@ class VARTarget(DiscreteIARTarget):
 
 def _dev(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     return None if x is None else x.to(device)
+
+
+def check_prefix(prefix: torch.Tensor | None, prefix_len: int, seq_len: int, batch: int) -> None:
+    """A prefix completion needs ``prefix_len`` in 0..seq_len and a prefix of the right shape."""
+    if not 0 <= prefix_len <= seq_len:
+        raise TargetError(f"prefix length must be in 0..{seq_len} tokens, got {prefix_len}")
+    if prefix_len and (prefix is None or prefix.shape[0] != batch or prefix.shape[1] < prefix_len):
+        raise TargetError(f"a prefix of {prefix_len} tokens needs prefix tokens of shape ({batch}, >= {prefix_len}, ...)")
 
 
 def build_target(kind: str, tokenizer_config: dict[str, Any], model_config: dict[str, Any]) -> IARTarget:

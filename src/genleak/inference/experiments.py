@@ -148,6 +148,7 @@ def run_experiment(config: dict[str, Any] | str | os.PathLike[str], out: str | o
 
 def _members(config: dict[str, Any], split: Any, target: Any, cdi: Any, fm: Any, fn: Any, out_dir: Path, progress: bool) -> dict[str, Any]:
     from genleak.inference.cdi import format_result, run_cdi, write_cdi
+    from genleak.io import atomic_write_text
 
     n = int(config.get("suspect_size", len(fm.ids)))
     m = min(len(fn.ids), n if cdi.reference_ratio is None else max(2, round(cdi.reference_ratio * n)))
@@ -155,7 +156,7 @@ def _members(config: dict[str, Any], split: Any, target: Any, cdi: Any, fm: Any,
     result = run_cdi(target, suspect, reference, cdi, cache_dir=Path(config.get("workdir") or f"runs/{config['name']}") / "features", progress=progress)
     write_cdi(result, out_dir)
     text = format_result(result)
-    (out_dir / "cdi.txt").write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "cdi.txt", text + "\n")
     single = {name: result.single_features[name]["auc"] for name in result.columns}
     main = {name: single[name] for name in ("loss", "secmi", "pia", "pian") if name in single}
     return {

@@ -140,6 +140,10 @@ def resampled_curve(
     the curve smooth without changing any point's distribution). Moments of all prefixes come from
     cumulative sums of the centred scores. The set-level MIA baseline (ch. 8.5.2) scores a set by its
     maximum; its TPR@1%FPR compares the P sets' maxima with the U sets' maxima at the same size.
+
+    Caveat: as n approaches |P| the subsets overlap more and more, so the reject rate and the
+    set-level TPR describe this one pool (the set-level threshold is even calibrated on it) rather
+    than fresh sets; at n = |P| every resample is the same set.
     """
     from genleak.metrics import tpr_at_fpr
 
