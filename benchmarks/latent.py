@@ -153,7 +153,7 @@ def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
                **_aucs(target, split, run.get("attacks", attacks), out / f"scores-{run['name']}", params)}
         rows.append(row)
         print(row, flush=True)
-    (out / "claims.json").write_text(json.dumps(rows, indent=2))
+    (out / f"claims-{config_path.stem}.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
     return rows
 
