@@ -59,24 +59,17 @@ def _aucs(target: Any, split: Any, attacks: list[str], out: Path, params: dict[s
 
 
 def blackbox_auc(target: Any, split: Any, strength: float = 1.0, n_gen: int = 3, steps: int = 50, seed: int = 0) -> float:
-    """genbox's statistic computed through ``genleak.targets.sampling.generate``: -min over n_gen
-    DDIM generations (50 steps, 3 per query: DualMD paper appendix A.2.2) of the pixel distance to
-    the query, generated from the query's caption (strength 1: text-to-image, the Pang & Wang
-    setting of 001 table 5) or image-to-image from the noised query (strength < 1). Used while
-    ``genbox`` itself mis-shapes generations of latent targets (it reshapes decoded images with the
-    latent shape)."""
+    """AUC of ``genbox`` at ``strength`` (3 generations, 50 DDIM steps: DualMD paper appendix
+    A.2.2): from the caption alone at strength 1 (the Pang & Wang setting of 001 table 5),
+    image-to-image from the noised query below 1. Lets one config compare several strengths."""
+    from genleak.attacks import get_attack
     from genleak.metrics import evaluate
-    from genleak.targets.sampling import generate
+
+    attack = get_attack("genbox", strength=strength, n_gen=n_gen, steps=steps)
 
     def scores(side: Any) -> torch.Tensor:
         cond = target.conditions(side) if getattr(target, "conditions", None) else None
-        n = len(side)
-        reps = [i for i in range(n) for _ in range(n_gen)]
-        cond_k = [cond[i] for i in reps] if isinstance(cond, list) else None
-        images = side.images[reps] if strength < 1.0 else None
-        gens = generate(target, n * n_gen, steps, seed=seed, images=images, strength=strength, cond=cond_k)
-        d = (gens.view(n, n_gen, -1) - side.images.view(n, 1, -1)).norm(dim=2)
-        return -d.min(1).values
+        return attack.score(target, side.images, side.ids, cond=cond, seed=seed, progress=False)
 
     return float(evaluate(scores(split.members).numpy(), scores(split.nonmembers).numpy()).auc)
 
@@ -142,9 +135,14 @@ def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
                 init = bases[bkey]
             captions = caption_sets(split.members, int(run.get("prompt_variants", 0)))
         start = time.time()
-        target = train_latent(split.members.images, vae, LatentTrainConfig(**lc), out / f"ldm-{run['name']}",
-                              captions=captions, text_encoder=te, tokenizer=tok, init=init,
-                              caption_template=cfg.get("caption_template"), progress=False)
+        defense = run.get("defense")
+        if defense is None:
+            target = train_latent(split.members.images, vae, LatentTrainConfig(**lc), out / f"ldm-{run['name']}",
+                                  captions=captions, text_encoder=te, tokenizer=tok, init=init,
+                                  caption_template=cfg.get("caption_template"), progress=False)
+        else:
+            target = _defended(defense, split, vae, LatentTrainConfig(**lc), out / f"dual-{_key({'vae': vae_dir.name, **lc})}",
+                               out / f"ldm-{run['name']}", captions, te, tok, cfg.get("caption_template"))
         row = {"run": run["name"], "steps": lc["steps"], "kl_weight": vc.get("kl_weight"), "adversarial": vc.get("adversarial", False),
                "recon_mse_members": round(vae_rec["recon_mse_train"], 5),
                "recon_mse_nonmembers": round(vae_rec["recon_mse_heldout"], 5),
@@ -156,6 +154,25 @@ def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
     (out / f"claims-{config_path.stem}.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
     return rows
+
+
+def _defended(defense: str, split: Any, vae: Any, config: Any, teachers_dir: Path, student_dir: Path,
+              captions: Any, text_encoder: Any, tokenizer: Any, template: str | None) -> Any:
+    """DualMD (two teachers on disjoint halves, alternated when sampling) or DistillMD (a student
+    taught by them), trained with the baseline's LatentTrainConfig (DualMD paper appendix A.2.2)."""
+    from genleak.defenses.disjoint import train_disjoint_latent
+    from genleak.defenses.distill import train_distillmd_latent
+
+    if defense not in ("dualmd", "distillmd"):
+        raise ValueError(f"unknown defense {defense!r}: dualmd or distillmd")
+    dual = train_disjoint_latent(split, vae, config, teachers_dir, captions=captions, text_encoder=text_encoder,
+                                 tokenizer=tokenizer, caption_template=template, progress=False)
+    if defense == "dualmd":
+        return dual
+    from genleak.data import MembershipSplit
+
+    halves = MembershipSplit.load(teachers_dir / "split.json")
+    return train_distillmd_latent(*dual.models, halves, config, student_dir, captions=captions, progress=False)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

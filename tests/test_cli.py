@@ -125,3 +125,11 @@ def test_inspect(overfit_ddpm, monkeypatch, capsys, what):
     assert code == 0, err
     info = json.loads(out)
     assert info["fingerprint"]
+
+
+@pytest.mark.parametrize("args, words", [(("attak",), ("No such command", "attack")),
+                                         (("attack", "--bogus"), ("No such option", "--bogus"))])
+def test_usage_mistakes_are_one_short_error_not_a_traceback(monkeypatch, capsys, args, words):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert "Traceback" not in err and all(w in err for w in words)

@@ -505,3 +505,245 @@ def test_guard_and_cdi_sections_on_the_overfit_model(overfit_ddpm, tmp_path):
     assert cdi["metrics"]["rejected"] is True and cdi["metrics"]["p_value"] < cdi["metrics"]["alpha"]
     assert cdi["curve"]["hline"] == cdi["metrics"]["alpha"] and len(cdi["curve"]["x"]) == len(cdi["curve"]["y"]) > 3
     assert (out / "cdi" / "cdi.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# Defense recommendation (genleak.report.recommend): the audit's last section
+# ------------------------------------------------------------------------------------------------
+
+
+def _attack(auc, auc_ci, tpr, tpr_ci, access):
+    return {"status": "ok", "access": access, "metrics": {"auc": auc, "auc_ci": auc_ci, "tpr_at_1pct_fpr": tpr,
+                                                          "tpr_at_1pct_fpr_ci": tpr_ci, "n_members": 500,
+                                                          "n_nonmembers": 500}}
+
+
+LEAKY_GRAY = _attack(0.99, [0.97, 1.0], 0.6, [0.4, 0.8], "gray-box")  # verdict level "high"
+LEAKY_BLACK = _attack(0.90, [0.84, 0.95], 0.2, [0.12, 0.3], "black-box")
+WEAK_GRAY = _attack(0.56, [0.52, 0.60], 0.02, [0.0, 0.025], "gray-box")  # "low": CI excludes 0.5, nothing more
+CHANCE_GRAY = _attack(0.51, [0.45, 0.57], 0.01, [0.0, 0.025], "gray-box")
+CHANCE_BLACK = _attack(0.50, [0.44, 0.56], 0.01, [0.0, 0.02], "black-box")
+PIXEL_RECIPE = {"config": {"steps": 1250, "block_out_channels": [32, 64], "lr": 1e-3, "batch_size": 32,
+                           "ema_decay": 0.995}}
+
+
+def _facts(kind, training=None, sections=None, **attacks):
+    from genleak.report.recommend import AuditFacts
+
+    data = {"target": {"kind": kind}, "attacks": attacks,
+            "split": {"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500},
+            "audit": {"target_path": "/runs/base", "split_path": "/runs/split.json", "training": training or {}}}
+    if sections:
+        data["sections"] = sections
+    return AuditFacts.from_results(data, run_dir="/runs/audit")
+
+
+def _by_id(recs):
+    return {r.id: r for r in recs}
+
+
+def _assert_commands_parse(recs):
+    from genleak.report.recommend import command_problem, parse_command
+
+    assert recs
+    for r in recs:
+        assert r.commands, r.id
+        for c in r.commands + r.verify:
+            assert c.startswith("genleak "), c
+            assert command_problem(c) is None, (c, command_problem(c))
+            parse_command(c)
+
+
+def test_defense_section_on_the_overfit_audit(audit_dir, tmp_path):
+    """The real audit of the overfit DDPM (gray-box loss + SimA leak, CDI stand-in rejects): the default-on
+    defense section names DistillMD and DualMD with the baseline's recipe, every command parses, and the
+    page shows one card per recommendation with the commands verbatim."""
+    run = tmp_path / "run"
+    shutil.copytree(audit_dir, run)
+    specs = [s for s in resolve_sections(None) if s.order < 1000]  # (1000: modules that failed to import)
+    assert specs[-1].name == "defense" and specs[-1].kind == "defense"  # default on, and last
+    got = run_sections(None, None, run, resolve_sections(["defense"]))["defense"]
+    assert got["status"] == "ok", got
+    recs = {r["id"]: r for r in got["recommendations"]}
+    assert {"distillmd", "dualmd"} <= set(recs), recs.keys()
+    assert recs["distillmd"]["priority"] == "recommended"
+    assert recs["dualmd"]["priority"] == "consider" and "weights stay private" in recs["dualmd"]["applies_if"]
+    split = str(Path(load_results(run)["audit"]["split_path"]))
+    disjoint = recs["distillmd"]["commands"][0]
+    assert disjoint.startswith("genleak defend disjoint --split ") and split in disjoint
+    assert "--steps 1250 --channels 32,64" in disjoint  # the overfit fixture's recipe (genleak_train.json)
+    assert recs["distillmd"]["commands"][1].startswith("genleak defend distill --teachers ")
+    from genleak.report.recommend import command_problem
+
+    for r in recs.values():
+        for c in r["commands"] + r["verify"]:
+            assert command_problem(c) is None, c
+        effect = r["expected_effect"]
+        assert effect["measured"] and "benchmarks/RESULTS.md" in effect["source"] and r["cost"]
+        assert effect["paper_claim_held"] in ("yes", "partly", "no", "not claimed", "not measured")
+    # the reason names the measured number that triggered it
+    kinds = {t["kind"] for t in recs["distillmd"]["triggers"]}
+    assert {"attack", "cdi"} <= kinds
+    attack = next(t for t in recs["distillmd"]["triggers"] if t["kind"] == "attack")
+    assert attack["attack"] in ("loss", "sima") and f"{attack['value']:.3f}"[:4] in recs["distillmd"]["reason"]
+    assert recs["dualmd"]["expected_effect"]["paper_claim_held"] == "no"  # RESULTS.md: 0.854 -> 0.871
+    assert got["warnings"] == [] and got["metrics"]["recommended"] >= 1
+    # the earlier sections stayed in results.json next to the new one, and the page renders it
+    data = load_results(run)
+    assert {"test-cdi", "defense"} <= set(data["sections"])
+    write_report([run], run / REPORT_FILE)
+    page = (run / REPORT_FILE).read_text()
+    import html as _html
+
+    assert 'data-section="defense" data-status="ok"' in page
+    for r in recs.values():
+        assert f'data-recommendation="{r["id"]}"' in page
+        for c in r["commands"]:
+            assert f'data-command="{_html.escape(c, quote=True)}"' in page
+    assert "Considered, not recommended" in page and "genleak defend kd" in page
+
+
+def test_defense_section_in_chromium(audit_dir, tmp_path, browser):
+    run = tmp_path / "run"
+    shutil.copytree(audit_dir, run)
+    run_sections(None, None, run, resolve_sections(["defense"]))
+    write_report([run], run / REPORT_FILE)
+    page, outside = open_page(browser, run / REPORT_FILE)
+    section = page.locator('section[data-section="defense"]')
+    assert section.is_visible() and "Defense recommendation" in section.inner_text()
+    card = page.locator('.recommendation[data-recommendation="distillmd"]')
+    assert card.is_visible() and card.get_attribute("data-priority") == "recommended"
+    first = card.locator("pre.command").first
+    assert first.is_visible() and first.inner_text().startswith("genleak defend disjoint --split ")
+    assert "Measured by genleak" in card.inner_text() and "paper's claim held at tiny scale" in card.inner_text()
+    assert outside == []
+    page.close()
+
+
+def test_recommendation_follows_the_access_level():
+    from genleak.report.recommend import recommend
+
+    gray = _by_id(recommend(_facts("pixel-ddpm", PIXEL_RECIPE, sima=LEAKY_GRAY)))
+    assert list(gray) == ["distillmd", "dualmd", "dpsgd"]
+    assert gray["distillmd"].priority == "recommended"
+    assert gray["dualmd"].priority == "consider" and "no black-box attack was run" in gray["dualmd"].reason
+    assert gray["dpsgd"].priority == "consider" and "--noise-multiplier 1.0" in gray["dpsgd"].commands[0]
+    black = _by_id(recommend(_facts("pixel-ddpm", PIXEL_RECIPE, sima=LEAKY_GRAY, genbox=LEAKY_BLACK)))
+    assert black["dualmd"].priority == "recommended" and "genbox" in black["dualmd"].reason
+    assert "--attacks genbox" in black["dualmd"].verify[0]
+    # a black-box attack ran and found nothing: DualMD (a black-box defense) is not suggested
+    clean_bb = _by_id(recommend(_facts("pixel-ddpm", PIXEL_RECIPE, sima=LEAKY_GRAY, genbox=CHANCE_BLACK)))
+    assert "dualmd" not in clean_bb and "distillmd" in clean_bb
+    # only black-box leakage: no DP-SGD (its trigger is a gray/white-box leak)
+    only_bb = _by_id(recommend(_facts("pixel-ddpm", PIXEL_RECIPE, sima=CHANCE_GRAY, genbox=LEAKY_BLACK)))
+    assert set(only_bb) == {"distillmd", "dualmd"}
+    # a weak ("low") leak: everything is "consider", and no DP-SGD (its utility cost needs >= moderate)
+    weak = recommend(_facts("pixel-ddpm", PIXEL_RECIPE, sima=WEAK_GRAY))
+    assert {r.priority for r in weak} == {"consider"} and "dpsgd" not in _by_id(weak)
+    for recs in (gray.values(), black.values(), weak):
+        _assert_commands_parse(list(recs))
+
+
+def test_recommendation_nothing_without_leakage():
+    from genleak.audit import SectionSkipped as Skipped
+    from genleak.report.recommend import recommend, section_from_facts
+
+    quiet = {"cdi": {"kind": "cdi", "status": "ok", "metrics": {"p_value": 0.4, "alpha": 0.01, "rejected": False}},
+             "extraction": {"kind": "extraction", "status": "ok",
+                            "metrics": {"n_generated": 256, "n_extracted_train_images": 0}}}
+    facts = _facts("pixel-ddpm", PIXEL_RECIPE, quiet, sima=CHANCE_GRAY, genbox=CHANCE_BLACK)
+    assert facts.level == "none" and recommend(facts) == []
+    sec = section_from_facts(facts)
+    assert sec["recommendations"] == [] and sec["metrics"]["recommended"] == 0
+    assert sec["summary"].startswith("No defense needed at this confidence")
+    assert "CDI does not reject" in sec["summary"] and "0.570" in sec["summary"]  # the largest AUC the CIs allow
+    # the same attacks, but dataset inference proves training use: a (weaker) recommendation, CDI as trigger
+    proven = dict(quiet, cdi={"kind": "cdi", "status": "ok", "metrics": {"p_value": 1e-4, "alpha": 0.01,
+                                                                        "rejected": True, "min_suspect_size": 90}})
+    recs = recommend(_facts("pixel-ddpm", PIXEL_RECIPE, proven, sima=CHANCE_GRAY))
+    assert recs and {r.priority for r in recs} == {"consider"}
+    assert any(t["kind"] == "cdi" for t in recs[0].triggers) and "CDI p = 0.0001" in recs[0].reason
+    # an extracted training image is a breach by itself: recommended even at chance-level MIAs
+    leaked = dict(quiet, extraction={"kind": "extraction", "status": "ok",
+                                     "metrics": {"n_generated": 256, "n_extracted_train_images": 3}})
+    recs = _by_id(recommend(_facts("pixel-ddpm", PIXEL_RECIPE, leaked, sima=CHANCE_GRAY)))
+    assert recs["distillmd"].priority == "recommended" and "regenerated 3 training images" in recs["distillmd"].reason
+    with pytest.raises(Skipped, match="no attack produced a result"):
+        section_from_facts(_facts("pixel-ddpm", sima={"status": "failed", "error": "x"}))
+
+
+def test_recommendation_for_latent_and_text_targets():
+    from genleak.report.recommend import KL_WEIGHT_HARDENED, PROMPT_VARIANTS, AuditFacts, recommend
+
+    ldm_recipe = {"config": {"steps": 1250, "block_out_channels": [32, 64], "lr": 1e-3, "batch_size": 32,
+                             "ema_decay": 0.995, "beta_schedule": "scaled_linear", "text": False, "extra": {}}}
+    latent = recommend(_facts("latent-diffusion", ldm_recipe, sima=LEAKY_GRAY))
+    ids = [r.id for r in latent]
+    assert ids[0] == "vae-kl" and "prompt-diversification" not in ids and "dpsgd" not in ids
+    kl = latent[0]
+    assert kl.priority == "recommended" and f"--kl-weight {KL_WEIGHT_HARDENED:g}" in kl.commands[0]
+    assert kl.commands[0].startswith("genleak train-vae ") and kl.commands[1].startswith("genleak train-ldm ")
+    assert "--text" not in kl.commands[1]
+    assert "0.661" in kl.expected_effect.measured and "did NOT hold" in kl.expected_effect.caveat
+    assert "results_latent.md" in kl.expected_effect.source
+    for r in latent:
+        if r.id in ("distillmd", "dualmd"):  # only where this CLI trains latent teachers
+            assert "--latent /runs/base" in r.commands[0] and r.priority == "consider"
+
+    text_recipe = {"config": {**ldm_recipe["config"], "text": True, "extra": {"prompt_variants": 0, "vae": "/runs/vae"}}}
+    text = _by_id(recommend(_facts("text-to-image-ldm", text_recipe, sima=LEAKY_GRAY, **{"gen-prompt": LEAKY_BLACK})))
+    assert {"vae-kl", "prompt-diversification"} <= set(text)
+    pd = text["prompt-diversification"]
+    assert pd.priority == "recommended" and "gen-prompt" in pd.reason  # a text-guided black-box attack leaked
+    assert f"--prompt-variants {PROMPT_VARIANTS}" in pd.commands[0] and "--text" in pd.commands[0]
+    assert "--vae /runs/vae" in pd.commands[0] and "0.969 -> 0.751" in pd.expected_effect.measured
+    assert "--text" in text["vae-kl"].commands[1]
+    gray_only = _by_id(recommend(_facts("text-to-image-ldm", text_recipe, sima=LEAKY_GRAY)))
+    assert gray_only["prompt-diversification"].priority == "consider"  # it does not lower gray-box attacks
+    # already hardened: KL 0.1 and 5 rephrasings -> neither is recommended again
+    hardened = {"config": {**text_recipe["config"], "extra": {"prompt_variants": PROMPT_VARIANTS}}}
+    facts = _facts("text-to-image-ldm", hardened, sima=LEAKY_GRAY)
+    facts = AuditFacts(**{**facts.__dict__, "vae_kl_weight": KL_WEIGHT_HARDENED})
+    assert not {"vae-kl", "prompt-diversification"} & {r.id for r in recommend(facts)}
+    _assert_commands_parse(latent + list(text.values()) + list(gray_only.values()))
+
+
+def test_recommendation_for_dualmd_and_iar_targets():
+    from genleak.report.recommend import recommend
+
+    dual = recommend(_facts("dualmd", PIXEL_RECIPE, sima=LEAKY_GRAY))
+    assert [r.id for r in dual] == ["distillmd"]
+    assert dual[0].commands[0].startswith("genleak defend distill --teachers /runs/base --out ")
+    assert "black-box defense" in dual[0].reason
+    iar = recommend(_facts("iar-rar", {}, **{"iar-loss": LEAKY_GRAY}))
+    assert [r.id for r in iar] == ["iar-output-noise"] and "--sigma 0,3,10,30" in iar[0].commands[0]
+    assert "did NOT reproduce" in iar[0].expected_effect.caveat
+    _assert_commands_parse(dual + iar)
+
+
+def test_a_command_that_does_not_parse_is_reported(monkeypatch):
+    from genleak.report import recommend as rec
+
+    for bad, words in (("genleak defend distill --teacher x --out y", "--teacher"),
+                       ("genleak defend distill --out y", "--teachers"),
+                       ("genleak defend distill --teachers x --out y --steps many", "--steps"),
+                       ("genleak defend", "needs a subcommand"), ("genleak no-such-cmd", "no-such-cmd")):
+        problem = rec.command_problem(bad)
+        assert problem is not None and words in problem, (bad, problem)
+    assert rec.cli_has_option(["train-vae"], "--kl-weight") and not rec.cli_has_option(["train-vae"], "--nope")
+    monkeypatch.setattr(rec, "_pixel_train_args", lambda training: ["--stepz", "5"])
+    sec = rec.section_from_facts(_facts("pixel-ddpm", PIXEL_RECIPE, sima=LEAKY_GRAY))
+    assert any("does not parse" in w and "--stepz" in w for w in sec["warnings"])
+
+
+def test_recommendation_schema_is_documented():
+    from genleak.report.recommend import section_from_facts
+
+    doc = (ROOT / "docs" / "results-schema.md").read_text()
+    sec = section_from_facts(_facts("pixel-ddpm", PIXEL_RECIPE, sima=LEAKY_GRAY, genbox=LEAKY_BLACK))
+    keys = set(sec) | set(sec["metrics"]) | set(sec["data"])
+    for r in sec["recommendations"]:
+        keys |= set(r) | set(r["expected_effect"]) | {r["id"]}
+    missing = sorted(k for k in keys if f"`{k}`" not in doc)
+    assert not missing, f"docs/results-schema.md does not document {missing}"
+    json.dumps(sec, allow_nan=False)  # storable as is

@@ -9,6 +9,9 @@ adds its analysis without touching this file's logic:
   ``out/results.json`` and ``out/scores/<attack>.npz`` already exist (read them for MIA features);
 * it registers itself with ``@register_section("name", title=..., kind=...)`` in a module listed in
   ``SECTION_MODULES`` (imported lazily; a module that does not exist yet is skipped);
+* sections run in ``order``; each finished section is added to ``out/results.json["sections"]``
+  at once, so a later section reads the earlier ones (the defense recommendation reads CDI,
+  extraction and the guards);
 * the dict it returns is stored under ``results.json["sections"][name]`` and rendered by
   ``genleak.report.html``; the keys the page understands (``summary``, ``warnings``, ``metrics``,
   ``curve``, ``images``, ``data``) are documented in docs/results-schema.md;
@@ -41,7 +44,7 @@ SectionFn = Callable[[Any, Any, Path], dict[str, Any]]
 SECTION_MODULES: tuple[str, ...] = (
     "genleak.inference.audit",  # CDI on the members as suspect set (dataset inference)
     "genleak.extraction.audit",  # generate-and-filter extraction, image grids
-    "genleak.defenses.audit",  # defense recommendation
+    "genleak.report.recommend",  # defense recommendation (reads the sections before it; runs last)
 )
 
 
@@ -307,7 +310,25 @@ def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec
                    "data": {"traceback": traceback.format_exc(limit=4)}}
         sec["seconds"] = round(time.perf_counter() - start, 3)
         results[spec.name] = sec
+        _publish_sections(out, results)
     return results
+
+
+def _publish_sections(out: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """Add the finished sections to ``out/results.json`` (if there is one) for the sections after them."""
+    from genleak.report.results import RESULTS_FILE, save_results
+
+    path = Path(out) / RESULTS_FILE
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            return
+        data["sections"] = {**(data.get("sections") or {}), **sections}
+        save_results(data, out)
+    except (OSError, ValueError, GenleakError):  # a damaged file is the reader's problem, not this loop's
+        return
 
 
 def run_audit(

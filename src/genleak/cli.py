@@ -62,9 +62,9 @@ def main() -> None:
     except typer.Exit as ex:
         sys.exit(ex.exit_code)
     except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
+        # match by class name: typer >= 0.29 raises its bundled click's exceptions (typer._click),
+        # which are not subclasses of the installed click's ClickException
+        if any(cls.__name__ == "ClickException" for cls in type(err).__mro__):
             err.show()
             sys.exit(err.exit_code)
         raise

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
     @app.command("caption")
     def caption_cmd(
         out: Path = typer.Option(..., help="Output .npz (images, ids, labels, captions) usable as --source npz:OUT."),
-        source: str = typer.Option("digits:8", help="A labelled source (digits[:SIZE], npz:PATH, ...)."),
+        source: str = typer.Option("digits:8", help="A labelled source: digits:SIZE, npz:PATH, ..."),
         template: str = typer.Option(None, help="Caption template; fields {label} {name} {thickness} {slant} {width}."),
     ) -> None:
         """Give a labelled source template captions (no captioning model offline) and save it."""
@@ -122,13 +122,13 @@ def register(app: typer.Typer) -> None:
     @app.command("train-ldm")
     def train_ldm_cmd(
         split: Path = typer.Option(..., help="Split manifest; the model trains on its members."),
-        out: Path = typer.Option(..., help="Output SD-style folder (vae/ unet/ scheduler/ [text_encoder/ tokenizer/])."),
+        out: Path = typer.Option(..., help="Output SD-style folder: vae/ unet/ scheduler/, plus text_encoder/ tokenizer/ for text models."),
         vae: Path = typer.Option(None, help="VAE folder (`genleak train-vae`) or SD-style folder; not needed with --init."),
         text: bool = typer.Option(False, "--text", help="Text-to-image: a cross-attention UNet conditioned on the members' captions."),
         init: Path = typer.Option(None, help="Fine-tune this SD-style folder instead of training from scratch."),
         lora_rank: int = typer.Option(None, help="Fine-tune LoRA adapters of this rank (peft) instead of the full UNet."),
         prompt_variants: int = typer.Option(0, help="Prompt diversification: add N template rephrasings per image (001: 5)."),
-        captions_file: Path = typer.Option(None, help="Several captions per member: {id: [captions]} JSON or JSONL."),
+        captions_file: Path = typer.Option(None, help="Several captions per member: JSON mapping id to a list of captions, or JSONL rows with id and captions."),
         caption_template: str = typer.Option(None, help="Caption template for members without captions (saved with the model)."),
         steps: int = typer.Option(1250),
         channels: str = typer.Option("32,64", help="UNet block_out_channels."),

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from genleak.attacks.base import NoiseSource, register_attack, repeat_cond
-from genleak.attacks.genbox import GenBoxAttack, GenBoxConfig
+from genleak.attacks.genbox import GenBoxAttack, GenBoxConfig, decode_generations
 from genleak.errors import GenleakError
 from genleak.targets.base import Target
 from genleak.targets.sampling import denoise, img2img_timesteps, sampling_scheduler
@@ -53,18 +53,17 @@ class AdaptiveDualAttack(GenBoxAttack):
         s, r = self.steps_run, self.config.rounds
         return self.config.n_gen * sum(s - i for i in range(r))
 
-    def generations(self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
-        b, k = x0.shape[0], self.config.n_gen
+    def generations(self, target: Target, queries: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
+        k = self.config.n_gen
         scheduler = sampling_scheduler(target, self.config.steps)
         timesteps = img2img_timesteps(scheduler, self.config.steps, self.config.strength)
         cond_k = repeat_cond(cond, k)
-        start = noise.draw(k).reshape(b * k, *x0.shape[1:])
-        x = scheduler.add_noise(x0.repeat_interleave(k, dim=0), start, torch.tensor([timesteps[0]]))
+        x = self.start(target, queries, noise, scheduler, timesteps)
         x = denoise(target, x, timesteps, scheduler, cond_k, eta=self.config.eta)  # round 1: n steps
         for r in range(1, self.config.rounds):
             # re-noise the result to the next grid timestep: every step after SB1's r-th is discarded,
             # and the new round (n - r steps) starts with SB1 again (appendix A.5)
-            fresh = noise.draw(k).reshape(b * k, *x0.shape[1:])
+            fresh = noise.draw(k).reshape(x.shape)
             x = scheduler.add_noise(x, fresh, torch.tensor([timesteps[r]]))
             x = denoise(target, x, timesteps[r:], scheduler, cond_k, eta=self.config.eta)
-        return target.decode(x).clamp(-1, 1).reshape(b, k, *x.shape[1:])
+        return decode_generations(target, x, queries.shape[0])

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from genleak.errors import DataError, GenleakError
-from genleak.targets.base import Target
+from genleak.targets.base import Target, working_shape
 
 
 class Access(str, Enum):
@@ -63,6 +63,10 @@ class Attack(ABC):
     @abstractmethod
     def nfe(self) -> int:
         """Denoiser queries per sample."""
+
+    # Black-box attacks compare generations with the query *image*: they get images in [-1, 1] as
+    # ``x0`` (not the working-space encoding) and noise in the target's working shape.
+    pixel_queries: bool = False
 
     @property
     def columns(self) -> list[str]:
@@ -109,8 +113,13 @@ class Attack(ABC):
                 stop = min(start + batch_size, n)
                 batch_cond = None if cond is None else _slice(cond, start, stop)
                 with grad_ctx():
-                    x = target.encode(images[start:stop])
-                    noise = NoiseSource(ids[start:stop], seed, self.name, x.shape[1:], x.device, x.dtype)
+                    if self.pixel_queries:
+                        x = images[start:stop].to(target.device)
+                        shape = working_shape(target)
+                    else:
+                        x = target.encode(images[start:stop])
+                        shape = x.shape[1:]
+                    noise = NoiseSource(ids[start:stop], seed, self.name, shape, x.device, x.dtype)
                     s = self.score_batch(target, x, noise, batch_cond)
                 out.append(s.detach().to("cpu", torch.float32))
                 bar.update(stop - start)
@@ -238,3 +247,4 @@ def attack_class(name: str) -> type[Attack]:
 
 def _load_builtin() -> None:
     import genleak.attacks  # noqa: F401  (importing the package registers the built-in attacks)
+    import genleak.iar.attacks  # noqa: F401  (the image-autoregressive attacks live with their targets)

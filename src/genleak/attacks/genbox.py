@@ -50,6 +50,7 @@ class GenBoxAttack(Attack):
 
     name = "genbox"
     access = Access.BLACK_BOX
+    pixel_queries = True
     config_class = GenBoxConfig
     paper = "Pang & Wang 2023, 'Black-box membership inference attacks against fine-tuned diffusion models'"
 
@@ -92,19 +93,33 @@ class GenBoxAttack(Attack):
             self._extractor = load_extractor(self.config.encoder)
         return self._extractor
 
-    def generations(self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
-        """(B, n_gen, C, H, W) generations, in image space, seeded per query."""
-        b, k = x0.shape[0], self.config.n_gen
+    def start(self, target: Target, queries: torch.Tensor, noise: NoiseSource, scheduler: Any,
+              timesteps: list[int]) -> torch.Tensor:
+        """(B * n_gen) starting points at ``timesteps[0]``, sample-major, in the working space.
+
+        strength < 1: image-to-image, the encoded query noised to ``timesteps[0]`` (diffusers' img2img).
+        strength = 1: pure noise, i.e. generation from the condition alone (text-to-image with the
+        query's caption: the setting of 001 table 5); the query is not even encoded.
+        """
+        k = self.config.n_gen
+        draws = noise.draw(k).reshape(queries.shape[0] * k, *noise.shape)
+        if self.config.strength >= 1.0:
+            return draws * scheduler.init_noise_sigma
+        x0 = target.encode(queries)
+        return scheduler.add_noise(x0.repeat_interleave(k, dim=0), draws, torch.tensor([timesteps[0]]))
+
+    def generations(self, target: Target, queries: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
+        """(B, n_gen, C, H, W) generations in image space for query images in [-1, 1], seeded per query."""
         scheduler = sampling_scheduler(target, self.config.steps)
         timesteps = img2img_timesteps(scheduler, self.config.steps, self.config.strength)
-        start = noise.draw(k).reshape(b * k, *x0.shape[1:])
-        x = scheduler.add_noise(x0.repeat_interleave(k, dim=0), start, torch.tensor([timesteps[0]]))
-        x = denoise(target, x, timesteps, scheduler, repeat_cond(cond, k), eta=self.config.eta)
-        return target.decode(x).clamp(-1, 1).reshape(b, k, *x.shape[1:])
+        x = self.start(target, queries, noise, scheduler, timesteps)
+        x = denoise(target, x, timesteps, scheduler, repeat_cond(cond, self.config.n_gen), eta=self.config.eta)
+        return decode_generations(target, x, queries.shape[0])
 
     def score_batch(self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
-        gens = self.generations(target, x0, noise, cond)
-        return self.distance_scores(target.decode(x0), gens)
+        # x0 holds the query images (``pixel_queries``): distances are to the image itself, not to
+        # a VAE reconstruction of it, as a black-box attacker holding the image measures them
+        return self.distance_scores(x0, self.generations(target, x0, noise, cond))
 
     def distance_scores(self, queries: torch.Tensor, gens: torch.Tensor) -> torch.Tensor:
         """-min_k distance; (B,) or (B, 3) = (chosen space, pixel, feature) with an encoder."""
@@ -118,3 +133,9 @@ class GenBoxAttack(Attack):
         feature = -(fg - fq.unsqueeze(1)).norm(dim=2).min(1).values.float().to(pixel.device)
         primary = feature if self.config.space == "feature" else pixel
         return torch.stack([primary, pixel, feature], dim=1)
+
+
+def decode_generations(target: Target, x: torch.Tensor, b: int) -> torch.Tensor:
+    """Decode (B * k) working-space samples to (B, k, C, H, W) images in [-1, 1]."""
+    images = target.decode(x).clamp(-1, 1)
+    return images.reshape(b, images.shape[0] // b, *images.shape[1:])

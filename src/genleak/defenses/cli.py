@@ -71,26 +71,46 @@ def register(app: typer.Typer) -> None:
         ema: float = EMA, seed: int = SEED,
         halves_seed: int = typer.Option(0, help="Seed of the random halves (kept if the split already has halves)."),
         dual_steps: int = typer.Option(50, help="DDIM steps of the deployed DualMD sampler (for gray-box routing)."),
+        latent: Path = typer.Option(None, help="SD-style folder (e.g. the baseline LDM): train latent teachers on its VAE, "
+                                    "noise schedule and, for text-to-image models, its text encoder and caption template."),
         threads: int = THREADS,
     ) -> None:
         """Algorithm 1: split the members into two disjoint halves and train one teacher on each."""
         from genleak.data import MembershipSplit
-        from genleak.defenses.disjoint import train_disjoint
+        from genleak.defenses.disjoint import train_disjoint, train_disjoint_latent
 
         _threads(threads)
-        dual = train_disjoint(MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
-                              out, halves_seed=halves_seed, dual_steps=dual_steps)
+        s = MembershipSplit.load(split)
+        config = _train_config(steps, channels, lr, batch_size, ema, seed)
+        if latent is None:
+            dual = train_disjoint(s, config, out, halves_seed=halves_seed, dual_steps=dual_steps)
+        else:
+            from genleak.targets.latent import DEFAULT_CAPTION_TEMPLATE, LatentDiffusionTarget, caption_sets
+            from genleak.train.latent import LatentTrainConfig
+
+            base = LatentDiffusionTarget.from_pretrained(latent)
+            template = base.caption_template or DEFAULT_CAPTION_TEMPLATE
+            sched = base.scheduler.config
+            lconfig = LatentTrainConfig(steps=steps, batch_size=batch_size, lr=lr, block_out_channels=config.block_out_channels,
+                                        text=base.conditional, beta_schedule=sched.beta_schedule,
+                                        num_train_timesteps=int(sched.num_train_timesteps), ema_decay=ema or None, seed=seed,
+                                        extra={"latent_base": base.fingerprint()})
+            dual = train_disjoint_latent(s, base.vae, lconfig, out, captions=caption_sets(s.members, 0, template) if base.conditional else None,
+                                         text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                                         caption_template=template if base.conditional else None,
+                                         halves_seed=halves_seed, dual_steps=dual_steps)
         typer.echo(f"wrote DualMD folder {out} (halves recorded in {out / 'split.json'}; fingerprint {dual.fingerprint()[:12]})")
 
     @defend.command("distill")
     def distill_cmd(
         teachers: Path = typer.Option(..., help="Folder written by `genleak defend disjoint`."),
-        out: Path = typer.Option(..., help="Output diffusers folder for the student."),
+        out: Path = typer.Option(..., help="Output diffusers folder for the student (SD-style for latent teachers)."),
         init: str = typer.Option("scratch", help="Student initialisation: scratch | teacher1 | teacher2 | a diffusers folder."),
         steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
         ema: float = EMA, seed: int = SEED, threads: int = THREADS,
     ) -> None:
-        """Algorithm 2 (DistillMD): a student taught on each half by the other half's teacher."""
+        """Algorithm 2 (DistillMD): a student taught on each half by the other half's teacher.
+        Latent and text-to-image teachers (from `defend disjoint --latent`) give a latent student."""
         from genleak.defenses.distill import train_distillmd
 
         _threads(threads)

@@ -78,6 +78,53 @@ def train_disjoint(
     Teacher i uses seed ``config.seed + i - 1`` (independent initialisations). Resumable: each
     teacher is an ordinary ``train_ddpm`` run in ``OUT/model_i``.
     """
+
+    def train_half(i: int, rows: list[int], cfg_extra: dict[str, Any], out: Path, split: MembershipSplit) -> Any:
+        cfg = dataclasses.replace(config, seed=config.seed + i - 1, extra={**config.extra, **cfg_extra})
+        images = split.members.images[torch.as_tensor(rows)]
+        return train_ddpm(images, cfg, out, split_manifest=split.to_manifest(), progress=progress)
+
+    return _train_halves(split, out_dir, train_half, config.to_dict(), halves_seed, dual_steps, progress)
+
+
+def train_disjoint_latent(
+    split: MembershipSplit,
+    vae: Any,
+    config: Any,
+    out_dir: str | Path,
+    *,
+    captions: list[list[str]] | None = None,
+    text_encoder: Any = None,
+    tokenizer: Any = None,
+    caption_template: str | None = None,
+    halves_seed: int = 0,
+    dual_steps: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """Algorithm 1 for latent (and text-to-image) models: two LDMs on one VAE, one per half.
+
+    ``config`` is a ``LatentTrainConfig``; ``captions[i]`` lists member i's captions (several =
+    prompt diversification). Both teachers share the VAE and the frozen text encoder, so a
+    ``DualTarget`` over them conditions both on the same text states and DistillMD can feed the
+    student's states to either teacher.
+    """
+    from genleak.train.latent import train_latent
+
+    if captions is not None and len(captions) != len(split.members):
+        raise GenleakError(f"{len(captions)} caption lists for {len(split.members)} members")
+
+    def train_half(i: int, rows: list[int], cfg_extra: dict[str, Any], out: Path, split: MembershipSplit) -> Any:
+        cfg = dataclasses.replace(config, seed=config.seed + i - 1, extra={**config.extra, **cfg_extra})
+        images = split.members.images[torch.as_tensor(rows)]
+        caps = [captions[r] for r in rows] if captions is not None else None
+        return train_latent(images, vae, cfg, out, captions=caps, text_encoder=text_encoder, tokenizer=tokenizer,
+                            caption_template=caption_template, split_manifest=split.to_manifest(), progress=progress)
+
+    return _train_halves(split, out_dir, train_half, config.to_dict(), halves_seed, dual_steps, progress)
+
+
+def _train_halves(split: MembershipSplit, out_dir: str | Path, train_half: Any, config_dict: dict[str, Any],
+                  halves_seed: int, dual_steps: int | None, progress: bool) -> Any:
     from genleak.defenses.dualmd import DEFAULT_STEPS, DualTarget
 
     out = Path(out_dir)
@@ -87,29 +134,24 @@ def train_disjoint(
     split.save(out / SPLIT_FILE)
     teachers = []
     for i, half in enumerate(rows, start=1):
-        cfg = dataclasses.replace(
-            config,
-            seed=config.seed + i - 1,
-            extra={**config.extra, "defense": "disjoint", "half": i, "halves_seed": int(split.metadata[HALVES_KEY]["seed"])},
-        )
-        images = split.members.images[torch.as_tensor(half)]
         if progress:
-            print(f"teacher {i}: {len(half)} members, {cfg.steps} steps")
-        teachers.append(train_ddpm(images, cfg, out / f"model_{i}", split_manifest=split.to_manifest(), progress=progress))
+            print(f"teacher {i}: {len(half)} members")
+        extra = {"defense": "disjoint", "half": i, "halves_seed": int(split.metadata[HALVES_KEY]["seed"])}
+        teachers.append(train_half(i, half, extra, out / f"model_{i}", split))
     dual = DualTarget(teachers[0], teachers[1], steps=dual_steps or DEFAULT_STEPS)
-    dual.save_metadata(out, {"halves_sizes": [len(rows[0]), len(rows[1])], "train_config": config.to_dict(),
+    dual.save_metadata(out, {"halves_sizes": [len(rows[0]), len(rows[1])], "train_config": config_dict,
                              "split_fingerprint": split.fingerprint()})
     return dual
 
 
 def load_teachers(folder: str | Path, device: str | torch.device | None = None) -> tuple[Any, Any, MembershipSplit]:
-    """The two teachers and the split (with halves) of a ``genleak defend disjoint`` folder."""
-    from genleak.targets import DiffusionTarget
+    """The two teachers (pixel or latent targets) and the split (with halves) of a ``genleak defend
+    disjoint`` folder."""
+    from genleak.targets.loading import load_target
 
     path = Path(folder)
     if not (path / SPLIT_FILE).is_file() or not (path / "model_1").is_dir() or not (path / "model_2").is_dir():
         raise GenleakError(f"'{folder}' is not a teachers folder (needs split.json, model_1/, model_2/); run `genleak defend disjoint`")
     split = MembershipSplit.load(path / SPLIT_FILE)
     halves_of(split)
-    return (DiffusionTarget.from_pretrained(path / "model_1", device=device),
-            DiffusionTarget.from_pretrained(path / "model_2", device=device), split)
+    return load_target(path / "model_1", device=device), load_target(path / "model_2", device=device), split

@@ -30,12 +30,16 @@ class TeacherTargets(TrainHooks):
     """Regress on a frozen teacher's noise prediction instead of the true noise (stop-gradient)."""
 
     @staticmethod
-    def teacher_eps(teacher: Any, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def teacher_eps(teacher: Any, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """The teacher's UNet on the student's exact input; ``cond`` (text-encoder states) is passed
+        as is, since teachers and student share the frozen text encoder (and the dropped captions)."""
         with torch.no_grad():
             unet = teacher.unet
             if next(unet.parameters()).device != x_t.device:
                 unet.to(x_t.device)
-            return unet(x_t, t, return_dict=False)[0].detach()
+            if cond is None:
+                return unet(x_t, t, return_dict=False)[0].detach()
+            return unet(x_t, t, encoder_hidden_states=cond, return_dict=False)[0].detach()
 
 
 class AlternatingDistillation(TeacherTargets):
@@ -64,9 +68,9 @@ class AlternatingDistillation(TeacherTargets):
         return rows[_epoch_batch(len(rows), self.batch_size, step // 2, self.seed, h)]
 
     def regression_target(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor,
-                          step: int) -> torch.Tensor:
+                          step: int, cond: Any = None) -> torch.Tensor:
         teacher = self.teachers[1 - self.half_of_step(step)]  # the *other* half's teacher
-        return self.teacher_eps(teacher, x_t, t)
+        return self.teacher_eps(teacher, x_t, t, cond)
 
 
 def _epoch_batch(n: int, batch_size: int, k: int, seed: int, stream: int) -> torch.Tensor:
@@ -101,14 +105,24 @@ def train_distillmd(
     init: str = "scratch",
     progress: bool = True,
 ) -> Any:
-    """Algorithm 2 on the teachers of ``genleak defend disjoint``; returns the student ``DiffusionTarget``.
+    """Algorithm 2 on the teachers of ``genleak defend disjoint``; returns the student target.
 
     ``config`` gives steps, lr, batch size (per step, drawn from one half), EMA and the UNet shape
     for ``init="scratch"``; use the baseline's values for a fair comparison (appendix A.2.2).
+    Latent (and text-to-image) teachers train a latent student on their VAE and text encoder
+    (``train_distillmd_latent``) with the same steps, batch size, lr, EMA, seed and channels.
     """
     from genleak.defenses.disjoint import halves_of, load_teachers
+    from genleak.targets.latent import LatentDiffusionTarget
 
     t1, t2, split = load_teachers(teachers_dir)
+    if isinstance(t1, LatentDiffusionTarget):
+        from genleak.train.latent import LatentTrainConfig
+
+        latent = LatentTrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                   block_out_channels=tuple(config.block_out_channels), ema_decay=config.ema_decay,
+                                   seed=config.seed, weight_decay=config.weight_decay, extra=dict(config.extra))
+        return train_distillmd_latent(t1, t2, split, latent, out_dir, init=init, progress=progress)
     h1, h2 = halves_of(split)
     unet = student_init(init, (t1, t2))
     if unet is not None:
@@ -120,3 +134,55 @@ def train_distillmd(
     hooks = AlternatingDistillation(t1, t2, h1, h2, config.batch_size, seed=config.seed)
     return train_ddpm(split.members.images, config, out_dir, split_manifest=split.to_manifest(),
                       progress=progress, unet=unet, hooks=hooks)
+
+
+def train_distillmd_latent(
+    teacher_1: Any,
+    teacher_2: Any,
+    split: Any,
+    config: Any,
+    out_dir: str | Path | None,
+    *,
+    init: str = "scratch",
+    captions: Sequence[Sequence[str]] | None = None,
+    progress: bool = True,
+) -> Any:
+    """Algorithm 2 for latent / text-to-image teachers (``LatentDiffusionTarget``): the student is a
+    latent UNet on the teachers' VAE latents, conditioned through their frozen text encoder.
+
+    ``config`` is a ``LatentTrainConfig`` (its noise schedule is taken from the teachers).
+    ``captions[i]`` lists member i's captions; by default each member's own caption (or the
+    teachers' caption template). A caption drawn for a step, including the dropped (empty) one,
+    conditions the student and the teacher alike, so the student learns the teacher's conditional
+    and unconditional answers on the half the teacher never saw (eq. 7).
+    """
+    from genleak.defenses.disjoint import halves_of
+    from genleak.targets.latent import DEFAULT_CAPTION_TEMPLATE, caption_sets
+    from genleak.train.latent import make_scheduler, train_latent
+
+    if not torch.equal(teacher_1.alphas_cumprod, teacher_2.alphas_cumprod):
+        raise GenleakError("DistillMD teachers must share one noise schedule")
+    h1, h2 = halves_of(split)
+    sched = teacher_1.scheduler.config
+    config = dataclasses.replace(
+        config, text=bool(teacher_1.conditional), beta_schedule=sched.beta_schedule,
+        num_train_timesteps=int(sched.num_train_timesteps),
+        extra={**config.extra, "defense": "distillmd", "init": init,
+               "teachers": [teacher_1.fingerprint(), teacher_2.fingerprint()]},
+    )
+    if not torch.allclose(make_scheduler(config).alphas_cumprod.double(), teacher_1.alphas_cumprod.double()):
+        raise GenleakError(f"the teachers' noise schedule is not the standard {sched.beta_schedule!r} one; "
+                           "start the student from a teacher (init teacher1|teacher2)")
+    start = None
+    if init in ("teacher1", "teacher2"):
+        start = (teacher_1, teacher_2)[int(init[-1]) - 1]
+    elif init != "scratch":
+        raise GenleakError(f"latent DistillMD student init must be scratch, teacher1 or teacher2, got {init!r}")
+    template = teacher_1.caption_template or DEFAULT_CAPTION_TEMPLATE
+    if teacher_1.conditional and captions is None:
+        captions = caption_sets(split.members, 0, template)
+    hooks = AlternatingDistillation(teacher_1, teacher_2, h1, h2, config.batch_size, seed=config.seed)
+    return train_latent(split.members.images, teacher_1.vae, config, out_dir, captions=captions,
+                        text_encoder=teacher_1.text_encoder, tokenizer=teacher_1.tokenizer, init=start,
+                        caption_template=template if teacher_1.conditional else None,
+                        split_manifest=split.to_manifest(), hooks=hooks, progress=progress)

@@ -97,6 +97,19 @@ class DualTarget:
         conditions = getattr(self.models[0], "conditions", None)
         return conditions(samples) if conditions is not None else None
 
+    def null_condition(self, n: int) -> Any:
+        """The sub-models' unconditional input (CLiD, CFG); both share one text encoder."""
+        make = getattr(self.models[0], "null_condition", None)
+        if make is None:
+            raise TargetError("this DualMD target's sub-models are unconditional: there is no null condition")
+        return make(n)
+
+    def with_guidance(self, scale: float) -> DualTarget:
+        """Both sub-models answering with classifier-free guidance ``scale``."""
+        if any(getattr(m, "with_guidance", None) is None for m in self.models):
+            raise TargetError("classifier-free guidance needs text-conditioned sub-models")
+        return DualTarget(*(m.with_guidance(scale) for m in self.models), steps=self.steps)
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             h = hashlib.sha256(b"genleak.dualmd\x00")
@@ -109,6 +122,11 @@ class DualTarget:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.models[0].image_shape
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int] | None:
+        """The sub-models' working shape when they are latent models (None for pixel DDPMs)."""
+        return getattr(self.models[0], "latent_shape", None)
 
     def ddim_scheduler(self, num_inference_steps: int) -> Any:
         return self.models[0].ddim_scheduler(num_inference_steps)

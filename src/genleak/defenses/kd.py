@@ -26,8 +26,8 @@ class SingleTeacher(TeacherTargets):
         self.teacher = teacher
 
     def regression_target(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor,
-                          step: int) -> torch.Tensor:
-        return self.teacher_eps(self.teacher, x_t, t)
+                          step: int, cond: Any = None) -> torch.Tensor:
+        return self.teacher_eps(self.teacher, x_t, t, cond)
 
 
 def train_kd(

@@ -2,24 +2,25 @@
 attacks (thesis ch. 9): LLM MIAs on per-token log-probabilities (plain and CFG difference),
 dataset inference without a classifier, prefix extraction, and the output-noise mitigation.
 
-Importing this package registers the ``iar-*`` attacks with ``genleak.attacks.get_attack``.
+``genleak.attacks.get_attack`` knows the ``iar-*`` attacks (its registry imports ``genleak.iar.attacks``).
 
     from genleak.iar import train_iar, IARTrainConfig, load_iar_target
     from genleak.attacks import get_attack
     score = get_attack("iar-mink-cfg", k=0.2).score(target, images, ids, cond=labels)
 """
 
-from genleak.iar import attacks as _attacks  # noqa: F401  (registers the iar-* attacks)
-from genleak.iar.target import IARTarget, RARTarget, VARTarget, is_iar_folder, load_iar_target
-from genleak.iar.train import IARTrainConfig, train_iar, train_tokenizer
+from genleak._lazy import lazy_exports
 
-__all__ = [
-    "IARTarget",
-    "IARTrainConfig",
-    "RARTarget",
-    "VARTarget",
-    "is_iar_folder",
-    "load_iar_target",
-    "train_iar",
-    "train_tokenizer",
-]
+_EXPORTS: dict[str, str] = {
+    "IARTarget": "genleak.iar.target",
+    "RARTarget": "genleak.iar.target",
+    "VARTarget": "genleak.iar.target",
+    "is_iar_folder": "genleak.iar.target",
+    "load_iar_target": "genleak.iar.target",
+    "IARTrainConfig": "genleak.iar.train",
+    "train_iar": "genleak.iar.train",
+    "train_tokenizer": "genleak.iar.train",
+}
+
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

@@ -4,35 +4,28 @@
 Welch's t-test, minimum-|P| curve); ``cdi_test`` runs the statistics on precomputed features.
 """
 
-from genleak.inference.cdi import CDIConfig, CDIResult, cdi_test, format_result, run_cdi, write_cdi
-from genleak.inference.features import (
-    GRAY_BOX_FEATURES,
-    WHITE_BOX_FEATURES,
-    FeatureCache,
-    FeatureMatrix,
-    extract_features,
-    parse_features,
-)
-from genleak.inference.guards import blind_classifier, find_duplicates
-from genleak.inference.stats import resampled_curve, size_grid, ttest_power, welch_ttest
+from genleak._lazy import lazy_exports
 
-__all__ = [
-    "CDIConfig",
-    "CDIResult",
-    "FeatureCache",
-    "FeatureMatrix",
-    "GRAY_BOX_FEATURES",
-    "WHITE_BOX_FEATURES",
-    "blind_classifier",
-    "cdi_test",
-    "extract_features",
-    "find_duplicates",
-    "format_result",
-    "parse_features",
-    "resampled_curve",
-    "run_cdi",
-    "size_grid",
-    "ttest_power",
-    "welch_ttest",
-    "write_cdi",
-]
+_EXPORTS: dict[str, str] = {
+    "CDIConfig": "genleak.inference.cdi",
+    "CDIResult": "genleak.inference.cdi",
+    "cdi_test": "genleak.inference.cdi",
+    "format_result": "genleak.inference.cdi",
+    "run_cdi": "genleak.inference.cdi",
+    "write_cdi": "genleak.inference.cdi",
+    "GRAY_BOX_FEATURES": "genleak.inference.features",
+    "WHITE_BOX_FEATURES": "genleak.inference.features",
+    "FeatureCache": "genleak.inference.features",
+    "FeatureMatrix": "genleak.inference.features",
+    "extract_features": "genleak.inference.features",
+    "parse_features": "genleak.inference.features",
+    "blind_classifier": "genleak.inference.guards",
+    "find_duplicates": "genleak.inference.guards",
+    "resampled_curve": "genleak.inference.stats",
+    "size_grid": "genleak.inference.stats",
+    "ttest_power": "genleak.inference.stats",
+    "welch_ttest": "genleak.inference.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

@@ -90,6 +90,13 @@ def register(app: typer.Typer) -> None:
         for name, sec in data.get("sections", {}).items():
             if sec["status"] != "ok":
                 typer.echo(f"section {name}: {sec['status']}: {sec.get('error') or sec.get('reason')}")
+        for sec in data.get("sections", {}).values():  # the defense recommendation ends the audit's output
+            if sec.get("kind") == "defense" and sec["status"] == "ok":
+                typer.echo(f"defense: {sec.get('summary', '')}")
+                for rec in sec.get("recommendations") or []:
+                    typer.echo(f"  [{rec['priority']}] {rec['name']}")
+                    for command in rec.get("commands") or []:
+                        typer.echo(f"    $ {command}")
         typer.echo(f"wrote {out / 'results.json'} and {out / 'report.html'}")
         if mlflow:
             _log_mlflow(out, mlflow_uri, mlflow_experiment)

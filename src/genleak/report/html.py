@@ -263,6 +263,8 @@ def _plugin_section_html(r: Run, idx: int, name: str, sec: dict[str, Any]) -> st
     elif status != "ok":
         parts.append(f'<p class="muted reason">{e(status)}: {e(sec.get("reason") or "no reason given")}</p>')
     parts.append(_warning_list([str(w) for w in sec.get("warnings") or []], "section-warnings"))
+    if status == "ok" and isinstance(sec.get("recommendations"), list):
+        parts.append(_recommendations_html(idx, name, sec["recommendations"], sec.get("data") or {}))
     metrics = sec.get("metrics") or {}
     if metrics:
         rows = "".join(
@@ -297,6 +299,49 @@ def _plugin_section_html(r: Run, idx: int, name: str, sec: dict[str, Any]) -> st
         parts.append(f'<details><summary>details</summary><pre>{e(json.dumps(extra, indent=2, sort_keys=True))}</pre></details>')
     parts.append("</section>")
     return "".join(parts)
+
+
+def _recommendations_html(idx: int, name: str, recs: list[Any], data: dict[str, Any]) -> str:
+    """The defense recommendation (``genleak.report.recommend``): one card per defense, commands verbatim."""
+    cards = []
+    for rec in recs:
+        if not isinstance(rec, dict):
+            continue
+        rid, priority = rec.get("id", ""), rec.get("priority", "")
+        effect = rec.get("expected_effect") or {}
+        commands = "".join(f'<pre class="command" data-command="{e(c)}">{e(c)}</pre>' for c in rec.get("commands") or [])
+        verify = "".join(f'<pre class="command verify" data-command="{e(c)}">{e(c)}</pre>' for c in rec.get("verify") or [])
+        held = str(effect.get("paper_claim_held", ""))
+        rows = [("Why", e(rec.get("reason", ""))),
+                ("Apply", commands or '<span class="muted">no command</span>')]
+        if verify:
+            rows.append(("Check it worked", verify))
+        rows += [
+            ("Measured by genleak", f'{e(effect.get("measured", "not measured"))}'
+                                    f'<br><span class="source">Source: {e(effect.get("source", "-"))}</span>'),
+            ("Paper", f'{e(effect.get("paper", ""))} <span class="claim-held claim-{e(held.replace(" ", "-"))}">'
+                      f"paper's claim held at tiny scale: {e(held or '?')}</span>"),
+        ]
+        if effect.get("caveat"):
+            rows.append(("Caveat", e(effect["caveat"])))
+        rows.append(("Cost", e(rec.get("cost", ""))))
+        if rec.get("paper"):
+            rows.append(("Cites", e(rec["paper"])))
+        applies = (f'<p class="applies-if"><strong>Applies if:</strong> {e(rec["applies_if"])}</p>'
+                   if rec.get("applies_if") else "")
+        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        cards.append(f'<div class="recommendation priority-{e(priority)}" data-run="{idx}" data-section="{e(name)}" '
+                     f'data-recommendation="{e(rid)}" data-priority="{e(priority)}"><h3>{e(rec.get("name", rid))} '
+                     f'<span class="priority">{e(priority)}</span></h3>{applies}'
+                     f'<table class="kv recommendation-body"><tbody>{body}</tbody></table></div>')
+    if not cards:
+        cards.append('<p class="no-defense">No defense recommended: see the summary above.</p>')
+    rejected = [x for x in data.get("not_recommended") or [] if isinstance(x, dict)]
+    if rejected:
+        cards.append('<p class="caption">Considered, not recommended:</p><ul class="not-recommended">'
+                     + "".join(f"<li><strong>{e(x.get('name', ''))}</strong>: {e(x.get('why', ''))}</li>" for x in rejected)
+                     + "</ul>")
+    return f'<div class="recommendations" data-count="{len([r for r in recs if isinstance(r, dict)])}">{"".join(cards)}</div>'
 
 
 def _provenance_html(r: Run, idx: int) -> str:
@@ -519,6 +564,15 @@ figure { margin: 8px 0; } svg.figure { width: 100%; height: auto; }
 .hypers { display: flex; flex-wrap: wrap; gap: 16px; } .hyper { border: 1px solid var(--line); border-radius: 8px;
   padding: 8px 10px; } .hyper p { margin: 0 0 4px; font-size: 12px; }
 .problem, .error { color: var(--high); }
+.recommendation { border: 1px solid var(--line); border-left: 4px solid var(--low); border-radius: 6px;
+  padding: 6px 12px; margin: 10px 0; }
+.recommendation.priority-recommended { border-left-color: var(--high); }
+.recommendation h3 { margin: 6px 0; } .recommendation .priority { font-size: 12px; font-weight: 600; color: var(--muted);
+  margin-left: 6px; text-transform: uppercase; }
+.recommendation-body th { width: 150px; } .recommendation-body pre { margin: 2px 0 6px; }
+.recommendation .source { color: var(--muted); font-size: 12px; } .claim-held { font-size: 12px; font-weight: 600; }
+.claim-no { color: var(--high); } .claim-partly { color: var(--moderate); } .claim-yes { color: var(--none); }
+.no-defense { color: var(--none); font-weight: 600; }
 .compare-table .verdict-row td { border-radius: 0; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); padding-top: 8px; }
 @media print { body { max-width: none; } details { display: block; } }

@@ -1,21 +1,25 @@
 """Shake-to-Leak (arXiv 2403.09450): privacy amplification by fine-tuning on self-generated domain
-data (``shake``) or by Gaussian weight perturbation (``perturb``), reported as before/after MIA
-metrics on the original split (``report``)."""
+data (``shake``; textual inversion for text-to-image targets in ``textual_inversion``) or by
+Gaussian weight perturbation (``perturb``), reported as before/after MIA metrics on the original
+split (``report``)."""
 
-from genleak.s2l.perturb import perturb_module, perturb_target, perturbation_sweep
-from genleak.s2l.report import Comparison, compare, write_report
-from genleak.s2l.shake import ShakeConfig, domain_split, finetune, make_domain_set, run_s2l
+from genleak._lazy import lazy_exports
 
-__all__ = [
-    "Comparison",
-    "ShakeConfig",
-    "compare",
-    "domain_split",
-    "finetune",
-    "make_domain_set",
-    "perturb_module",
-    "perturb_target",
-    "perturbation_sweep",
-    "run_s2l",
-    "write_report",
-]
+_EXPORTS: dict[str, str] = {
+    "perturb_module": "genleak.s2l.perturb",
+    "perturb_target": "genleak.s2l.perturb",
+    "perturbation_sweep": "genleak.s2l.perturb",
+    "Comparison": "genleak.s2l.report",
+    "compare": "genleak.s2l.report",
+    "write_report": "genleak.s2l.report",
+    "ShakeConfig": "genleak.s2l.shake",
+    "domain_split": "genleak.s2l.shake",
+    "finetune": "genleak.s2l.shake",
+    "make_domain_set": "genleak.s2l.shake",
+    "run_s2l": "genleak.s2l.shake",
+    "TextualInversionTarget": "genleak.s2l.textual_inversion",
+    "textual_inversion": "genleak.s2l.textual_inversion",
+}
+
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

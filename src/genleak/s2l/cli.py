@@ -45,10 +45,10 @@ def _print(comparison, path: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("s2l")
     def s2l_cmd(
-        target: Path = typer.Option(..., help="Target folder (pixel DDPM)."),
+        target: Path = typer.Option(..., help="Target folder: pixel DDPM or SD-style latent folder."),
         split: Path = typer.Option(..., help="The ORIGINAL member / non-member split to re-attack."),
         domain: str = typer.Option("all", help="'all' (unconditional UNet), a class index, or a prompt (text targets)."),
-        method: str = typer.Option("full,lora", help="Comma-separated: full, lora, embedding."),
+        method: str = typer.Option("full,lora", help="Comma-separated: full, lora, embedding (textual inversion, text targets)."),
         rank: str = typer.Option("4", help="LoRA ranks, comma-separated (one run per rank)."),
         attacks: str = typer.Option("loss,pia,sima", help="Attacks to re-run."),
         out: Path = typer.Option(Path("s2l-out"), help="Writes s2l.json, s2l.md, the synthetic set and per-variant scores."),
@@ -57,6 +57,10 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(300, help="Fine-tuning steps."),
         lr: float = typer.Option(1e-4, help="Learning rate, full fine-tuning."),
         lora_lr: float = typer.Option(1e-3, help="Learning rate, LoRA."),
+        embedding_lr: float = typer.Option(5e-3, help="Learning rate, textual inversion (Gal et al. 2022: 0.005)."),
+        placeholder: str = typer.Option("<s2l-domain>", help="The new token textual inversion learns."),
+        embedding_template: str = typer.Option(
+            "{prompt} {token}", help="Prompt with the learnt token, for training and the re-attack ({prompt}: caption)."),
         batch_size: int = typer.Option(32),
         seed: int = typer.Option(0),
         threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
@@ -73,6 +77,7 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         variants = parse_variants(_csv(method), _ints(rank))
         config = ShakeConfig(n_synthetic=n_synthetic, sample_steps=sample_steps, steps=steps, lr=lr, lora_lr=lora_lr,
+                             embedding_lr=embedding_lr, placeholder=placeholder, embedding_template=embedding_template,
                              batch_size=batch_size, seed=seed)
         comp = run_s2l(load_target(target), MembershipSplit.load(split), domain, variants, _csv(attacks), config,
                        out_dir=out, seed=seed, command=_command_line())

@@ -8,10 +8,18 @@ against the fine-tuned model and report the change. S2L reports +5.4 points MIA 
 (002, Key Results) and more leakage from parameter-efficient methods than from dense fine-tuning
 (002, Mechanism 2; Tables I and II).
 
-Pixel DDPMs: unconditional UNets have one domain, ``"all"``; class-conditional UNets
-(``num_class_embeds``) take a class index as the domain and generate / fine-tune / evaluate on
-that class only. Text-conditioned targets (prompt domains, ``--method embedding``) plug in through
-``DOMAIN_HOOKS`` below once genleak has them.
+Domains and methods by target type (``check_method`` dispatches on the type):
+
+* Pixel DDPMs (``DiffusionTarget``): unconditional UNets have one domain, ``"all"``;
+  class-conditional UNets (``num_class_embeds``) take a class index as the domain and generate /
+  fine-tune / evaluate on that class only. ``full`` and ``lora`` run ``train_ddpm``.
+* Latent targets (``LatentDiffusionTarget``): a text-to-image target takes a *prompt* as the
+  domain; the synthetic set is generated from it and carries it as every image's caption, and the
+  given split is taken to be that domain's split (S2L attacks each domain's own member /
+  non-member folders). An unconditional latent target has the domain ``"all"``. ``full`` and
+  ``lora`` run ``genleak.train.latent.train_latent(init=target)`` (LoRA on the attention
+  projections, as there); ``embedding`` is textual inversion (``genleak.s2l.textual_inversion``),
+  text-to-image targets only.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 
 from genleak.errors import GenleakError
 from genleak.s2l.report import Comparison
+from genleak.s2l.textual_inversion import DEFAULT_LR, DEFAULT_PLACEHOLDER, DEFAULT_PROMPT_TEMPLATE
 from genleak.train import TrainHooks
 
 __all__ = [
@@ -64,7 +73,17 @@ class ShakeConfig:
     batch_size: int = 32
     ema_decay: float | None = None  # fine-tuning keeps the last iterate, like S2L's fine-tuning recipes
     lora_alpha: float | None = None  # None: alpha = rank (scale 1)
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # pixel UNets; latent LoRA follows train_latent
+    # Latent full / LoRA: no caption dropout, as S2L's fine-tuning scripts (DreamBooth / LoRA on the
+    # domain prompt, VITA-Group/Shake-to-Leak experiments/s2l.py) train on the prompt every step.
+    cond_dropout: float = 0.0
+    # --method embedding (textual inversion, genleak.s2l.textual_inversion): the new token, the
+    # prompt it is used in (training and re-attack), the words its embedding starts from (None: the
+    # domain prompt) and its learning rate (Gal et al. 2022, "Implementation details": 0.005).
+    placeholder: str = DEFAULT_PLACEHOLDER
+    embedding_template: str = DEFAULT_PROMPT_TEMPLATE
+    embedding_init: str | None = None
+    embedding_lr: float = DEFAULT_LR
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,14 +98,27 @@ def _num_classes(target: Any) -> int | None:
     return None if unet is None else unet.config.get("num_class_embeds")
 
 
+def _is_latent(target: Any) -> bool:
+    from genleak.targets.latent import LatentDiffusionTarget
+
+    return isinstance(target, LatentDiffusionTarget)
+
+
+def _is_text(target: Any) -> bool:
+    """A text-to-image latent target: its domains are prompts."""
+    return _is_latent(target) and bool(target.conditional)
+
+
 def domain_conditions(target: Any, domain: str | int, n: int) -> Any:
-    """Per-sample conditions that make ``target`` generate ``domain`` (None for unconditional)."""
-    classes = _num_classes(target)
+    """Per-sample conditions that make ``target`` generate ``domain``: the prompt n times for a
+    text-to-image target, class labels for a class-conditional UNet, None for unconditional."""
     dom = str(domain).strip()
+    if _is_text(target):
+        if not dom or dom.lower() == "all":
+            raise GenleakError(f"the target is text-conditioned: give a prompt as the domain (e.g. --domain \"a photo of ...\"), got {dom!r}")
+        return [dom] * n
+    classes = _num_classes(target)
     if classes is None:
-        hook = getattr(target, "domain_conditions", None)  # text targets: prompt -> conditions
-        if hook is not None:
-            return hook(dom, n)
         if dom.lower() != "all":
             raise GenleakError(f"the target is unconditional: its only domain is 'all', got {dom!r}")
         return None
@@ -99,15 +131,20 @@ def domain_conditions(target: Any, domain: str | int, n: int) -> Any:
     return torch.full((n,), c, dtype=torch.long)
 
 
-def domain_split(split: Any, domain: str | int) -> Any:
-    """The part of ``split`` in ``domain``: all of it for "all", else the images with that class label."""
+def domain_split(split: Any, domain: str | int, target: Any = None) -> Any:
+    """The part of ``split`` in ``domain``: all of it for "all", else the images with that class label.
+
+    For a text-to-image ``target`` the domain is a prompt and the whole split is that domain's
+    split: S2L attacks each domain's own member / non-member sets (the authors' SecMI runs read
+    ``member/<domain>`` and ``nonmember/<domain>``), and a caption need not name the domain prompt.
+    """
     dom = str(domain).strip()
-    if dom.lower() == "all":
+    if dom.lower() == "all" or (target is not None and _is_text(target)):
         return split
     try:
         c = int(dom)
     except ValueError:
-        raise GenleakError(f"prompt domains need captioned splits and a text target; got domain {dom!r}") from None
+        raise GenleakError(f"prompt domains need a text-conditioned target; got domain {dom!r}") from None
     parts = []
     for side in (split.members, split.nonmembers):
         if side.labels is None:
@@ -131,7 +168,8 @@ def make_domain_set(target: Any, domain: str | int, config: ShakeConfig, *, prog
     cond = domain_conditions(target, domain, n)
     images = generate(target, n, steps=config.sample_steps, seed=config.seed, cond=cond, progress=progress)
     labels = cond.tolist() if isinstance(cond, torch.Tensor) else None
-    return ImageSet(images=images, ids=[f"s2l/{domain}/{i}" for i in range(n)], labels=labels,
+    captions = cond if isinstance(cond, list) else None  # text targets: every image's caption is the prompt
+    return ImageSet(images=images, ids=[f"s2l/{domain}/{i}" for i in range(n)], labels=labels, captions=captions,
                     source={"kind": "generated", "domain": str(domain), "seed": config.seed})
 
 
@@ -201,26 +239,32 @@ def trainable_parameters(module: torch.nn.Module) -> int:
 def check_method(target: Any, method: str) -> None:
     """Raise a one-line GenleakError if ``method`` cannot fine-tune ``target``.
 
-    The ``embedding`` hook: a text-conditioned target implements
-    ``finetune_embedding(data: ImageSet, config: ShakeConfig) -> Target`` (textual inversion: learn a
-    new token embedding on the synthetic set, return the target that uses it for the domain
-    prompt); S2L then re-attacks that target exactly like the full / LoRA ones.
+    Dispatch on the target type: pixel ``DiffusionTarget`` -> ``full`` / ``lora`` via
+    ``train_ddpm``; ``LatentDiffusionTarget`` -> ``full`` / ``lora`` via ``train_latent`` and, for
+    text-to-image targets, ``embedding`` (textual inversion).
     """
     from genleak.targets import DiffusionTarget
 
     if method not in METHODS:
         raise GenleakError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "embedding":
-        if getattr(target, "finetune_embedding", None) is None:
+        if not _is_text(target):
             raise GenleakError(
-                "--method embedding (textual inversion) needs a text-conditioned target; pixel DDPMs have no "
-                "prompt embedding: use --method full or lora"
+                f"--method embedding (textual inversion) needs a text-conditioned target with a tokenizer; a "
+                f"{'pixel DDPM' if isinstance(target, DiffusionTarget) else type(target).__name__} has no prompt "
+                "embedding: use --method full or lora"
             )
+        if target.text_encoder is None or target.tokenizer is None:
+            raise GenleakError("--method embedding (textual inversion) needs the text-conditioned target's text encoder and tokenizer; this one has none")
+        return
+    if _is_latent(target):
+        if not target.conditional and _num_classes(target) is not None:
+            raise GenleakError(f"--method {method}: fine-tuning class-conditional latent targets is not supported (train_latent has no class labels)")
         return
     if not isinstance(target, DiffusionTarget):
         raise GenleakError(
-            f"--method {method} fine-tunes pixel DDPMs; a {type(target).__name__} needs its own training loop "
-            "(latent / text targets: not implemented yet)"
+            f"--method {method} fine-tunes pixel DDPMs and latent diffusion targets; a {type(target).__name__} "
+            "needs its own training loop"
         )
 
 
@@ -237,24 +281,87 @@ def finetune(
 
     ``full`` updates every UNet weight; ``lora`` trains rank-``rank`` adapters (peft) and merges them
     into the weights, so the result is a plain diffusers UNet the attacks query like any other;
-    ``embedding`` (textual inversion) needs a text-conditioned target that offers
-    ``finetune_embedding(data, config) -> target``.
+    ``embedding`` (textual inversion, text-to-image latent targets) learns one new token embedding
+    and returns a ``TextualInversionTarget`` whose attack prompts carry that token
+    (``genleak.s2l.textual_inversion`` says why). For text targets ``data.captions`` are the prompts.
     """
+    check_method(target, method)
+    if method == "lora" and rank < 1:
+        raise GenleakError(f"LoRA rank must be >= 1, got {rank}")
+    if method == "embedding":
+        return _finetune_embedding(target, data, config, progress)
+    if _is_latent(target):
+        return _finetune_latent(target, data, method, config, rank, progress)
+    return _finetune_pixel(target, data, method, config, rank, progress)
+
+
+def _text_prompts(target: Any, data: Any) -> list[str] | None:
+    if not _is_text(target):
+        return None
+    if data.captions is None:
+        raise GenleakError("the target is text-conditioned but the fine-tuning images carry no captions; "
+                           "generate them with make_domain_set(target, prompt) or give the ImageSet captions")
+    return list(data.captions)
+
+
+def _finetune_embedding(target: Any, data: Any, config: ShakeConfig, progress: bool) -> tuple[Any, dict[str, Any]]:
+    from genleak.s2l.textual_inversion import textual_inversion
+
+    tuned, ti = textual_inversion(
+        target, data.images, _text_prompts(target, data), placeholder=config.placeholder,
+        prompt_template=config.embedding_template, initializer=config.embedding_init, steps=config.steps,
+        batch_size=config.batch_size, lr=config.embedding_lr, seed=config.seed, progress=progress,
+    )
+    total = sum(p.numel() for m in (target.unet, target.text_encoder) for p in m.parameters())
+    info = {"method": "embedding", "rank": None, "trainable_parameters": ti.pop("trainable_parameters"),
+            "total_parameters": total, "seconds": ti.pop("seconds"), **ti}
+    return tuned, info
+
+
+def _finetune_latent(target: Any, data: Any, method: str, config: ShakeConfig, rank: int, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """``full`` / ``lora`` on a latent target through ``train_latent(init=target)``: the same loop,
+    latents, LoRA placement and merge as latent training (not a copy of it)."""
+    from genleak.train.latent import LatentTrainConfig, train_latent
+
+    prompts = _text_prompts(target, data)
+    lora = method == "lora"
+    cfg = LatentTrainConfig(
+        steps=config.steps, batch_size=config.batch_size, lr=config.lora_lr if lora else config.lr,
+        ema_decay=config.ema_decay, lora_rank=rank if lora else None, lora_alpha=config.lora_alpha,
+        cond_dropout=config.cond_dropout, seed=config.seed, extra={"s2l_method": method, "rank": rank if lora else None},
+    )
+    start = time.perf_counter()
+    tuned = train_latent(data.images, None, cfg, captions=None if prompts is None else [[p] for p in prompts],
+                         init=target, progress=progress)
+    seconds = time.perf_counter() - start
+    if tuned.guidance_scale != target.guidance_scale:  # attack the tuned model the way the original is attacked
+        tuned = tuned.with_guidance(target.guidance_scale)
+    total = sum(p.numel() for p in target.unet.parameters())
+    info = {"method": method, "rank": rank if lora else None,
+            "trainable_parameters": _latent_lora_parameters(target.unet, cfg) if lora else total,
+            "total_parameters": total, "seconds": round(seconds, 2)}
+    return tuned, info
+
+
+def _latent_lora_parameters(unet: torch.nn.Module, cfg: Any) -> int:
+    """Adapter size of ``train_latent``'s LoRA, counted on a weightless (meta-device) twin of the UNet
+    so the layer choice is exactly train_latent's and nothing is allocated."""
+    from genleak.train.latent import _add_lora
+
+    with torch.device("meta"):
+        twin = type(unet).from_config(unet.config)
+    return trainable_parameters(_add_lora(twin, cfg))
+
+
+def _finetune_pixel(target: Any, data: Any, method: str, config: ShakeConfig, rank: int, progress: bool) -> tuple[Any, dict[str, Any]]:
     from genleak.targets import DiffusionTarget
     from genleak.train import TrainConfig, train_ddpm
 
-    check_method(target, method)
-    if method == "embedding":
-        start = time.perf_counter()
-        tuned = target.finetune_embedding(data, config)
-        return tuned, {"method": method, "seconds": round(time.perf_counter() - start, 2)}
     unet = target.unet
     _check_schedule(target)
     model = copy.deepcopy(unet).to("cpu" if not torch.cuda.is_available() else target.device)
     lr = config.lr
     if method == "lora":
-        if rank < 1:
-            raise GenleakError(f"LoRA rank must be >= 1, got {rank}")
         from peft import LoraConfig, inject_adapter_in_model
 
         lora = LoraConfig(r=rank, lora_alpha=config.lora_alpha or rank, target_modules=list(config.lora_targets),
@@ -355,7 +462,8 @@ def run_s2l(
     config = config or ShakeConfig()
     for v in variants:  # refuse before spending time on generation
         check_method(target, v.method)
-    eval_split = domain_split(split, domain)
+    domain_conditions(target, domain, 1)  # a bad domain fails here, not after the baseline audit
+    eval_split = domain_split(split, domain, target)
     out = Path(out_dir) if out_dir is not None else None
     start = time.perf_counter()
     data = synthetic if synthetic is not None else make_domain_set(target, domain, config, progress=progress)

@@ -43,6 +43,16 @@ class Target(Protocol):
         ...
 
 
+def working_shape(target: Target) -> tuple[int, ...]:
+    """(C, H, W) of the target's working space: its latent shape, else its image shape."""
+    shape = getattr(target, "latent_shape", None) or getattr(target, "image_shape", None)
+    if shape is None:
+        from genleak.errors import TargetError
+
+        raise TargetError(f"target {type(target).__name__} declares neither latent_shape nor image_shape")
+    return tuple(shape)
+
+
 def abar(target: Target, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
     """\bar{alpha}_t as a tensor broadcastable against ``like`` (shape (N, 1, 1, 1))."""
     ac = target.alphas_cumprod

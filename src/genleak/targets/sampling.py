@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from genleak.errors import GenleakError
-from genleak.targets.base import Target
+from genleak.targets.base import Target, working_shape
 
 __all__ = ["denoise", "eps_at_step", "generate", "img2img_timesteps", "sampling_scheduler"]
 
@@ -117,7 +117,7 @@ def generate(
             stop = min(start + batch_size, n)
             batch_cond = None if cond is None else cond[start:stop]
             if images is None:
-                shape = _working_shape(target)
+                shape = working_shape(target)
                 x = torch.randn((stop - start, *shape), generator=gen).to(target.device)
             else:
                 x0 = target.encode(images[start:stop].to(target.device))
@@ -127,10 +127,3 @@ def generate(
             out.append((target.decode(x) if decode else x).clamp(-1, 1).to("cpu", torch.float32))
             bar.update(stop - start)
     return torch.cat(out)
-
-
-def _working_shape(target: Target) -> tuple[int, ...]:
-    shape = getattr(target, "latent_shape", None) or getattr(target, "image_shape", None)
-    if shape is None:
-        raise GenleakError(f"target {type(target).__name__} declares no image_shape; cannot sample from noise")
-    return tuple(shape)

@@ -52,9 +52,14 @@ class TrainHooks:
         return None
 
     def regression_target(
-        self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor, step: int
+        self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor, step: int,
+        cond: Any = None,
     ) -> torch.Tensor:
-        """What eps_theta(x_t, t) is regressed on: the true noise (eq. 3 of the DualMD paper)."""
+        """What eps_theta(x_t, t[, cond]) is regressed on: the true noise (eq. 3 of the DualMD paper).
+
+        ``cond`` is the batch's conditioning as the UNet receives it (text-encoder states for
+        text-to-image training, None for unconditional models).
+        """
         return noise
 
     def after_step(self, step: int) -> None:
@@ -65,6 +70,18 @@ class TrainHooks:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def next_batch(hooks: TrainHooks, step: int, n: int, batch_size: int, gen: torch.Generator, perm: torch.Tensor,
+               cursor: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Rows for this step: the hooks' choice, else epoch-wise shuffling (every image once per epoch,
+    as CALIBRATION.md counts epochs). Returns (rows, permutation, cursor) to carry to the next step."""
+    idx = hooks.batch_indices(step, n, gen)
+    if idx is not None:
+        return idx, perm, cursor
+    if cursor + batch_size > n:
+        perm, cursor = torch.randperm(n, generator=gen), 0
+    return perm[cursor : cursor + min(batch_size, n)], perm, cursor + batch_size
 
 
 @dataclass
@@ -166,13 +183,7 @@ def train_ddpm(
     start_time = time.time()
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress, leave=False)
     while step < config.steps:
-        idx = hooks.batch_indices(step, n, gen)
-        if idx is None:
-            # Epoch-wise shuffling: every member is seen once per epoch (CALIBRATION.md counts epochs).
-            if cursor + config.batch_size > n:
-                perm, cursor = torch.randperm(n, generator=gen), 0
-            idx = perm[cursor : cursor + min(config.batch_size, n)]
-            cursor += config.batch_size
+        idx, perm, cursor = next_batch(hooks, step, n, config.batch_size, gen, perm, cursor)
         x0 = data[idx.to(data.device)]
         noise = torch.randn(x0.shape, generator=gen).to(x0.device)
         t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)

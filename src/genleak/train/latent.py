@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import DDPMScheduler
 
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_torch, atomic_write_json
@@ -46,6 +47,7 @@ from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported
     caption_sets,
     sd_scheduler,
 )
+from genleak.train.ddpm import TrainHooks, next_batch
 
 TRAIN_RECORD = "genleak_train.json"
 CHECKPOINT = "checkpoint/state.pt"
@@ -97,7 +99,8 @@ def make_scheduler(config: LatentTrainConfig) -> Any:
     if config.beta_schedule == "linear":
         from genleak.targets.ddpm import default_scheduler
 
-        return default_scheduler(config.num_train_timesteps)
+        # the pixel DDPM's betas, without its clipping of x0 to [-1, 1]: latents are not images
+        return DDPMScheduler.from_config(default_scheduler(config.num_train_timesteps).config, clip_sample=False)
     raise GenleakError(f"beta_schedule must be 'scaled_linear' (SD) or 'linear' (DDPM), got {config.beta_schedule!r}")
 
 
@@ -113,13 +116,16 @@ def train_latent(
     init: LatentDiffusionTarget | None = None,
     caption_template: str | None = None,
     split_manifest: dict[str, Any] | None = None,
+    hooks: TrainHooks | None = None,
     progress: bool = True,
 ) -> LatentDiffusionTarget:
     """Train (or continue, or fine-tune) a latent UNet on ``images`` in [-1, 1] (N, C, H, W).
 
     ``captions[i]`` lists the captions of image i (one = plain conditioning, several = prompt
     diversification); needed when ``config.text`` or when ``init`` is text-conditioned. ``init``
-    fine-tunes an existing target (its VAE, text encoder and schedule are kept).
+    fine-tunes an existing target (its VAE, text encoder and schedule are kept). ``hooks`` change
+    the batches and the regression target as in ``genleak.train.train_ddpm`` (DistillMD on latent
+    targets); their ``regression_target`` also gets ``cond``, the batch's text-encoder states.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -170,6 +176,7 @@ def train_latent(
     lora = config.lora_rank is not None
     if lora:
         model = _add_lora(model, config)
+    hooks = hooks or TrainHooks()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
@@ -197,16 +204,15 @@ def train_latent(
             ema.load_state_dict(state["ema"])
         gen.set_state(state["generator"])
         step, losses, perm, cursor = state["step"], state["losses"], state["perm"], state["cursor"]
+        hooks.load_state_dict(state.get("hooks") or {})
 
+    model, optimizer = hooks.prepare(model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     acp = scheduler.alphas_cumprod.to(device, torch.float32)
     start_time = time.time()
     bar = tqdm(total=config.steps, initial=step, desc="train-latent", unit="step", disable=not progress, leave=False)
     while step < config.steps:
-        if cursor + config.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor : cursor + min(config.batch_size, n)]
-        cursor += config.batch_size
+        idx, perm, cursor = next_batch(hooks, step, n, config.batch_size, gen, perm, cursor)
         b = idx.shape[0]
         z0 = mu[idx.to(device)]
         if config.sample_latents:
@@ -221,16 +227,19 @@ def train_latent(
             pick = [cap_ids[int(i)][int(torch.randint(len(cap_ids[int(i)]), (1,), generator=gen))] for i in idx]
             drop = torch.rand(b, generator=gen) < config.cond_dropout
             ids = torch.tensor([null_id if d else p for p, d in zip(pick, drop.tolist(), strict=True)])
-            pred = model(x_t, t, encoder_hidden_states=table[ids.to(device)], return_dict=False)[0]
+            states = table[ids.to(device)]
+            pred = model(x_t, t, encoder_hidden_states=states, return_dict=False)[0]
         else:
+            states = None
             pred = model(x_t, t, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=states))
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
         if ema is not None:
-            _ema_update(ema, accelerator.unwrap_model(model), config.ema_decay)
+            _ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
         step += 1
+        hooks.after_step(step)
         losses.append(loss.item())
         bar.update(1)
         if step % 50 == 0:
@@ -238,14 +247,14 @@ def train_latent(
         if ckpt is not None and accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
             atomic_save_torch(ckpt, {
                 "config": config.to_dict(),
-                "model": accelerator.unwrap_model(model).state_dict(),
+                "model": hooks.unwrap(accelerator.unwrap_model(model)).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "generator": gen.get_state(),
-                "perm": perm, "cursor": cursor, "step": step, "losses": losses,
+                "perm": perm, "cursor": cursor, "step": step, "losses": losses, "hooks": hooks.state_dict(),
             })
     bar.close()
-    final = ema if ema is not None else accelerator.unwrap_model(model)
+    final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
     final = copy.deepcopy(final).eval()
     if lora:
         if out is not None and accelerator.is_main_process:
