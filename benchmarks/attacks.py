@@ -56,14 +56,14 @@ def main() -> None:
     ids = [f"bench/{i}" for i in range(args.n)]
     x = images[: args.batch].to(target.device)
     bare_forward_seconds(target, x, 3)  # warm-up
-    # one bare forward at each batch size the attacks use (k-draw attacks batch B*k inputs)
     print(f"device={target.device} threads={torch.get_num_threads()} image=3x{args.size}x{args.size} "
           f"channels={channels} n={args.n} batch={args.batch}")
     print(f"{'attack':<9} {'NFE':>4} {'samples/s':>10} {'peak RSS MB':>12} {'ratio':>7}")
     for name in args.attacks.split(","):
         attack = get_attack(name)
-        # time per sample of NFE bare forwards, measured at the batch size the attack really runs
-        inner = args.batch * (attack.nfe if name in ("loss", "sima-mc") else 1)
+        # time per sample of NFE bare forwards at the batch size the attack really runs: every
+        # denoiser call sees at most --batch inputs (k-draw attacks query their draws in chunks)
+        inner = args.batch
         xb = images[: min(inner, args.n)].to(target.device)
         if xb.shape[0] < inner:
             xb = xb.repeat((inner + xb.shape[0] - 1) // xb.shape[0], 1, 1, 1)[:inner]

@@ -197,6 +197,22 @@ def _slice(cond: Sequence[Any] | torch.Tensor, start: int, stop: int) -> Any:
     return cond[start:stop]
 
 
+def eps_in_chunks(target: Target, x_t: torch.Tensor, t: torch.Tensor | int, cond: Any, chunk: int) -> torch.Tensor:
+    """``target.eps`` on at most ``chunk`` inputs per call, for attacks that query k noise draws of
+    a batch at once. On CPU one UNet call on B*k inputs costs ~1.3-1.6x more per input than k calls
+    on B (cache pressure; benchmarks/RESULTS.md, attack cost), so a denoiser call never sees more
+    inputs than the ``batch_size`` the caller chose (raise it on a GPU)."""
+    n = x_t.shape[0]
+    if n <= chunk:
+        return target.eps(x_t, t, cond)
+    out = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        t_part = t[start:stop] if isinstance(t, torch.Tensor) and t.ndim > 0 else t
+        out.append(target.eps(x_t[start:stop], t_part, None if cond is None else _slice(cond, start, stop)))
+    return torch.cat(out)
+
+
 def repeat_cond(cond: Any, k: int) -> Any:
     """Repeat per-sample conditions k times, sample-major, to match a (B*k) batch."""
     if cond is None:

@@ -7,7 +7,15 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import (
+    Access,
+    Attack,
+    AttackConfig,
+    NoiseSource,
+    eps_in_chunks,
+    register_attack,
+    repeat_cond,
+)
 from genleak.targets.base import Target, q_sample
 
 
@@ -39,7 +47,7 @@ class LossAttack(Attack):
         eps_flat = eps.reshape(b * k, *x0.shape[1:])
         x_t = q_sample(target, x0_rep, self.config.t, eps_flat)
         cond_rep = repeat_cond(cond, k)
-        pred = target.eps(x_t, self.config.t, cond_rep)
+        pred = eps_in_chunks(target, x_t, self.config.t, cond_rep, chunk=b)
         loss = (pred - eps_flat).pow(2).flatten(1).mean(1).view(b, k).mean(1)
         return -loss
 

@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import (
+    Access,
+    Attack,
+    AttackConfig,
+    NoiseSource,
+    eps_in_chunks,
+    register_attack,
+    repeat_cond,
+)
 from genleak.targets.base import Target, q_sample
 
 
@@ -57,6 +65,6 @@ class MultiLossAttack(Attack):
         eps_rep = eps.repeat_interleave(k, dim=0)
         t_rep = torch.tensor(ts, dtype=torch.long).repeat(b)  # sample-major: (x_0 t_0, x_0 t_1, ...)
         x_t = q_sample(target, x0_rep, t_rep, eps_rep)
-        pred = target.eps(x_t, t_rep.to(x_t.device), repeat_cond(cond, k))
+        pred = eps_in_chunks(target, x_t, t_rep.to(x_t.device), repeat_cond(cond, k), chunk=x0.shape[0])
         loss = (pred - eps_rep).pow(2).flatten(1).mean(1).view(b, k)
         return -loss

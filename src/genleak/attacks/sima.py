@@ -12,6 +12,7 @@ from genleak.attacks.base import (
     Attack,
     AttackConfig,
     NoiseSource,
+    eps_in_chunks,
     lp_norm,
     register_attack,
     repeat_cond,
@@ -84,5 +85,5 @@ class SimAMCAttack(Attack):
         b, k = x0.shape[0], self.config.n_draws
         eps = noise.draw(k).reshape(b * k, *x0.shape[1:])
         x0_rep = x0.repeat_interleave(k, dim=0)
-        pred = target.eps(q_sample(target, x0_rep, self.config.t, eps), self.config.t, repeat_cond(cond, k))
+        pred = eps_in_chunks(target, q_sample(target, x0_rep, self.config.t, eps), self.config.t, repeat_cond(cond, k), chunk=b)
         return -lp_norm(pred.view(b, k, *x0.shape[1:]).mean(1), self.config.p)

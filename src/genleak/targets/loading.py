@@ -1,8 +1,8 @@
 """``load_target(folder)``: one entry point that opens any target folder genleak understands.
 
 The CLI (``genleak attack``, ``inspect``, ``infer``, ...) calls this instead of a specific class so
-that a pixel DDPM folder, a Stable-Diffusion-style latent folder and a DualMD folder all work
-with the same commands. Detection is by layout only; nothing is downloaded.
+that a pixel DDPM folder, a Stable-Diffusion-style latent folder, a DualMD folder and an image
+autoregressive (IAR) folder all work with the same commands. Detection is by layout only; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ __all__ = ["detect_kind", "load_target"]
 
 
 def detect_kind(folder: str | Path) -> str:
-    """``"dualmd"``, ``"latent"`` (``vae/`` + ``unet/``) or ``"pixel"`` (``unet/`` or a flat model folder)."""
+    """``"dualmd"``, ``"iar"`` (image autoregressive, ``genleak iar-train``), ``"latent"`` (``vae/`` +
+    ``unet/``) or ``"pixel"`` (``unet/`` or a flat model folder)."""
     path = Path(folder)
     if not path.is_dir():
         raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train` or pass a diffusers folder")
     if (path / "dualmd.json").is_file():
         return "dualmd"
+    from genleak.iar.target import is_iar_folder
+
+    if is_iar_folder(path):
+        return "iar"
     from genleak.targets.latent import is_latent_folder
 
     if is_latent_folder(path):
@@ -55,6 +60,10 @@ def load_target(
         return LatentDiffusionTarget.from_pretrained(folder, device=device, guidance_scale=guidance_scale)
     if guidance_scale not in (None, 1.0):
         raise TargetError(f"'{folder}' is a {kind} target without text conditioning; --guidance-scale applies to text-to-image targets")
+    if kind == "iar":
+        from genleak.iar.target import load_iar_target
+
+        return load_iar_target(folder, device=device)
     if kind == "dualmd":
         from genleak.defenses.dualmd import DualTarget
 
