@@ -141,7 +141,9 @@ def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
                                   captions=captions, text_encoder=te, tokenizer=tok, init=init,
                                   caption_template=cfg.get("caption_template"), progress=False)
         else:
-            target = _defended(defense, split, vae, LatentTrainConfig(**lc), out / f"dual-{_key({'vae': vae_dir.name, **lc})}",
+            variants = int(run.get("prompt_variants", 0))
+            teachers_key = _key({"vae": vae_dir.name, **lc, **({"prompt_variants": variants} if variants else {})})
+            target = _defended(defense, split, vae, LatentTrainConfig(**lc), out / f"dual-{teachers_key}",
                                out / f"ldm-{run['name']}", captions, te, tok, cfg.get("caption_template"))
         row = {"run": run["name"], "steps": lc["steps"], "kl_weight": vc.get("kl_weight"), "adversarial": vc.get("adversarial", False),
                "recon_mse_members": round(vae_rec["recon_mse_train"], 5),
