@@ -404,6 +404,10 @@ def test_generic_loader_and_attack_command_take_an_iar_folder(rar_target, iar_da
     rar_target.save_pretrained(tmp_path / "rar")
     assert detect_kind(tmp_path / "rar") == "iar"
     assert load_target(tmp_path / "rar").fingerprint() == rar_target.fingerprint()
+    from genleak.audit import audit_attacks
+
+    standard = audit_attacks(rar_target)  # what `genleak audit` runs on an IAR by default
+    assert "iar-loss" in standard and "iar-mink-cfg" in standard and all(a.startswith("iar-") for a in standard)
     split = iar_data["split"]
     small = type(split)(members=split.members[:16], nonmembers=split.nonmembers[:16], source=split.source,
                         seed=split.seed, name="iar-small")

@@ -327,6 +327,13 @@ def test_latent_targets_compose_with_dualmd(tiny_sd, digits8):
     for name in ("loss", "pia", "dp-baseline"):
         assert torch.isfinite(get_attack(name).score(dual, samples.images, samples.ids, cond=cond, progress=False)).all()
     assert generate(dual, 4, 10, images=samples.images, strength=0.5, cond=cond).shape == samples.images.shape
+    # the standard audit adds the black-box and conditional attacks for text-to-image targets
+    from genleak.audit import audit_attacks
+
+    assert audit_attacks(target)[-2:] == ["genbox", "clid"] and audit_attacks(dual)[-2:] == ["genbox", "clid"]
+    uncond = dualmd.DualTarget(*(LatentDiffusionTarget(target.vae, build_latent_unet(4, 4, (32, 64), 1), sd_scheduler(), device="cpu")
+                                for _ in range(2)), steps=10)
+    assert audit_attacks(uncond)[-1] == "genbox"  # unconditional sub-models: no clid
 
 
 def test_dualmd_and_distillmd_on_text_to_image_targets(tiny_sd, tmp_path, cli):

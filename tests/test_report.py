@@ -326,6 +326,31 @@ def test_verdict_confidence():
     assert compute_verdict(shifted)["confidence"] == "low"
 
 
+def test_verdict_uses_multiplicity_adjusted_bounds_when_present(audit_dir):
+    """Choosing the most leaky of k attacks: the audit stores Bonferroni-adjusted lower bounds and
+    the verdict uses them, so a level the 95% CIs would grant can be refused."""
+    from genleak.report.verdict import simultaneous_confidence
+
+    a = _ok(0.66, 0.02, [0.62, 0.70], [0.0, 0.04])
+    plain = compute_verdict(_results(a=a))
+    assert plain["level"] == "moderate"
+    a["metrics"]["simultaneous_lower"] = {"auc": 0.58, "tpr_at_1pct_fpr": 0.0, "confidence": simultaneous_confidence(3),
+                                          "family_size": 6}
+    adjusted = compute_verdict(_results(a=a, b=_ok(0.5, 0.01, [0.45, 0.55], [0.0, 0.02]),
+                                        c=_ok(0.5, 0.01, [0.45, 0.55], [0.0, 0.02])))
+    assert adjusted["level"] == "low" and adjusted["auc_lower"] == 0.58
+    assert any("Bonferroni over 6 figures" in d for d in adjusted["details"])
+    # the real audit (2 attacks, 200 resamples): bounds at 1 - 0.05/4, below the 95% ones
+    data = load_results(audit_dir)
+    for name in ("loss", "sima"):
+        m = data["attacks"][name]["metrics"]
+        joint = m["simultaneous_lower"]
+        assert joint["confidence"] == pytest.approx(0.9875) and joint["family_size"] == 4
+        assert joint["auc"] <= m["auc_ci"][0] and joint["tpr_at_1pct_fpr"] <= m["tpr_at_1pct_fpr_ci"][0]
+    assert data["verdict"]["auc_lower"] == max(data["attacks"][n]["metrics"]["simultaneous_lower"]["auc"]
+                                               for n in ("loss", "sima"))
+
+
 # ------------------------------------------------------------------------------------------------
 # Results schema: versioned, documented, refused clearly when unknown
 # ------------------------------------------------------------------------------------------------

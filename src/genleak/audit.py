@@ -189,6 +189,11 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     the minimum-|P| curve says how many images that takes. Writes ``out/cdi/`` (cdi.json, scores,
     plot) and caches features in ``out/cdi/features``.
     """
+    from genleak.iar.target import IARTarget
+
+    if isinstance(target, IARTarget):
+        # IARs have their own dataset inference (thesis ch. 9.5.2: no scoring model on token features)
+        raise SectionSkipped("image autoregressive target: run `genleak iar-infer` for its dataset inference")
     try:
         from genleak.inference import CDIConfig, run_cdi, write_cdi
     except ImportError as err:
@@ -272,15 +277,46 @@ def extraction_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
+def audit_attacks(target: Any) -> list[str]:
+    """The standard audit's attacks for this target type: "all applicable attacks" (issue 7).
+
+    Diffusion targets: the core gray-box five (``DEFAULT_ATTACKS``) plus the black-box ``genbox``
+    (what DualMD defends against, and what the defense recommendation needs to tell a black-box
+    leak from a gray-box one); text-conditioned ones add ``clid`` (conditional overfitting, thesis
+    supp. C.8.1). Image autoregressive targets: every ``iar-*`` attack, plain and CFG (thesis ch. 9).
+    """
+    from genleak.attacks import DEFAULT_ATTACKS, available_attacks
+    from genleak.iar.target import IARTarget
+
+    if isinstance(target, IARTarget):
+        return [a for a in available_attacks() if a.startswith("iar-")]
+    names = [*DEFAULT_ATTACKS, "genbox"]
+    if is_text_conditioned(target):
+        names.append("clid")
+    return names
+
+
+def is_text_conditioned(target: Any) -> bool:
+    """True for targets that answer captions and have an unconditional (null) caption."""
+    make = getattr(target, "null_condition", None)
+    if make is None:
+        return False
+    try:
+        make(1)
+    except GenleakError:  # e.g. a DualMD target over unconditional sub-models
+        return False
+    return True
+
+
 def applicable_attacks(target: Any, candidates: Sequence[str] | None = None) -> list[str]:
-    """The default attacks (``genleak.attacks.DEFAULT_ATTACKS``) this target supports.
+    """``candidates`` (default: ``audit_attacks(target)``) that this target supports.
 
     An attack class may define ``applies_to(target) -> bool`` (e.g. a pixel-only attack on a latent
     target); attacks without it apply to every target.
     """
-    from genleak.attacks import DEFAULT_ATTACKS, attack_class
+    from genleak.attacks import attack_class
 
-    names = list(candidates) if candidates is not None else list(DEFAULT_ATTACKS)
+    names = list(candidates) if candidates is not None else audit_attacks(target)
     out = []
     for name in names:
         check = getattr(attack_class(name), "applies_to", None)
@@ -379,12 +415,36 @@ def run_audit(
                 lo, hi = bootstrap_ci(ms[mask_m], ns[mask_n], "tpr_at_fpr", n_resamples=bootstrap, seed=seed,
                                       max_fpr=0.001)
                 data["attacks"][a.name]["metrics"]["tpr_at_01pct_fpr_ci"] = [lo, hi]
+        _add_simultaneous_bounds(data, result, mask_m, mask_n, bootstrap, seed)
         save_results(data, out)
     data["sections"] = run_sections(target, split, out, specs)
     data["verdict"] = compute_verdict(data)
     save_results(data, out)
     write_report([out], out / REPORT_FILE)
     return data
+
+
+def _add_simultaneous_bounds(data: dict[str, Any], result: Any, mask_m: Any, mask_n: Any, bootstrap: int,
+                             seed: int) -> None:
+    """Lower bounds of AUC and TPR@1%FPR that stay valid when the verdict picks the most leaky of
+    the k attacks (Bonferroni; ``genleak.report.verdict``), stored as ``metrics.simultaneous_lower``."""
+    from genleak.metrics import bootstrap_ci
+    from genleak.report.verdict import simultaneous_confidence
+
+    ok = [a for a in result.attacks if a.ok and a.member_scores is not None]
+    confidence = simultaneous_confidence(len(ok))
+    for a in ok:
+        ms, ns = a.member_scores, a.nonmember_scores
+        if ms.ndim > 1:
+            ms, ns = ms[:, 0], ns[:, 0]
+        ms, ns = ms[mask_m], ns[mask_n]
+        auc_lo = bootstrap_ci(ms, ns, "auc", n_resamples=bootstrap, confidence=confidence, seed=seed)[0]
+        tpr_lo = bootstrap_ci(ms, ns, "tpr_at_fpr", n_resamples=bootstrap, confidence=confidence, seed=seed,
+                              max_fpr=0.01)[0]
+        data["attacks"][a.name]["metrics"]["simultaneous_lower"] = {
+            "auc": auc_lo, "tpr_at_1pct_fpr": tpr_lo, "confidence": confidence, "family_size": 2 * len(ok),
+            "rule": "Bonferroni over attacks x {AUC, TPR@1%FPR}; percentile bootstrap with the CIs' seed and resamples count",
+        }
 
 
 def _audit_inputs(target_path: str | Path | None, split_path: str | Path | None) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Option(..., help="Target model folder (diffusers)."),
         split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
         out: Path = typer.Option(..., help="Output folder: results.json, report.html, scores/, roc.png."),
-        attacks: str = typer.Option(None, help="Comma-separated attacks (default: every default attack the target supports)."),
+        attacks: str = typer.Option(None, help="Comma-separated attacks (default: the standard set for the target type: the core five + genbox, + clid for text-to-image, iar-* for IARs)."),
         sections: str = typer.Option(None, help="Comma-separated audit sections (default: all default ones; '' for none)."),
         params: str = typer.Option(None, help='Per-attack overrides as JSON, e.g. \'{"sima": {"t": 10}}\'.'),
         seed: int = typer.Option(0),

@@ -19,6 +19,14 @@ low        > 0.50                     --                              a detectab
 none       otherwise                  --                              no leakage detectable at this size
 =========  =========================  ==============================  ===========================
 
+Several attacks, one verdict: taking the best of k attacks' 95% lower bounds overstates the level
+about k times as often as one bound would. When the audit computed them (``genleak audit`` with
+bootstrap CIs), the rule therefore uses *simultaneous* lower bounds (``metrics.simultaneous_lower``):
+each the lower end of a percentile bootstrap interval at confidence 1 - 0.05 / (2k), Bonferroni
+over the k attacks x 2 figures, so the chance that any bound used exceeds its true value stays
+<= 2.5% as for a single 95% interval. Results without them (``genleak attack`` runs) are judged on
+the 95% CIs, as the table says.
+
 TPR@1%FPR is the figure that matters for MIAs (Carlini et al. 2022, "Membership inference attacks
 from first principles"): a random guess reaches 0.01, so 0.03 and 0.10 are 3x and 10x chance. AUC
 0.6 / 0.8 are the conventional "weak" / "strong" discrimination bars. The report's level is the
@@ -49,9 +57,20 @@ _RANK = {"unknown": -1, "none": 0, "low": 1, "moderate": 2, "high": 3}
 
 THRESHOLDS_TEXT = (
     "high: AUC >= 0.80 or TPR@1%FPR >= 0.10; moderate: AUC >= 0.60 or TPR@1%FPR >= 0.03; "
-    "low: AUC > 0.50; judged on the lower end of the 95% bootstrap CI (point estimate without CIs), "
+    "low: AUC > 0.50; judged on the lower end of the 95% bootstrap CI (point estimate without CIs; "
+    "Bonferroni-adjusted over the attacks when the audit computed simultaneous bounds), "
     "highest level over all attacks"
 )
+
+
+# Family-wise error of the verdict's lower bounds: one-sided 2.5%, as a single two-sided 95% CI's.
+FAMILY_ALPHA = 0.05
+
+
+def simultaneous_confidence(n_attacks: int) -> float:
+    """Two-sided confidence of each interval so that the 2 x ``n_attacks`` lower bounds the verdict
+    uses are jointly valid at FAMILY_ALPHA (Bonferroni)."""
+    return 1.0 - FAMILY_ALPHA / (2 * max(1, n_attacks))
 
 
 def level_of(auc: float, tpr1: float) -> str:
@@ -98,6 +117,9 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
         has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
         auc_lo = m["auc_ci"][0] if has_ci else m["auc"]
         tpr_lo = m["tpr_at_1pct_fpr_ci"][0] if has_ci else m["tpr_at_1pct_fpr"]
+        joint = m.get("simultaneous_lower")
+        if has_ci and joint:  # multiplicity-adjusted (module docstring)
+            auc_lo, tpr_lo = joint["auc"], joint["tpr_at_1pct_fpr"]
         rows.append({
             "attack": name, "has_ci": has_ci,
             "level": level_of(auc_lo, tpr_lo),
@@ -109,6 +131,12 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     point_best = max(rows, key=lambda r: (_RANK[r["point_level"]], r["metrics"]["auc"]))
     level = best["level"]
     all_ci = all(r["has_ci"] for r in rows)
+    joint = best["metrics"].get("simultaneous_lower") if all_ci else None
+    bound_name = "95% CI"
+    if joint:
+        bound_name = f"simultaneous {joint['confidence'] * 100:.2f}% interval"
+        details.append(f"Judged on lower bounds adjusted for choosing the most leaky of {len(rows)} attacks "
+                       f"(Bonferroni over {joint['family_size']} figures: {bound_name}s).")
     if not all_ci:
         confidence = "low"
         details.append("No bootstrap confidence intervals: judged on point estimates (rerun with --bootstrap 1000).")
@@ -116,7 +144,7 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
         confidence = "medium"
         details.append(
             f"The point estimates of {point_best['attack']} suggest {label_of(point_best['point_level']).lower()}, "
-            "but the 95% CI does not exclude a lower level: more members/non-members would tell."
+            f"but the {bound_name} does not exclude a lower level: more members/non-members would tell."
         )
     else:
         confidence = "high"
