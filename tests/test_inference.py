@@ -306,8 +306,8 @@ def test_cache_reuses_everything_and_recomputes_on_a_changed_parameter(overfit_d
 
 def test_cache_resumes_after_a_crash_without_losing_finished_chunks(overfit_ddpm, tmp_path):
     images = overfit_ddpm.split.nonmembers[:20]
-    specs = parse_features("loss")  # one denoiser call (on B x 5 inputs) per batch of 4 below
-    crashing = CountingTarget(overfit_ddpm.target, fail_after=2)
+    specs = parse_features("loss")  # 5 denoiser calls (one per noise draw, B inputs each) per batch of 4
+    crashing = CountingTarget(overfit_ddpm.target, fail_after=2 * 5)  # crashes in the third chunk
     with pytest.raises(RuntimeError, match="simulated crash"):
         extract_features(crashing, images, specs, cache_dir=tmp_path, chunk_size=4, batch_size=4, progress=False)
     resumed = extract_features(CountingTarget(overfit_ddpm.target), images, specs, cache_dir=tmp_path, chunk_size=4, batch_size=4, progress=False)
