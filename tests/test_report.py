@@ -723,6 +723,9 @@ def test_recommendation_for_latent_and_text_targets():
     assert f"--prompt-variants {PROMPT_VARIANTS}" in pd.commands[0] and "--text" in pd.commands[0]
     assert "--vae /runs/vae" in pd.commands[0] and "0.969 -> 0.751" in pd.expected_effect.measured
     assert "--text" in text["vae-kl"].commands[1]
+    # DistillMD was measured on a text-to-image LDM (results_latent.md §2b); DualMD barely helped there
+    assert text["distillmd"].priority == "recommended" and "0.373" in text["distillmd"].expected_effect.measured
+    assert text["dualmd"].priority == "consider" and "--latent /runs/base" in text["dualmd"].commands[0]
     gray_only = _by_id(recommend(_facts("text-to-image-ldm", text_recipe, sima=LEAKY_GRAY)))
     assert gray_only["prompt-diversification"].priority == "consider"  # it does not lower gray-box attacks
     # already hardened: KL 0.1 and 5 rephrasings -> neither is recommended again
