@@ -326,6 +326,17 @@ def test_verdict_confidence():
     assert compute_verdict(shifted)["confidence"] == "low"
 
 
+def test_verdict_ignores_tpr_bars_with_too_few_nonmembers():
+    """With 32 non-members TPR@1%FPR is TPR@0%FPR: one member above all non-members (1/32 > 0.03)
+    happens by chance, so the TPR bars do not count; AUC alone decides."""
+    lucky = _ok(0.55, 0.0625, [0.42, 0.68], [0.03125, 0.2])
+    lucky["metrics"]["n_nonmembers"] = lucky["metrics"]["n_members"] = 32
+    v = compute_verdict(_results(a=lucky))
+    assert v["level"] == "none" and any("judged on AUC alone" in d for d in v["details"])
+    lucky["metrics"]["n_nonmembers"] = 500  # the same figures on 500 non-members do count
+    assert compute_verdict(_results(a=lucky))["level"] == "moderate"
+
+
 def test_verdict_uses_multiplicity_adjusted_bounds_when_present(audit_dir):
     """Choosing the most leaky of k attacks: the audit stores Bonferroni-adjusted lower bounds and
     the verdict uses them, so a level the 95% CIs would grant can be refused."""

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from genleak.audit import SectionSkipped, register_section
-from genleak.report.verdict import compute_verdict, guard_warnings, level_of
+from genleak.report.verdict import compute_verdict, guard_warnings, judged_bounds, level_of
 
 SECTION_NAME = "defense"
 
@@ -281,9 +281,7 @@ class AuditFacts:
             m = a.get("metrics") or {}
             if a.get("status") != "ok" or "auc" not in m:
                 continue
-            has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
-            auc_lo = m["auc_ci"][0] if has_ci else m["auc"]
-            tpr_lo = m["tpr_at_1pct_fpr_ci"][0] if has_ci else m["tpr_at_1pct_fpr"]
+            auc_lo, tpr_lo, _ = judged_bounds(m)  # the verdict's own rule, per attack
             rows.append(AttackFact(
                 name=name, access=str(a.get("access") or "gray-box"), level=level_of(auc_lo, tpr_lo),
                 auc=float(m["auc"]), auc_lower=float(auc_lo),

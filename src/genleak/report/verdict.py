@@ -27,6 +27,9 @@ over the k attacks x 2 figures, so the chance that any bound used exceeds its tr
 <= 2.5% as for a single 95% interval. Results without them (``genleak attack`` runs) are judged on
 the 95% CIs, as the table says.
 
+With fewer than ``MIN_NONMEMBERS_FOR_TPR`` (100) non-members TPR@1%FPR is TPR@0%FPR, which one
+member scoring above every non-member meets by chance; the TPR bars then do not count.
+
 TPR@1%FPR is the figure that matters for MIAs (Carlini et al. 2022, "Membership inference attacks
 from first principles"): a random guess reaches 0.01, so 0.03 and 0.10 are 3x and 10x chance. AUC
 0.6 / 0.8 are the conventional "weak" / "strong" discrimination bars. The report's level is the
@@ -57,11 +60,16 @@ _RANK = {"unknown": -1, "none": 0, "low": 1, "moderate": 2, "high": 3}
 
 THRESHOLDS_TEXT = (
     "high: AUC >= 0.80 or TPR@1%FPR >= 0.10; moderate: AUC >= 0.60 or TPR@1%FPR >= 0.03; "
-    "low: AUC > 0.50; judged on the lower end of the 95% bootstrap CI (point estimate without CIs; "
+    "low: AUC > 0.50; TPR bars only with >= 100 non-members; judged on the lower end of the 95% bootstrap CI (point estimate without CIs; "
     "Bonferroni-adjusted over the attacks when the audit computed simultaneous bounds), "
     "highest level over all attacks"
 )
 
+
+# Below 1/0.01 non-members TPR@1%FPR is TPR@0%FPR: with n non-members the top-scoring member beats
+# them all with probability ~ n_m / (n_m + n) under no leakage at all, so a TPR bar of 0.03 is met by
+# one lucky member (1/32 > 0.03); the TPR bars count only from 100 non-members (metrics module doc).
+MIN_NONMEMBERS_FOR_TPR = 100
 
 # Family-wise error of the verdict's lower bounds: one-sided 2.5%, as a single two-sided 95% CI's.
 FAMILY_ALPHA = 0.05
@@ -91,6 +99,26 @@ def label_of(level: str) -> str:
     return NONE_LEVEL[1] if level == NONE_LEVEL[0] else UNKNOWN_LEVEL[1]
 
 
+def judged_bounds(metrics: dict[str, Any]) -> tuple[float, float, bool]:
+    """(AUC, TPR@1%FPR, has CIs): the figures the rule judges one attack's ``metrics`` on: the
+    multiplicity-adjusted lower bounds if stored, else the 95% CI's lower ends, else the point
+    estimates; TPR counts as 0 below ``MIN_NONMEMBERS_FOR_TPR`` non-members."""
+    m = metrics
+    has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
+    auc_lo = m["auc_ci"][0] if has_ci else m["auc"]
+    tpr_lo = m["tpr_at_1pct_fpr_ci"][0] if has_ci else m["tpr_at_1pct_fpr"]
+    joint = m.get("simultaneous_lower")
+    if has_ci and joint:  # multiplicity-adjusted (module docstring)
+        auc_lo, tpr_lo = joint["auc"], joint["tpr_at_1pct_fpr"]
+    if not _tpr_counts(m):  # TPR@1%FPR is TPR@0%FPR of a handful of samples: judge on AUC alone
+        tpr_lo = 0.0
+    return float(auc_lo), float(tpr_lo), has_ci
+
+
+def _tpr_counts(metrics: dict[str, Any]) -> bool:
+    return (metrics.get("n_nonmembers") or 0) >= MIN_NONMEMBERS_FOR_TPR
+
+
 def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     """The verdict of one ``results.json`` dict: level, label, confidence, deciding attack, text.
 
@@ -114,16 +142,12 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for name, a in ok.items():
         m = a["metrics"]
-        has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
-        auc_lo = m["auc_ci"][0] if has_ci else m["auc"]
-        tpr_lo = m["tpr_at_1pct_fpr_ci"][0] if has_ci else m["tpr_at_1pct_fpr"]
-        joint = m.get("simultaneous_lower")
-        if has_ci and joint:  # multiplicity-adjusted (module docstring)
-            auc_lo, tpr_lo = joint["auc"], joint["tpr_at_1pct_fpr"]
+        auc_lo, tpr_lo, has_ci = judged_bounds(m)
+        tpr_counts = _tpr_counts(m)
         rows.append({
             "attack": name, "has_ci": has_ci,
             "level": level_of(auc_lo, tpr_lo),
-            "point_level": level_of(m["auc"], m["tpr_at_1pct_fpr"]),
+            "point_level": level_of(m["auc"], m["tpr_at_1pct_fpr"] if tpr_counts else 0.0),
             "auc_lo": auc_lo, "tpr_lo": tpr_lo, "metrics": m,
         })
     # The most leaky attack decides; ties go to the larger AUC lower bound, then TPR lower bound.
@@ -155,7 +179,8 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     m = best["metrics"]
     n_m, n_n = m.get("n_members"), m.get("n_nonmembers")
     if n_n is not None and n_n < 100:
-        details.append(f"Only {n_n} non-members: TPR@1%FPR is really TPR@0%FPR (needs >= 100).")
+        details.append(f"Only {n_n} non-members: TPR@1%FPR is really TPR@0%FPR (needs >= 100), so the level "
+                       "is judged on AUC alone.")
     headline = (
         f"{best['attack']} reaches AUC {_fmt(m['auc'])}{_ci(m.get('auc_ci'))} and "
         f"TPR@1%FPR {_fmt(m['tpr_at_1pct_fpr'])}{_ci(m.get('tpr_at_1pct_fpr_ci'))} "
