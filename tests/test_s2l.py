@@ -327,9 +327,11 @@ def test_placeholder_round_trips_and_reaches_the_attack_prompts(tiny_text_target
     assert tuned.conditions(samples) == [f"a thin handwritten digit one upright {PLACEHOLDER}", f"x {PLACEHOLDER}"]
     assert tuned.fingerprint() != target.fingerprint()
     assert tuned.describe()["textual_inversion"] == {"placeholder": PLACEHOLDER, "token_id": new_id, "prompt_template": "{prompt} {token}"}
-    # saved as a plain SD folder: the tokenizer and the new row survive the round trip
+    # saved as an SD folder: the tokenizer, the new row and the prompt template survive the round trip
     tuned.save_pretrained(tmp_path / "ti")
     loaded = load_target(tmp_path / "ti", device="cpu")
+    assert type(loaded) is type(tuned) and loaded.fingerprint() == tuned.fingerprint()
+    assert loaded.conditions(samples) == tuned.conditions(samples)
     assert loaded.tokenizer(f"{PROMPT} {PLACEHOLDER}").input_ids == ids
     z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():

@@ -62,10 +62,14 @@ class TextualInversionTarget(LatentDiffusionTarget):
 
     ``conditions(samples)`` puts the word into every caption with ``prompt_template`` (see the
     module docstring for why), so the attacks of ``genleak.pipeline`` query the model with it; a
-    caption passed explicitly to ``eps`` is used as given. ``save_pretrained`` writes a plain
-    SD-style folder (the new tokenizer and text encoder included); the template is not part of
-    that folder, so a reloaded target needs the word in its prompts.
+    caption passed explicitly to ``eps`` is used as given. ``save_pretrained`` writes an SD-style
+    folder (the new tokenizer and text encoder included) whose ``genleak_latent.json`` records the
+    placeholder and template, so ``load_target`` rebuilds this class; other SD tools load it as a
+    plain pipeline that knows the new word.
     """
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"textual_inversion": {"placeholder": self.placeholder, "prompt_template": self.prompt_template}}
 
     def __init__(self, *args: Any, placeholder: str, prompt_template: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
