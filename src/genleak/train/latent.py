@@ -162,6 +162,10 @@ def train_latent(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
     torch.manual_seed(config.seed)
+    if init is not None:
+        # fine-tuning must not move the modules the init target shares with its caller (on a GPU
+        # run they would end up on the GPU under a target that lives on the CPU)
+        vae, text_encoder = _on_device(vae, device), _on_device(text_encoder, device)
     vae = vae.to(device).eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if images.shape[-1] % factor or images.shape[-1] != images.shape[-2]:
@@ -286,6 +290,14 @@ def _add_lora(model: Any, config: LatentTrainConfig) -> Any:
 
 
 @torch.no_grad()
+def _on_device(module: Any, device: torch.device) -> Any:
+    """``module`` itself if it already lives on ``device``, else a copy (the original stays put)."""
+    if module is None:
+        return None
+    current = next(module.parameters()).device
+    return module if current.type == device.type and (current.index or 0) == (device.index or 0) else copy.deepcopy(module)
+
+
 def _posteriors(vae: Any, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std of every image, once: the VAE is frozen, sampling is then cheap."""
     means, stds = [], []
