@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "atomic_path",
+    "publish_folder",
     "atomic_save_npz",
     "atomic_save_torch",
     "atomic_write_bytes",
@@ -125,6 +127,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def publish_folder(out: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Let ``write(staging)`` fill a staging folder inside ``out``, then move each of its entries
+    over its namesake in ``out`` (a model folder written by ``save_pretrained``): a crash while
+    writing never leaves a half-written model where a good one was."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    write(staging)
+    for entry in staging.iterdir():
+        dest = out / entry.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(entry, dest)
+    staging.rmdir()
+    return out
 
 
 def _fsync_dir(directory: Path) -> None:

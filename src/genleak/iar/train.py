@@ -24,8 +24,8 @@ import torch
 
 from genleak.errors import GenleakError
 from genleak.iar.target import IARTarget, build_target, load_iar_target
+from genleak.train.runs import TRAIN_RECORD, finished_run
 
-TRAIN_RECORD = "genleak_train.json"
 KINDS = ("var", "rar", "mar")
 
 
@@ -138,10 +138,7 @@ def train_iar(
     labels = torch.as_tensor(labels, dtype=torch.long)
     _check_inputs(images, labels, config.num_classes)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and (out / TRAIN_RECORD).is_file():
-        saved = json.loads((out / TRAIN_RECORD).read_text())
-        if saved.get("config") != config.to_dict():
-            raise GenleakError(f"'{out}' already holds a finished IAR run with a different config; use another --out")
+    if out is not None and finished_run(out, config.to_dict(), what="IAR run"):
         return load_iar_target(out)
 
     start = time.time()

@@ -1,5 +1,12 @@
 """Training and fine-tuning loops (on HF accelerate)."""
 
-from genleak.train.ddpm import TrainConfig, TrainHooks, train_ddpm
+from genleak._lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainHooks", "train_ddpm"]
+_EXPORTS: dict[str, str] = {
+    "TrainConfig": "genleak.train.ddpm",
+    "TrainHooks": "genleak.train.ddpm",
+    "train_ddpm": "genleak.train.ddpm",
+}
+
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +18,10 @@ from typing import Any
 import torch
 
 from genleak.errors import GenleakError
-from genleak.io import atomic_save_torch, atomic_write_json
+from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
 from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
+from genleak.train.runs import TRAIN_RECORD, ema_update, finished_run
 
-TRAIN_RECORD = "genleak_train.json"
 CHECKPOINT = "checkpoint/state.pt"
 
 
@@ -138,10 +135,8 @@ def train_ddpm(
     if images.shape[-1] != images.shape[-2]:
         raise GenleakError(f"training needs square images, got {tuple(images.shape[-2:])}")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        done = _finished_run(out, config)
-        if done is not None:
-            return done
+    if out is not None and finished_run(out, config.to_dict()):
+        return DiffusionTarget.from_pretrained(out)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
@@ -195,7 +190,7 @@ def train_ddpm(
         accelerator.backward(loss)
         optimizer.step()
         if ema is not None:
-            _ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
+            ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
         step += 1
         hooks.after_step(step)
         losses.append(loss.item())
@@ -228,22 +223,6 @@ def train_ddpm(
     return target
 
 
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - decay)
-
-
-def _finished_run(out: Path, config: TrainConfig) -> DiffusionTarget | None:
-    record = out / TRAIN_RECORD
-    if not record.is_file():
-        return None
-    saved = json.loads(record.read_text())
-    if saved.get("config") != config.to_dict():
-        raise GenleakError(f"'{out}' already holds a finished run with a different config; use another --out")
-    return DiffusionTarget.from_pretrained(out)
-
-
 def _save_run(
     target: DiffusionTarget,
     out: Path,
@@ -253,17 +232,7 @@ def _save_run(
     split_manifest: dict[str, Any] | None,
 ) -> None:
     """Write the pipeline folder via a staging directory, then the run record last."""
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    target.save_pretrained(staging)
-    for entry in staging.iterdir():
-        dest = out / entry.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(entry, dest)
-    staging.rmdir()
+    publish_folder(out, target.save_pretrained)
     if split_manifest is not None:
         atomic_write_json(out / "split.json", split_manifest)
     atomic_write_json(

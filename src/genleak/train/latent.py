@@ -26,8 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,7 +37,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from genleak.errors import GenleakError
-from genleak.io import atomic_save_torch, atomic_write_json
+from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
 from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported for training callers)
     CAPTION_VARIANTS,
     LatentDiffusionTarget,
@@ -48,8 +46,8 @@ from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported
     sd_scheduler,
 )
 from genleak.train.ddpm import TrainHooks, next_batch
+from genleak.train.runs import TRAIN_RECORD, ema_update, finished_run
 
-TRAIN_RECORD = "genleak_train.json"
 CHECKPOINT = "checkpoint/state.pt"
 LORA_DIR = "lora"
 # LoRA on the attention projections, as diffusers' train_text_to_image_lora.py does.
@@ -133,10 +131,8 @@ def train_latent(
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        done = _finished_run(out, config)
-        if done is not None:
-            return done
+    if out is not None and finished_run(out, config.to_dict()):
+        return LatentDiffusionTarget.from_pretrained(out)
     if init is not None:
         vae, text_encoder, tokenizer = init.vae, init.text_encoder, init.tokenizer
         scheduler = init.scheduler
@@ -241,7 +237,7 @@ def train_latent(
         accelerator.backward(loss)
         optimizer.step()
         if ema is not None:
-            _ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
+            ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
         step += 1
         hooks.after_step(step)
         losses.append(loss.item())
@@ -323,22 +319,6 @@ def _caption_table(
     return torch.cat(rows), [[index[str(c)] for c in caps] for caps in captions], 0
 
 
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - decay)
-
-
-def _finished_run(out: Path, config: LatentTrainConfig) -> LatentDiffusionTarget | None:
-    record = out / TRAIN_RECORD
-    if not record.is_file():
-        return None
-    saved = json.loads(record.read_text())
-    if saved.get("config") != config.to_dict():
-        raise GenleakError(f"'{out}' already holds a finished run with a different config; use another --out")
-    return LatentDiffusionTarget.from_pretrained(out)
-
-
 def _save_run(
     target: LatentDiffusionTarget,
     out: Path,
@@ -348,17 +328,7 @@ def _save_run(
     split_manifest: dict[str, Any] | None,
     captions: Sequence[Sequence[str]] | None,
 ) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    target.save_pretrained(staging)
-    for entry in staging.iterdir():
-        dest = out / entry.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(entry, dest)
-    staging.rmdir()
+    publish_folder(out, target.save_pretrained)
     if split_manifest is not None:
         atomic_write_json(out / "split.json", split_manifest)
     atomic_write_json(out / TRAIN_RECORD, {

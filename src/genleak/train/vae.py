@@ -20,9 +20,6 @@ Resumable like ``train_ddpm``: atomic checkpoints, the same command continues a 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +29,8 @@ import torch
 from torch import nn
 
 from genleak.errors import GenleakError
-from genleak.io import atomic_save_torch, atomic_write_json
+from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
+from genleak.train.runs import finished_run
 
 VAE_RECORD = "genleak_vae.json"
 CHECKPOINT = "checkpoint/state.pt"
@@ -112,10 +110,7 @@ def train_vae(
     if config.kl_weight < 0:
         raise GenleakError(f"kl_weight must be >= 0, got {config.kl_weight}")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and (out / VAE_RECORD).is_file():
-        saved = json.loads((out / VAE_RECORD).read_text())
-        if saved.get("config") != config.to_dict():
-            raise GenleakError(f"'{out}' already holds a finished VAE run with a different config; use another --out")
+    if out is not None and finished_run(out, config.to_dict(), what="VAE run", record=VAE_RECORD):
         return load_vae(out)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -268,14 +263,7 @@ def load_vae(folder: str | Path) -> Any:
 
 def _save_vae(vae: Any, out: Path, config: VAEConfig, history: list[list[float]], seconds: float,
               images: torch.Tensor, heldout: torch.Tensor | None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    vae.save_pretrained(str(staging), safe_serialization=True)
-    for entry in staging.iterdir():
-        os.replace(entry, out / entry.name)
-    staging.rmdir()
+    publish_folder(out, lambda staging: vae.save_pretrained(str(staging), safe_serialization=True))
     recent = history[-50:] or [[0.0, 0.0, 0.0, 0.0]]
     record = {
         "format": "genleak.vae",
