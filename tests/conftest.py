@@ -54,3 +54,23 @@ def overfit_ddpm(tmp_path_factory, digits8) -> OverfitModel:
     config = TrainConfig(steps=1250, block_out_channels=(32, 64), ema_decay=0.995, seed=0, checkpoint_every=625)
     target = train_ddpm(split.members.images, config, root / "target", split_manifest=split.to_manifest(), progress=False)
     return OverfitModel(target=target, split=split, heldout=heldout, folder=root / "target", split_path=split_path)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``genleak ARGS...`` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from genleak.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["genleak", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as ex:
+            code = ex.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -4,28 +4,14 @@ and no partial output left behind."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from genleak.cli import main
 
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["genleak", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as ex:
-        code = ex.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_attack_command_writes_scores_metrics_and_plot(overfit_ddpm, tmp_path, monkeypatch, capsys):
+def test_attack_command_writes_scores_metrics_and_plot(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "run"
-    code, stdout, err = run_cli(monkeypatch, capsys, "attack", "--target", str(overfit_ddpm.folder), "--split",
+    code, stdout, err = cli("attack", "--target", str(overfit_ddpm.folder), "--split",
                                 str(overfit_ddpm.split_path), "--attacks", "loss,sima", "--out", str(out), "--bootstrap", "200")
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
@@ -38,7 +24,7 @@ def test_attack_command_writes_scores_metrics_and_plot(overfit_ddpm, tmp_path, m
     assert (out / "roc.png").stat().st_size > 1000
     # a rerun reuses the cached scores (same keys) and gives the same numbers
     before = (out / "scores" / "loss.npz").stat().st_mtime_ns
-    code, _, err = run_cli(monkeypatch, capsys, "attack", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("attack", "--target", str(overfit_ddpm.folder), "--split",
                            str(overfit_ddpm.split_path), "--attacks", "loss", "--out", str(out), "--bootstrap", "0")
     assert code == 0, err
     assert (out / "scores" / "loss.npz").stat().st_mtime_ns == before
@@ -63,65 +49,65 @@ def _assert_clean_failure(code, err, out_dir, *words):
     assert not out_dir.exists() or not any(out_dir.rglob("*")), "partial output left behind"
 
 
-def test_overlapping_split_is_refused(overfit_ddpm, digits8, tmp_path, monkeypatch, capsys):
+def test_overlapping_split_is_refused(overfit_ddpm, digits8, tmp_path, cli):
     d = digits8[:3]
     pairs = list(zip(d.ids, d.hashes))
     bad = tmp_path / "overlap.json"
     _write_manifest(bad, pairs, pairs[1:], {"kind": "digits", "size": 8})
     out = tmp_path / "o"
-    code, _, err = run_cli(monkeypatch, capsys, "attack", "--target", str(overfit_ddpm.folder), "--split", str(bad), "--out", str(out))
+    code, _, err = cli("attack", "--target", str(overfit_ddpm.folder), "--split", str(bad), "--out", str(out))
     _assert_clean_failure(code, err, out, "both")
 
 
-def test_empty_side_is_refused(overfit_ddpm, digits8, tmp_path, monkeypatch, capsys):
+def test_empty_side_is_refused(overfit_ddpm, digits8, tmp_path, cli):
     d = digits8[:3]
     bad = tmp_path / "empty.json"
     _write_manifest(bad, list(zip(d.ids, d.hashes)), [], {"kind": "digits", "size": 8})
     out = tmp_path / "o"
-    code, _, err = run_cli(monkeypatch, capsys, "attack", "--target", str(overfit_ddpm.folder), "--split", str(bad), "--out", str(out))
+    code, _, err = cli("attack", "--target", str(overfit_ddpm.folder), "--split", str(bad), "--out", str(out))
     _assert_clean_failure(code, err, out, "non-member")
 
 
-def test_wrong_channel_count_is_refused(overfit_ddpm, tmp_path, monkeypatch, capsys):
+def test_wrong_channel_count_is_refused(overfit_ddpm, tmp_path, cli):
     rgb = np.random.default_rng(0).integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "rgb.npz", images=rgb)
     split = tmp_path / "rgb.json"
-    code, _, err = run_cli(monkeypatch, capsys, "split", "--source", f"npz:{tmp_path / 'rgb.npz'}", "--members", "10", "--out", str(split))
+    code, _, err = cli("split", "--source", f"npz:{tmp_path / 'rgb.npz'}", "--members", "10", "--out", str(split))
     assert code == 0, err
     out = tmp_path / "o"
-    code, _, err = run_cli(monkeypatch, capsys, "attack", "--target", str(overfit_ddpm.folder), "--split", str(split), "--out", str(out))
+    code, _, err = cli("attack", "--target", str(overfit_ddpm.folder), "--split", str(split), "--out", str(out))
     _assert_clean_failure(code, err, out, "shape")
 
 
-def test_missing_checkpoint_is_refused(overfit_ddpm, tmp_path, monkeypatch, capsys):
+def test_missing_checkpoint_is_refused(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "o"
-    code, _, err = run_cli(monkeypatch, capsys, "attack", "--target", str(tmp_path / "no-model"), "--split",
+    code, _, err = cli("attack", "--target", str(tmp_path / "no-model"), "--split",
                            str(overfit_ddpm.split_path), "--out", str(out))
     _assert_clean_failure(code, err, out, "does not exist")
 
 
-def test_nan_images_are_refused(tmp_path, monkeypatch, capsys):
+def test_nan_images_are_refused(tmp_path, cli):
     x = np.random.default_rng(0).uniform(-1, 1, size=(20, 1, 8, 8)).astype(np.float32)
     x[3, 0, 2, 2] = np.nan
     np.savez(tmp_path / "nan.npz", images=x)
     out = tmp_path / "split.json"
-    code, _, err = run_cli(monkeypatch, capsys, "split", "--source", f"npz:{tmp_path / 'nan.npz'}", "--members", "10", "--out", str(out))
+    code, _, err = cli("split", "--source", f"npz:{tmp_path / 'nan.npz'}", "--members", "10", "--out", str(out))
     assert code == 2 and "nan" in err.lower() and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary file left behind"
 
 
-def test_help_lists_the_core_commands(monkeypatch, capsys):
-    code, out, _ = run_cli(monkeypatch, capsys, "--help")
+def test_help_lists_the_core_commands(cli):
+    code, out, _ = cli("--help")
     assert code == 0
     for cmd in ("split", "train", "attack", "inspect", "demo", "sweep"):
         assert cmd in out
 
 
 @pytest.mark.parametrize("what", ["target", "split"])
-def test_inspect(overfit_ddpm, monkeypatch, capsys, what):
+def test_inspect(overfit_ddpm, what, cli):
     path = overfit_ddpm.folder if what == "target" else overfit_ddpm.split_path
-    code, out, err = run_cli(monkeypatch, capsys, "inspect", str(path))
+    code, out, err = cli("inspect", str(path))
     assert code == 0, err
     info = json.loads(out)
     assert info["fingerprint"]
@@ -129,7 +115,7 @@ def test_inspect(overfit_ddpm, monkeypatch, capsys, what):
 
 @pytest.mark.parametrize("args, words", [(("attak",), ("No such command", "attack")),
                                          (("attack", "--bogus"), ("No such option", "--bogus"))])
-def test_usage_mistakes_are_one_short_error_not_a_traceback(monkeypatch, capsys, args, words):
-    code, _, err = run_cli(monkeypatch, capsys, *args)
+def test_usage_mistakes_are_one_short_error_not_a_traceback(args, words, cli):
+    code, _, err = cli(*args)
     assert code == 2
     assert "Traceback" not in err and all(w in err for w in words)

@@ -393,12 +393,10 @@ def test_cli_commands(iar_data, rar_target, tmp_path):
     assert (tmp_path / "t" / "config.json").is_file()
 
 
-def test_generic_loader_and_attack_command_take_an_iar_folder(rar_target, iar_data, tmp_path, monkeypatch, capsys):
+def test_generic_loader_and_attack_command_take_an_iar_folder(rar_target, iar_data, tmp_path, cli):
     """``load_target`` recognises an IAR folder, so ``genleak attack`` / ``inspect`` run on it."""
     import json
-    import sys
 
-    from genleak.cli import main
     from genleak.targets.loading import detect_kind, load_target
 
     rar_target.save_pretrained(tmp_path / "rar")
@@ -412,13 +410,9 @@ def test_generic_loader_and_attack_command_take_an_iar_folder(rar_target, iar_da
     small = type(split)(members=split.members[:16], nonmembers=split.nonmembers[:16], source=split.source,
                         seed=split.seed, name="iar-small")
     small.save(tmp_path / "split.json")
-    monkeypatch.setattr(sys, "argv", ["genleak", "attack", "--target", str(tmp_path / "rar"), "--split",
-                                      str(tmp_path / "split.json"), "--attacks", "iar-loss,iar-mink", "--out",
-                                      str(tmp_path / "run"), "--bootstrap", "0"])
-    try:
-        main()
-    except SystemExit as ex:
-        assert not ex.code, capsys.readouterr().err
+    code, _, err = cli("attack", "--target", str(tmp_path / "rar"), "--split", str(tmp_path / "split.json"),
+                       "--attacks", "iar-loss,iar-mink", "--out", str(tmp_path / "run"), "--bootstrap", "0")
+    assert code == 0, err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {a: results["attacks"][a]["status"] for a in ("iar-loss", "iar-mink")} == {"iar-loss": "ok", "iar-mink": "ok"}
     assert 0.0 <= results["attacks"]["iar-loss"]["metrics"]["auc"] <= 1.0

@@ -9,7 +9,6 @@ docstrings for what each one costs and claims).
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,23 +53,6 @@ def _captioned(imageset):
     out = imageset[list(range(len(imageset)))]
     out.captions = template_captions(out)
     return out
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run ``genleak ARGS...`` in-process; returns (exit code, stdout, stderr)."""
-    from genleak.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["genleak", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as ex:
-            code = ex.code or 0
-        return (code, *capsys.readouterr())
-
-    return run
 
 
 # -- a random tiny SD-style folder ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from genleak.audit import SectionSkipped, register_section, resolve_sections, run_audit, run_sections
-from genleak.cli import main
 from genleak.errors import GenleakError
 from genleak.report.html import REPORT_FILE, load_run, render_report, write_report
 from genleak.report.results import load_results
@@ -416,25 +415,14 @@ def test_schema_is_documented(audit_dir):
 # ------------------------------------------------------------------------------------------------
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["genleak", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as ex:
-        code = ex.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_report_and_compare_commands(audit_dir, failed_dir, tmp_path, monkeypatch, capsys):
+def test_report_and_compare_commands(audit_dir, failed_dir, tmp_path, cli):
     out = tmp_path / "both.html"
-    code, stdout, err = run_cli(monkeypatch, capsys, "report", str(audit_dir), str(failed_dir), "--out", str(out),
+    code, stdout, err = cli("report", str(audit_dir), str(failed_dir), "--out", str(out),
                                 "--labels", "baseline,broken")
     assert code == 0, err
     page = out.read_text()
     assert 'class="compare-table"' in page and page.count('<article class="run"') == 2
-    code, stdout, err = run_cli(monkeypatch, capsys, "compare", str(audit_dir), str(failed_dir), "--labels",
+    code, stdout, err = cli("compare", str(audit_dir), str(failed_dir), "--labels",
                                 "baseline,DistillMD", "--out", str(tmp_path / "cmp.html"))
     assert code == 0, err
     assert "baseline" in stdout and "DistillMD" in stdout and "failed" in stdout
@@ -446,9 +434,9 @@ def test_report_and_compare_commands(audit_dir, failed_dir, tmp_path, monkeypatc
     assert 'data-status="failed"' in (tmp_path / "cmp.html").read_text()
 
 
-def test_audit_command(overfit_ddpm, tmp_path, monkeypatch, capsys):
+def test_audit_command(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "audit"
-    code, stdout, err = run_cli(monkeypatch, capsys, "audit", "--target", str(overfit_ddpm.folder), "--split",
+    code, stdout, err = cli("audit", "--target", str(overfit_ddpm.folder), "--split",
                                 str(overfit_ddpm.split_path), "--out", str(out), "--attacks", "sima", "--sections", "",
                                 "--params", '{"sima": {"t": 10}}', "--bootstrap", "50")
     assert code == 0, err
@@ -457,14 +445,14 @@ def test_audit_command(overfit_ddpm, tmp_path, monkeypatch, capsys):
     assert data["attacks"]["sima"]["config"]["t"] == 10 and data["settings"]["attack_params"] == {"sima": {"t": 10}}
     assert data["command"].startswith("genleak audit --target") and data["sections"] == {}
     assert data["verdict"] == compute_verdict(data)
-    code, _, err = run_cli(monkeypatch, capsys, "audit", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("audit", "--target", str(overfit_ddpm.folder), "--split",
                            str(overfit_ddpm.split_path), "--out", str(tmp_path / "bad"), "--sections", "nope")
     assert code == 2 and "unknown audit section" in err and not (tmp_path / "bad").exists()
 
 
-def test_report_command_refuses_unknown_version(failed_dir, tmp_path, monkeypatch, capsys):
+def test_report_command_refuses_unknown_version(failed_dir, tmp_path, cli):
     run = _rewrite(failed_dir, tmp_path / "future", version=7)
-    code, _, err = run_cli(monkeypatch, capsys, "report", str(run), "--out", str(tmp_path / "r.html"))
+    code, _, err = cli("report", str(run), "--out", str(tmp_path / "r.html"))
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "version 7" in lines[0], err
     assert not (tmp_path / "r.html").exists()

@@ -5,26 +5,12 @@ latent targets: prompt domains, full / LoRA through train_latent and textual inv
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from genleak.errors import GenleakError
-
-
-def _run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from genleak.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["genleak", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as ex:
-        code = ex.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- perturbation ----------------------------------------------------------------------------------------------
@@ -145,10 +131,9 @@ def test_unconditional_target_has_only_the_all_domain(overfit_ddpm):
         make_domain_set(overfit_ddpm.target, "3", ShakeConfig())
 
 
-def test_s2l_and_perturb_cli(overfit_ddpm, tmp_path, monkeypatch, capsys):
+def test_s2l_and_perturb_cli(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "s2l"
-    code, stdout, err = _run_cli(
-        monkeypatch, capsys, "s2l", "--target", str(overfit_ddpm.folder), "--split", str(overfit_ddpm.split_path),
+    code, stdout, err = cli("s2l", "--target", str(overfit_ddpm.folder), "--split", str(overfit_ddpm.split_path),
         "--domain", "all", "--method", "full,lora", "--rank", "1,2", "--attacks", "sima", "--n-synthetic", "16",
         "--sample-steps", "5", "--steps", "3", "--out", str(out))
     assert code == 0, err
@@ -160,11 +145,11 @@ def test_s2l_and_perturb_cli(overfit_ddpm, tmp_path, monkeypatch, capsys):
     assert (out / "synthetic_set.png").is_file() and (out / "s2l.md").is_file()
     assert "lora" in stdout and "Δ" not in err
 
-    code, _, err = _run_cli(monkeypatch, capsys, "s2l", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("s2l", "--target", str(overfit_ddpm.folder), "--split",
                             str(overfit_ddpm.split_path), "--method", "embedding", "--out", str(tmp_path / "e"))
     assert code == 2 and "text-conditioned" in err and len(err.strip().splitlines()) == 1
 
-    code, _, err = _run_cli(monkeypatch, capsys, "perturb", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("perturb", "--target", str(overfit_ddpm.folder), "--split",
                             str(overfit_ddpm.split_path), "--sigma", "0.01", "--draws", "1", "--attacks", "sima",
                             "--out", str(tmp_path / "p"))
     assert code == 0, err
@@ -386,15 +371,14 @@ def test_full_and_lora_fine_tune_latent_targets_through_train_latent(tiny_text_t
         finetune(uncond, data, "embedding", cfg)
 
 
-def test_s2l_cli_on_an_sd_folder_runs_full_lora_and_embedding(tiny_text_target, digits8, tmp_path, monkeypatch, capsys):
+def test_s2l_cli_on_an_sd_folder_runs_full_lora_and_embedding(tiny_text_target, digits8, tmp_path, cli):
     from genleak.data import make_split
 
     _, folder = tiny_text_target
     split_path = tmp_path / "split.json"
     make_split(digits8, 8, 8, seed=0, source={"kind": "digits", "size": 8}).save(split_path)  # captions: the target's template
     out = tmp_path / "s2l"
-    code, stdout, err = _run_cli(
-        monkeypatch, capsys, "s2l", "--target", str(folder), "--split", str(split_path), "--domain", PROMPT,
+    code, stdout, err = cli("s2l", "--target", str(folder), "--split", str(split_path), "--domain", PROMPT,
         "--method", "full,lora,embedding", "--rank", "2", "--attacks", "loss", "--n-synthetic", "8",
         "--sample-steps", "3", "--steps", "3", "--batch-size", "4", "--out", str(out))
     assert code == 0, err
@@ -413,12 +397,12 @@ def test_s2l_cli_on_an_sd_folder_runs_full_lora_and_embedding(tiny_text_target, 
         assert base["member_scores"].shape == (8,) and not np.array_equal(base["member_scores"], ti["member_scores"])
     assert (out / "synthetic_set.npz").is_file() and (out / "s2l.md").is_file() and "embedding" in stdout
 
-    code, _, err = _run_cli(monkeypatch, capsys, "s2l", "--target", str(folder), "--split", str(split_path),
+    code, _, err = cli("s2l", "--target", str(folder), "--split", str(split_path),
                             "--method", "embedding", "--out", str(tmp_path / "bad"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "prompt" in err  # the default domain 'all'
 
 
-def test_embedding_on_a_pixel_target_is_a_one_line_error(digits8, tmp_path, monkeypatch, capsys):
+def test_embedding_on_a_pixel_target_is_a_one_line_error(digits8, tmp_path, cli):
     from genleak.data import make_split
     from genleak.s2l.shake import ShakeConfig, finetune
     from genleak.targets import DiffusionTarget, build_unet, default_scheduler
@@ -431,7 +415,7 @@ def test_embedding_on_a_pixel_target_is_a_one_line_error(digits8, tmp_path, monk
     pixel.save_pretrained(tmp_path / "pixel")
     split_path = tmp_path / "split.json"
     make_split(digits8, 4, 4, seed=0, source={"kind": "digits", "size": 8}).save(split_path)
-    code, _, err = _run_cli(monkeypatch, capsys, "s2l", "--target", str(tmp_path / "pixel"), "--split", str(split_path),
+    code, _, err = cli("s2l", "--target", str(tmp_path / "pixel"), "--split", str(split_path),
                             "--method", "full,embedding", "--out", str(tmp_path / "e"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "text-conditioned" in err
     assert not (tmp_path / "e" / "synthetic_set.npz").exists()  # refused before any generation
