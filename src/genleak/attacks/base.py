@@ -56,7 +56,7 @@ class Attack(ABC):
                     f"attack '{self.name}' has no parameter(s) {sorted(unknown)}; "
                     f"it takes {[f.name for f in dataclasses.fields(base)]}"
                 )
-            base = dataclasses.replace(base, **overrides)
+            base = dataclasses.replace(base, **_as_field_types(base, overrides))
         self.config = base
 
     @property
@@ -195,6 +195,27 @@ def check_compatible(target: Target, images: torch.Tensor) -> None:
 
 def _slice(cond: Sequence[Any] | torch.Tensor, start: int, stop: int) -> Any:
     return cond[start:stop]
+
+
+def _as_field_types(config: AttackConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Lists for tuple-valued parameters (JSON configs, CLI ``--params``) become tuples of the
+    default's element type, so configs stay hashable and compare equal however they were given."""
+    out = dict(overrides)
+    for name, value in overrides.items():
+        default = getattr(config, name)
+        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            cast = type(default[0]) if default else (lambda v: v)
+            out[name] = tuple(cast(v) for v in value)
+    return out
+
+
+def at_timesteps(x0: torch.Tensor, noise: NoiseSource, timesteps: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every sample once per timestep, sample-major ((x_0, t_0), (x_0, t_1), ...), with one noise
+    draw per sample shared by all its timesteps: (x0_rep, eps_rep, t_rep)."""
+    k = len(timesteps)
+    eps = noise.draw(1)[:, 0]
+    t_rep = torch.tensor(list(timesteps), dtype=torch.long).repeat(x0.shape[0])
+    return x0.repeat_interleave(k, dim=0), eps.repeat_interleave(k, dim=0), t_rep
 
 
 def eps_in_chunks(target: Target, x_t: torch.Tensor, t: torch.Tensor | int, cond: Any, chunk: int) -> torch.Tensor:

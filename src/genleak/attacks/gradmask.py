@@ -16,7 +16,15 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import (
+    Access,
+    Attack,
+    AttackConfig,
+    NoiseSource,
+    at_timesteps,
+    register_attack,
+    repeat_cond,
+)
 from genleak.targets.base import Target, q_sample
 
 
@@ -42,8 +50,6 @@ class GradMaskAttack(Attack):
     paper = "Dubinski, Kowalczyk et al. 2025, 'CDI: Copyrighted Data Identification in Diffusion Models' (ch. 8.4.1)"
 
     def __init__(self, config: GradMaskConfig | None = None, **overrides: Any) -> None:
-        if "timesteps" in overrides:
-            overrides["timesteps"] = tuple(int(t) for t in overrides["timesteps"])
         super().__init__(config, **overrides)
         if not self.config.timesteps:
             raise ValueError("gradmask needs at least one timestep")
@@ -67,10 +73,7 @@ class GradMaskAttack(Attack):
         b = x0.shape[0]
         ts = self.config.timesteps
         k = len(ts)
-        eps = noise.draw(1)[:, 0]
-        x0_rep = x0.detach().repeat_interleave(k, dim=0)
-        eps_rep = eps.repeat_interleave(k, dim=0)
-        t_rep = torch.tensor(ts, dtype=torch.long).repeat(b)
+        x0_rep, eps_rep, t_rep = at_timesteps(x0.detach(), noise, ts)
         cond_rep = repeat_cond(cond, k)
         # 1. input gradient of the denoising loss at x_t (per sample: the sum over the batch has
         #    d/dx_t[i] = dL_i/dx_t[i], so batching does not mix samples)

@@ -17,6 +17,7 @@ from genleak.attacks.base import (
     Attack,
     AttackConfig,
     NoiseSource,
+    at_timesteps,
     eps_in_chunks,
     register_attack,
     repeat_cond,
@@ -42,8 +43,6 @@ class MultiLossAttack(Attack):
     paper = "Dubinski, Kowalczyk et al. 2025, 'CDI: Copyrighted Data Identification in Diffusion Models' (ch. 8.4.1)"
 
     def __init__(self, config: MultiLossConfig | None = None, **overrides: Any) -> None:
-        if "timesteps" in overrides:
-            overrides["timesteps"] = tuple(int(t) for t in overrides["timesteps"])
         super().__init__(config, **overrides)
         if not self.config.timesteps:
             raise ValueError("multiloss needs at least one timestep")
@@ -60,10 +59,7 @@ class MultiLossAttack(Attack):
         b = x0.shape[0]
         ts = self.config.timesteps
         k = len(ts)
-        eps = noise.draw(1)[:, 0]  # (B, C, H, W), shared by every timestep
-        x0_rep = x0.repeat_interleave(k, dim=0)
-        eps_rep = eps.repeat_interleave(k, dim=0)
-        t_rep = torch.tensor(ts, dtype=torch.long).repeat(b)  # sample-major: (x_0 t_0, x_0 t_1, ...)
+        x0_rep, eps_rep, t_rep = at_timesteps(x0, noise, ts)  # one noise draw shared by every timestep
         x_t = q_sample(target, x0_rep, t_rep, eps_rep)
         pred = eps_in_chunks(target, x_t, t_rep.to(x_t.device), repeat_cond(cond, k), chunk=x0.shape[0])
         loss = (pred - eps_rep).pow(2).flatten(1).mean(1).view(b, k)
