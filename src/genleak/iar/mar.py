@@ -17,7 +17,6 @@ head (Li et al. 2024; thesis ch. 9.2, eq. 9.3).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,21 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.iar.layers import Trunk, drop_labels
 from genleak.iar.target import IARTarget
 from genleak.iar.vq import conv_decoder, conv_encoder
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
-
-
 # ----------------------------------------------------------------------------------------------
 # KL tokenizer
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class KLConfig:
+class KLConfig(JsonConfig):
     image_size: int = 8
     channels: int = 1
     hidden: int = 32
@@ -51,13 +47,6 @@ class KLConfig:
     @property
     def latent_size(self) -> int:
         return self.image_size // self.downsample
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> KLConfig:
-        return _from_dict(cls, d)
 
 
 class KLTokenizer(nn.Module):
@@ -102,7 +91,7 @@ class KLTokenizer(nn.Module):
 # MAR backbone + diffusion head
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class MARConfig:
+class MARConfig(JsonConfig):
     token_dim: int = 4
     seq_len: int = 16
     num_classes: int = 10
@@ -118,13 +107,6 @@ class MARConfig:
     mask_mean: float = 1.0  # MAR's truncated normal of mask ratios, mean 0.86 (supp. D.8)
     mask_std: float = 0.25
     mask_min: float = 0.7
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MARConfig:
-        return _from_dict(cls, d)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

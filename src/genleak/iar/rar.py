@@ -12,19 +12,18 @@ and is also added to every position (a stand-in for RAR's adaptive-LayerNorm con
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genleak.config import JsonConfig
 from genleak.iar.layers import Trunk, additive_mask, drop_labels, pick_tokens
 
 
 @dataclass
-class RARConfig:
+class RARConfig(JsonConfig):
     vocab_size: int = 64
     seq_len: int = 16
     num_classes: int = 10
@@ -34,18 +33,6 @@ class RARConfig:
     mlp_ratio: int = 4
     class_dropout: float = 0.1  # CFG label drop rate of VAR/RAR/MAR training
     anneal: tuple[float, float] = (0.25, 0.75)  # fraction of training where p(permute) goes 1 -> 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["anneal"] = list(self.anneal)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RARConfig:
-        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        if "anneal" in d:
-            d["anneal"] = tuple(d["anneal"])
-        return cls(**d)
 
 
 class RARModel(nn.Module):

@@ -11,14 +11,14 @@ scale: the per-scale token log-probabilities the IAR attacks read.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genleak.config import JsonConfig
 from genleak.iar.layers import Trunk, additive_mask, drop_labels, pick_tokens
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class VARConfig:
+class VARConfig(JsonConfig):
     vocab_size: int = 64
     latent_dim: int = 16
     scales: tuple[int, ...] = (1, 2, 3, 4)
@@ -40,18 +40,6 @@ class VARConfig:
     @property
     def seq_len(self) -> int:
         return sum(s * s for s in self.scales)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["scales"] = list(self.scales)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VARConfig:
-        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        if "scales" in d:
-            d["scales"] = tuple(d["scales"])
-        return cls(**d)
 
 
 def scale_index(scales: tuple[int, ...]) -> torch.Tensor:

@@ -17,17 +17,17 @@ for attacks, not research code.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genleak.config import JsonConfig
+
 
 @dataclass
-class VQConfig:
+class VQConfig(JsonConfig):
     """Tokenizer shape. Defaults fit 8x8 single-channel digits: a 4x4 token map, 64 codes."""
 
     image_size: int = 8
@@ -42,18 +42,6 @@ class VQConfig:
     @property
     def latent_size(self) -> int:
         return self.image_size // self.downsample
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["scales"] = list(self.scales)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VQConfig:
-        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        if "scales" in d:
-            d["scales"] = tuple(d["scales"])
-        return cls(**d)
 
 
 def conv_encoder(channels: int, hidden: int, out: int, downsample: int) -> nn.Sequential:

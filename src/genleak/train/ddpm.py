@@ -9,7 +9,6 @@ which is written last and marks the folder as complete.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import torch
 
+from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
 from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
@@ -82,7 +82,7 @@ def next_batch(hooks: TrainHooks, step: int, n: int, batch_size: int, gen: torch
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Training hyperparameters. Defaults: the tiny overfit setup of CALIBRATION.md."""
 
     steps: int = 500
@@ -97,17 +97,6 @@ class TrainConfig:
     checkpoint_every: int = 250
     weight_decay: float = 0.01  # AdamW default, as in CALIBRATION.md
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["block_out_channels"] = list(self.block_out_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        d["block_out_channels"] = tuple(d.get("block_out_channels", (16, 32)))
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
 def train_ddpm(

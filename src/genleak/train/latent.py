@@ -24,7 +24,6 @@ record ``genleak_train.json`` is written last and marks the folder as complete.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler
 
+from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
 from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported for training callers)
@@ -55,7 +55,7 @@ LORA_ATTENTION_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass
-class LatentTrainConfig:
+class LatentTrainConfig(JsonConfig):
     """Hyperparameters of a latent UNet run. Defaults match the pixel fixture (CALIBRATION.md):
     channels (32, 64), batch 32, lr 1e-3, EMA 0.995, so pixel and latent models compare 1:1."""
 
@@ -78,17 +78,6 @@ class LatentTrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["block_out_channels"] = list(self.block_out_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LatentTrainConfig:
-        d = dict(d)
-        d["block_out_channels"] = tuple(d.get("block_out_channels", (32, 64)))
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
 def make_scheduler(config: LatentTrainConfig) -> Any:

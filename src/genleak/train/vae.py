@@ -19,7 +19,6 @@ Resumable like ``train_ddpm``: atomic checkpoints, the same command continues a 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
 from genleak.train.runs import finished_run
@@ -37,7 +37,7 @@ CHECKPOINT = "checkpoint/state.pt"
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(JsonConfig):
     """Hyperparameters of a small KL autoencoder. Defaults: tiny digits (8x8 -> 4x4x4 latents)."""
 
     steps: int = 800
@@ -59,10 +59,6 @@ class VAEConfig:
     seed: int = 0
     checkpoint_every: int = 400
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["block_out_channels"] = list(self.block_out_channels)
-        return d
 
     @property
     def disc_start_step(self) -> int:
