@@ -387,7 +387,6 @@ def run_audit(
 
     Returns the results dict as written. Resumable like ``run_attacks``: cached scores are reused.
     """
-    from genleak.metrics import bootstrap_ci
     from genleak.pipeline import run_attacks
     from genleak.report.html import REPORT_FILE, write_report
     from genleak.report.results import evaluation_masks, save_results, write_results
@@ -405,17 +404,8 @@ def run_audit(
     write_results(result, out, extra={"settings": settings, "audit": _audit_inputs(target_path, split_path)})
     data = json.loads((out / "results.json").read_text())
     if bootstrap:
-        # TPR@0.1%FPR CI: evaluate() only bootstraps AUC and TPR@1%; same resampling, same seed.
-        mask_m, mask_n = evaluation_masks(split.members.ids, split.nonmembers.ids, data["split"])
-        for a in result.attacks:
-            if a.ok and a.member_scores is not None:
-                ms, ns = a.member_scores, a.nonmember_scores
-                if ms.ndim > 1:
-                    ms, ns = ms[:, 0], ns[:, 0]
-                lo, hi = bootstrap_ci(ms[mask_m], ns[mask_n], "tpr_at_fpr", n_resamples=bootstrap, seed=seed,
-                                      max_fpr=0.001)
-                data["attacks"][a.name]["metrics"]["tpr_at_01pct_fpr_ci"] = [lo, hi]
-        _add_simultaneous_bounds(data, result, mask_m, mask_n, bootstrap, seed)
+        _add_audit_bounds(data, result, evaluation_masks(split.members.ids, split.nonmembers.ids, data["split"]),
+                          bootstrap, seed)
         save_results(data, out)
     data["sections"] = run_sections(target, split, out, specs)
     data["verdict"] = compute_verdict(data)
@@ -424,13 +414,15 @@ def run_audit(
     return data
 
 
-def _add_simultaneous_bounds(data: dict[str, Any], result: Any, mask_m: Any, mask_n: Any, bootstrap: int,
-                             seed: int) -> None:
-    """Lower bounds of AUC and TPR@1%FPR that stay valid when the verdict picks the most leaky of
-    the k attacks (Bonferroni; ``genleak.report.verdict``), stored as ``metrics.simultaneous_lower``."""
+def _add_audit_bounds(data: dict[str, Any], result: Any, masks: tuple[Any, Any], bootstrap: int, seed: int) -> None:
+    """The audit's extra intervals per successful attack, with the CIs' seed and resample count:
+    the TPR@0.1%FPR CI (``evaluate`` only bootstraps AUC and TPR@1%) and lower bounds of AUC and
+    TPR@1%FPR that stay valid when the verdict picks the most leaky of the k attacks (Bonferroni;
+    ``genleak.report.verdict``), stored as ``metrics.simultaneous_lower``."""
     from genleak.metrics import bootstrap_ci
     from genleak.report.verdict import simultaneous_confidence
 
+    mask_m, mask_n = masks
     ok = [a for a in result.attacks if a.ok and a.member_scores is not None]
     confidence = simultaneous_confidence(len(ok))
     for a in ok:
@@ -438,10 +430,13 @@ def _add_simultaneous_bounds(data: dict[str, Any], result: Any, mask_m: Any, mas
         if ms.ndim > 1:
             ms, ns = ms[:, 0], ns[:, 0]
         ms, ns = ms[mask_m], ns[mask_n]
+        metrics = data["attacks"][a.name]["metrics"]
+        metrics["tpr_at_01pct_fpr_ci"] = list(bootstrap_ci(ms, ns, "tpr_at_fpr", n_resamples=bootstrap, seed=seed,
+                                                           max_fpr=0.001))
         auc_lo = bootstrap_ci(ms, ns, "auc", n_resamples=bootstrap, confidence=confidence, seed=seed)[0]
         tpr_lo = bootstrap_ci(ms, ns, "tpr_at_fpr", n_resamples=bootstrap, confidence=confidence, seed=seed,
                               max_fpr=0.01)[0]
-        data["attacks"][a.name]["metrics"]["simultaneous_lower"] = {
+        metrics["simultaneous_lower"] = {
             "auc": auc_lo, "tpr_at_1pct_fpr": tpr_lo, "confidence": confidence, "family_size": 2 * len(ok),
             "rule": "Bonferroni over attacks x {AUC, TPR@1%FPR}; percentile bootstrap with the CIs' seed and resamples count",
         }
