@@ -6,28 +6,11 @@ inside the command bodies so that ``genleak --help`` stays fast.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import typer
 
-from genleak.errors import GenleakError
-
-
-def _csv_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def _csv(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _command_line() -> str:
-    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+from genleak.cli_args import command_line, parse_ints, set_threads, split_csv
 
 
 def register(app: typer.Typer) -> None:
@@ -67,15 +50,13 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
     ) -> None:
         """Train a pixel DDPM (diffusers UNet2DModel + DDPMScheduler) on a split's members."""
-        import torch
 
         from genleak.data import MembershipSplit
         from genleak.train import TrainConfig, train_ddpm
 
-        if threads:
-            torch.set_num_threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
-        config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=_csv_ints(channels),
+        config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=parse_ints(channels),
                              ema_decay=ema or None, seed=seed)
         target = train_ddpm(s.members.images, config, out, split_manifest=s.to_manifest())
         typer.echo(f"trained {out} ({target.describe()['parameters']} parameters, fingerprint {target.fingerprint()[:12]})")
@@ -102,8 +83,8 @@ def register(app: typer.Typer) -> None:
 
         s = MembershipSplit.load(split)
         t = load_target(target, device=device, guidance_scale=guidance_scale)
-        result = run_attacks(t, s, _csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
-                             command=_command_line(), calibration_fraction=calibration)
+        result = run_attacks(t, s, split_csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
+                             command=command_line(), calibration_fraction=calibration)
         path = write_results(result, out)
         print_results(result.to_dict())
         typer.echo(f"wrote {path} and {out / 'roc.png'}")
@@ -138,7 +119,7 @@ def register(app: typer.Typer) -> None:
         from genleak.targets.loading import load_target
 
         rows = sweep_parameter(load_target(target), MembershipSplit.load(split), attack, param,
-                               [float(v) if "." in v else int(v) for v in _csv(grid)], seed=seed)
+                               [float(v) if "." in v else int(v) for v in split_csv(grid)], seed=seed)
         for value, m in rows.items():
             typer.echo(f"{attack} {param}={value}: AUC {m['auc']:.4f}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}")
         best = max(rows, key=lambda v: (rows[v]["auc"], rows[v]["tpr_at_1pct_fpr"]))
@@ -157,4 +138,4 @@ def register(app: typer.Typer) -> None:
         from genleak.demo import run_demo
 
         run_demo(out, steps=steps, members=members, nonmembers=nonmembers, size=size, seed=seed,
-                 command=_command_line())
+                 command=command_line())

@@ -12,21 +12,8 @@ from typing import Any
 
 import typer
 
+from genleak.cli_args import parse_ints, set_threads
 from genleak.errors import GenleakError
-
-
-def _csv_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def _threads(n: int) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def _read_caption_file(path: Path, ids: list[str]) -> list[list[str]]:
@@ -108,9 +95,9 @@ def register(app: typer.Typer) -> None:
         from genleak.data import MembershipSplit
         from genleak.train.vae import VAE_RECORD, VAEConfig, train_vae
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
-        config = VAEConfig(steps=steps, batch_size=batch_size, lr=lr, block_out_channels=_csv_ints(channels),
+        config = VAEConfig(steps=steps, batch_size=batch_size, lr=lr, block_out_channels=parse_ints(channels),
                            latent_channels=latent_channels, kl_weight=kl_weight, adversarial=adversarial,
                            disc_start=disc_start, seed=seed)
         train_vae(vae_training_images(s, extra, seed), config, out, heldout=s.nonmembers.images)
@@ -152,7 +139,7 @@ def register(app: typer.Typer) -> None:
         from genleak.train.latent import LatentTrainConfig, build_text_stack, train_latent
         from genleak.train.vae import load_vae
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
         base = LatentDiffusionTarget.from_pretrained(init) if init is not None else None
         if base is None and vae is None:
@@ -182,7 +169,7 @@ def register(app: typer.Typer) -> None:
                     words += list(s.nonmembers.captions)
                 text_encoder, tokenizer = build_text_stack(words, hidden_size=text_dim, seed=seed)
         config = LatentTrainConfig(
-            steps=steps, batch_size=batch_size, lr=lr, block_out_channels=_csv_ints(channels), text=conditional,
+            steps=steps, batch_size=batch_size, lr=lr, block_out_channels=parse_ints(channels), text=conditional,
             cond_dropout=cond_dropout, beta_schedule=schedule, ema_decay=ema or None, lora_rank=lora_rank, seed=seed,
             extra={"prompt_variants": prompt_variants, "init": str(init) if init else None,
                    "vae": str(vae) if vae else None},

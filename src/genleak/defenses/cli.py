@@ -7,35 +7,12 @@ imported inside the command bodies so ``genleak --help`` stays fast.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import typer
 
+from genleak.cli_args import command_line, parse_ints, set_threads, split_csv
 from genleak.errors import GenleakError
-
-
-def _csv_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def _csv(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _command_line() -> str:
-    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _threads(threads: int) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _train_config(steps: int, channels: str, lr: float, batch_size: int, ema: float, seed: int):
@@ -43,7 +20,7 @@ def _train_config(steps: int, channels: str, lr: float, batch_size: int, ema: fl
 
     if steps < 1:
         raise GenleakError(f"--steps must be >= 1, got {steps}")
-    return TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=_csv_ints(channels),
+    return TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=parse_ints(channels),
                        ema_decay=ema or None, seed=seed)
 
 
@@ -79,7 +56,7 @@ def register(app: typer.Typer) -> None:
         from genleak.data import MembershipSplit
         from genleak.defenses.disjoint import train_disjoint, train_disjoint_latent
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
         config = _train_config(steps, channels, lr, batch_size, ema, seed)
         if latent is None:
@@ -113,7 +90,7 @@ def register(app: typer.Typer) -> None:
         Latent and text-to-image teachers (from `defend disjoint --latent`) give a latent student."""
         from genleak.defenses.distill import train_distillmd
 
-        _threads(threads)
+        set_threads(threads)
         student = train_distillmd(teachers, _train_config(steps, channels, lr, batch_size, ema, seed), out, init=init)
         typer.echo(f"wrote student {out} (fingerprint {student.fingerprint()[:12]})")
 
@@ -130,7 +107,7 @@ def register(app: typer.Typer) -> None:
         from genleak.data import MembershipSplit
         from genleak.defenses.kd import train_kd
 
-        _threads(threads)
+        set_threads(threads)
         student = train_kd(teacher, MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
                            out, init=init)
         typer.echo(f"wrote KD student {out} (fingerprint {student.fingerprint()[:12]})")
@@ -152,7 +129,7 @@ def register(app: typer.Typer) -> None:
         from genleak.data import MembershipSplit
         from genleak.defenses.dpsgd import DPConfig, train_dpsgd
 
-        _threads(threads)
+        set_threads(threads)
         dp = DPConfig(noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
                       max_grad_norm=max_grad_norm, accountant=accountant)
         _, report = train_dpsgd(MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
@@ -171,8 +148,8 @@ def register(app: typer.Typer) -> None:
         from genleak.defenses.evaluate import print_table
         from genleak.defenses.experiment import run_experiment
 
-        _threads(threads)
-        result = run_experiment(config, out, command=_command_line())
+        set_threads(threads)
+        result = run_experiment(config, out, command=command_line())
         print_table(result)
         typer.echo(f"wrote {out / 'defense_eval.json'} and {out / 'defense_eval.md'}")
 
@@ -197,14 +174,14 @@ def register(app: typer.Typer) -> None:
         from genleak.data import MembershipSplit, parse_source_spec
         from genleak.defenses.evaluate import evaluate_defense, print_table, reference_images
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
         params = parse_params(param)
         ref = reference_images(s, seed=seed, source=parse_source_spec(reference)) if reference else None
-        result = evaluate_defense(baseline, defended, s, out, attacks=_csv(attacks), attack_params=params,
-                                  adaptive_rounds=_csv_ints(adaptive_rounds), encoder=encoder, reference=ref,
+        result = evaluate_defense(baseline, defended, s, out, attacks=split_csv(attacks), attack_params=params,
+                                  adaptive_rounds=parse_ints(adaptive_rounds), encoder=encoder, reference=ref,
                                   n_quality=n_quality, quality_steps=quality_steps, seed=seed, bootstrap=bootstrap,
-                                  command=_command_line())
+                                  command=command_line())
         print_table(result)
         typer.echo(f"wrote {out / 'defense_eval.json'} and {out / 'defense_eval.md'}")
 
@@ -227,7 +204,7 @@ def register(app: typer.Typer) -> None:
         from genleak.io import atomic_save_npz
         from genleak.targets.sampling import generate
 
-        _threads(threads)
+        set_threads(threads)
         t = load_target(target)
         images = None
         if init is not None:
@@ -258,7 +235,7 @@ def register(app: typer.Typer) -> None:
         from genleak.defenses.evaluate import reference_images
         from genleak.quality import train_encoder
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
         ref = reference_images(s, seed=seed, source=parse_source_spec(reference) if reference else None)
         ext = train_encoder(ref.images, ref.labels, steps=steps, seed=seed, out_dir=out, progress=True)

@@ -6,31 +6,15 @@ inside the command bodies so ``genleak --help`` stays fast.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import typer
 
+from genleak.cli_args import command_line, set_threads, split_csv
 from genleak.errors import GenleakError
 
 _TRUE = {"1", "true", "yes", "memorised", "memorized", "m"}
 _FALSE = {"0", "false", "no", "normal", "n"}
-
-
-def _csv(text: str | None) -> list[str]:
-    return [v.strip() for v in (text or "").split(",") if v.strip()]
-
-
-def _command_line() -> str:
-    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _threads(threads: int) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def read_prompts(path: Path) -> tuple[list[str], list[bool] | None]:
@@ -96,12 +80,12 @@ def register(app: typer.Typer) -> None:
         from genleak.extraction import ExtractionConfig, extract, write_extraction
         from genleak.targets.loading import load_target
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
         held = load_source(parse_source_spec(heldout)) if heldout else s.nonmembers
         t = load_target(target, device=device)
         config = ExtractionConfig(n=n, steps=steps, eta=eta, tau=tau, ratio=ratio, seed=seed, batch_size=batch_size)
-        result = extract(t, s.members, held, config, conditions=_csv(conditions) or None, command=_command_line(),
+        result = extract(t, s.members, held, config, conditions=split_csv(conditions) or None, command=command_line(),
                          nn_device=device)
         path = write_extraction(result, out, s.members, held)
         d = result.to_dict()
@@ -132,7 +116,7 @@ def register(app: typer.Typer) -> None:
         from genleak.extraction.memorization import rank_conditions, rank_images, write_memorization
         from genleak.targets.loading import load_target
 
-        _threads(threads)
+        set_threads(threads)
         if (prompts is None) == (images is None):
             raise GenleakError("give exactly one of --prompts FILE (per condition) or --images SPLIT|SOURCE (per image)")
         t = load_target(target, device=device)
@@ -156,7 +140,7 @@ def register(app: typer.Typer) -> None:
                     raise GenleakError(f"memorised-ids file '{memorised}' does not exist")
                 ids = [x.strip() for x in memorised.read_text().splitlines() if x.strip()]
             result = rank_images(t, _load_images(images), ids, t_sec=t_sec, interval=interval, seed=seed)
-        result.command = _command_line()
+        result.command = command_line()
         path = write_memorization(result, out)
         top = [result.names[i] for i in result.ranking()[:5]]
         typer.echo(f"ranked {len(result.names)} {result.mode}s; most memorised: {', '.join(top)}")

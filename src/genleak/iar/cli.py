@@ -8,35 +8,12 @@ IAR targets need class labels, calibration of the "best K" hyperparameters and d
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import typer
 
+from genleak.cli_args import command_line, parse_floats, set_threads, split_csv
 from genleak.errors import GenleakError
-
-
-def _csv(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in _csv(text)]
-    except ValueError:
-        raise GenleakError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def _threads(n: int) -> None:
-    import torch
-
-    if n:
-        torch.set_num_threads(n)
-
-
-def _command_line() -> str:
-    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def _load(target: Path, split: Path, device: str | None = None):
@@ -71,7 +48,7 @@ def register(app: typer.Typer) -> None:
         from genleak.iar.target import load_iar_target
         from genleak.iar.train import TRAIN_RECORD, IARTrainConfig, train_iar, train_tokenizer
 
-        _threads(threads)
+        set_threads(threads)
         s = MembershipSplit.load(split)
         if s.members.labels is None:
             raise GenleakError(f"split '{split}' has no class labels; IAR targets are class-conditional")
@@ -117,9 +94,9 @@ def register(app: typer.Typer) -> None:
         from genleak.report.results import write_results
         from genleak.report.table import print_results
 
-        _threads(threads)
+        set_threads(threads)
         t, s = _load(target, split, device)
-        names = _csv(attacks) or iar_attack_names(t.discrete)
+        names = split_csv(attacks) or iar_attack_names(t.discrete)
         if calibration is not None:
             cal = MembershipSplit.load(calibration)
             eval_split = s
@@ -132,7 +109,7 @@ def register(app: typer.Typer) -> None:
         chosen = calibrate(fm, fn)
         params = {a: {k: v for k, v in chosen.params.get(a, {}).items()} for a in names}
         result = run_attacks(t, eval_split, names, out, attack_params=params, seed=seed, batch_size=batch_size,
-                             bootstrap=bootstrap, command=_command_line())
+                             bootstrap=bootstrap, command=command_line())
         path = write_results(result, out, extra={"calibration": {"split": cal.name, "n_members": len(cal.members),
                                                                  "n_nonmembers": len(cal.nonmembers), **chosen.to_dict()}})
         print_results(result.to_dict())
@@ -152,7 +129,7 @@ def register(app: typer.Typer) -> None:
         from genleak.iar.inference import iar_di_table
         from genleak.io import atomic_write_json
 
-        _threads(threads)
+        set_threads(threads)
         t, s = _load(target, split)
         fp = iar_features(t, s.members.images, s.members.labels, s.members.ids, seed=seed)
         fu = iar_features(t, s.nonmembers.images, s.nonmembers.labels, s.nonmembers.ids, seed=seed)
@@ -161,7 +138,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{key:12s} ({r.method}, {len(r.features)} features): min |P| = "
                        f"{r.min_size if r.min_size is not None else '> ' + str(r.curve[-1].n_suspect)}, "
                        f"mean p at |P|={r.curve[-1].n_suspect}: {r.p_at_max:.2e}, null mean p {r.null_p_at_max:.3f}")
-        atomic_write_json(out / "di.json", {"command": _command_line(), "target": t.describe(),
+        atomic_write_json(out / "di.json", {"command": command_line(), "target": t.describe(),
                                             "rows": {k: v.to_dict() for k, v in rows.items()}})
         typer.echo(f"wrote {out / 'di.json'}")
 
@@ -181,11 +158,11 @@ def register(app: typer.Typer) -> None:
         from genleak.iar.extraction import IARExtractionConfig, extract_iar
         from genleak.io import atomic_write_json
 
-        _threads(threads)
+        set_threads(threads)
         t, s = _load(target, split)
         r = extract_iar(t, s.members, s.nonmembers, IARExtractionConfig(top_k_per_class=top_k, prefix_len=prefix_len,
                                                                         threshold=threshold, seed=seed))
-        atomic_write_json(out / "extraction.json", {"command": _command_line(), "target": t.describe(), **r.to_dict()})
+        atomic_write_json(out / "extraction.json", {"command": command_line(), "target": t.describe(), **r.to_dict()})
         if r.generated is not None and r.generated.shape[0]:
             save_png(comparison_grid(r.generated, r.originals), out / "extracted.png")
         fp = r.validation.count if r.validation is not None else 0
@@ -215,14 +192,14 @@ def register(app: typer.Typer) -> None:
         from genleak.iar.mitigation import noise_sweep, noise_table
         from genleak.io import atomic_write_json, atomic_write_text
 
-        _threads(threads)
+        set_threads(threads)
         t, s = _load(target, split)
         pub = public_images(load_source(s.source), s.members, s.nonmembers)
         data = AuditData.from_split(s, pub, seed=seed)
-        rows = noise_sweep(t, data, _floats(sigma), judge=QualityJudge.train(pub, seed=seed), n_per_class=n_per_class,
+        rows = noise_sweep(t, data, parse_floats(sigma), judge=QualityJudge.train(pub, seed=seed), n_per_class=n_per_class,
                            di_resamples=resamples, seed=seed)
         table = noise_table(rows)
-        atomic_write_json(out / "mitigation.json", {"command": _command_line(), "target": t.describe(), "rows": rows})
+        atomic_write_json(out / "mitigation.json", {"command": command_line(), "target": t.describe(), "rows": rows})
         atomic_write_text(out / "table.md", table + "\n")
         typer.echo(table)
 
@@ -235,7 +212,7 @@ def register(app: typer.Typer) -> None:
         """A whole IAR study: train targets (and a pixel DDPM), MIA, DI, extraction, noise sweep."""
         from genleak.iar.experiment import load_config, run_experiment
 
-        _threads(threads)
+        set_threads(threads)
         r = run_experiment(load_config(config), out)
         typer.echo(r["summary"])
         typer.echo(f"wrote {out / 'results.json'} and {out / 'summary.md'}")

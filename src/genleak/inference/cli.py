@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from genleak.cli_args import set_threads
 from genleak.errors import GenleakError
 
 
@@ -63,10 +64,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Dataset inference (CDI): was the suspect set P used to train the model? Verdict at alpha,
         p-value, t statistic, samples, features, and the minimum-|P| curve."""
-        import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        set_threads(threads)
         if config is not None:
             from genleak.inference.experiments import run_experiment
 

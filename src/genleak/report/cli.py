@@ -7,23 +7,18 @@ imports (torch, matplotlib, mlflow) stay inside the command bodies so ``genleak 
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import typer
 
+from genleak.cli_args import command_line, split_csv
 from genleak.errors import GenleakError
 
 
 def _csv(text: str | None) -> list[str] | None:
     if text is None:
         return None
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _command_line() -> str:
-    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return split_csv(text)
 
 
 def _params(text: str | None) -> dict[str, dict]:
@@ -82,7 +77,7 @@ def register(app: typer.Typer) -> None:
         s = MembershipSplit.load(split)
         t = _load_target(target, device)
         data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
-                         seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=_command_line(),
+                         seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
                          target_path=target, split_path=split)
         print_results(data)
         verdict = compute_verdict(data)

@@ -6,35 +6,11 @@ inside the command bodies so ``genleak --help`` stays fast.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import typer
 
-from genleak.errors import GenleakError
-
-
-def _csv(text: str | None) -> list[str]:
-    return [v.strip() for v in (text or "").split(",") if v.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in _csv(text)]
-    except ValueError:
-        raise GenleakError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in _csv(text)]
-    except ValueError:
-        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def _command_line() -> str:
-    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+from genleak.cli_args import command_line, parse_floats, parse_ints, set_threads, split_csv
 
 
 def _print(comparison, path: Path) -> None:
@@ -66,21 +42,19 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
     ) -> None:
         """Shake-to-Leak: fine-tune on the target's own domain samples, report ΔAUC / ΔTPR@1%FPR."""
-        import torch
 
         from genleak.data import MembershipSplit
         from genleak.s2l.report import write_report
         from genleak.s2l.shake import ShakeConfig, parse_variants, run_s2l
         from genleak.targets.loading import load_target
 
-        if threads:
-            torch.set_num_threads(threads)
-        variants = parse_variants(_csv(method), _ints(rank))
+        set_threads(threads)
+        variants = parse_variants(split_csv(method), list(parse_ints(rank)))
         config = ShakeConfig(n_synthetic=n_synthetic, sample_steps=sample_steps, steps=steps, lr=lr, lora_lr=lora_lr,
                              embedding_lr=embedding_lr, placeholder=placeholder, embedding_template=embedding_template,
                              batch_size=batch_size, seed=seed)
-        comp = run_s2l(load_target(target), MembershipSplit.load(split), domain, variants, _csv(attacks), config,
-                       out_dir=out, seed=seed, command=_command_line())
+        comp = run_s2l(load_target(target), MembershipSplit.load(split), domain, variants, split_csv(attacks), config,
+                       out_dir=out, seed=seed, command=command_line())
         _print(comp, write_report(comp, out))
 
     @app.command("perturb")
@@ -97,16 +71,14 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0),
     ) -> None:
         """Gaussian parameter perturbation (S2L mechanism 3), swept over sigma: before vs after."""
-        import torch
 
         from genleak.data import MembershipSplit
         from genleak.s2l.perturb import perturbation_sweep
         from genleak.s2l.report import write_report
         from genleak.targets.loading import load_target
 
-        if threads:
-            torch.set_num_threads(threads)
-        comp = perturbation_sweep(load_target(target), MembershipSplit.load(split), _floats(sigma), _csv(attacks),
+        set_threads(threads)
+        comp = perturbation_sweep(load_target(target), MembershipSplit.load(split), parse_floats(sigma), split_csv(attacks),
                                   draws=draws, seed=seed, scale=scale, domain=domain, out_dir=out,
-                                  command=_command_line())
+                                  command=command_line())
         _print(comp, write_report(comp, out))

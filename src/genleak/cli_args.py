@@ -1,0 +1,45 @@
+"""Argument helpers shared by the command modules (``core_cli``, ``defenses.cli``, ...).
+
+Kept free of torch and diffusers at import time: ``genleak --help`` imports every command module.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from genleak.errors import GenleakError
+
+
+def split_csv(text: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` or ``""`` -> ``[]``."""
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """Comma-separated integers, with a one-line error for anything else."""
+    try:
+        return tuple(int(v) for v in split_csv(text))
+    except ValueError:
+        raise GenleakError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def parse_floats(text: str) -> list[float]:
+    """Comma-separated numbers, with a one-line error for anything else."""
+    try:
+        return [float(v) for v in split_csv(text)]
+    except ValueError:
+        raise GenleakError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def command_line() -> str:
+    """The command as the user typed it (for provenance in results files)."""
+    return "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def set_threads(n: int) -> None:
+    """``--threads N``: torch CPU threads; 0 keeps torch's default."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
