@@ -12,6 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from genleak.b4b.cli import register
+from genleak.b4b.store import StateStore
 from genleak.errors import GenleakError
 
 
@@ -31,10 +32,12 @@ def test_commands_are_registered(run):
     out = run("--help").output
     for cmd in ("serve-encoder", "b4b-train-encoder", "b4b-admin", "b4b-simulate"):
         assert cmd in out
+    assert "init" in run("b4b-admin", "--help").output
 
 
 def test_admin_create_list_show_revoke(run, tmp_path):
     db = str(tmp_path / "admin.db")
+    assert run("b4b-admin", "init", "--db", db).exit_code == 0
     r = run("b4b-admin", "create", "alice", "--db", db, "--seed", "7")
     assert r.exit_code == 0, r.output
     key = r.output.split("API key (shown once): ")[1].strip()
@@ -63,12 +66,14 @@ def test_admin_create_list_show_revoke(run, tmp_path):
     (("b4b-simulate",), "give --url"),
 ])
 def test_user_mistakes_raise_genleak_errors(run, tmp_path, args, message):
+    assert run("b4b-admin", "init", "--db", str(tmp_path / "e.db")).exit_code == 0
     r = run(*args, "--db", str(tmp_path / "e.db"))
     assert isinstance(r.exception, GenleakError), r.output
     assert message in str(r.exception)
 
 
 def test_entry_point_turns_mistakes_into_one_line_errors(tmp_path):
+    StateStore(str(tmp_path / "e.db"))
     r = subprocess.run([sys.executable, "-m", "genleak.cli", "b4b-admin", "revoke", "nobody", "--db", str(tmp_path / "e.db")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2, (r.stdout, r.stderr)

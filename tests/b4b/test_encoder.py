@@ -25,16 +25,40 @@ class UserNet(nn.Module):
         return torch.tanh(self.head(torch.relu(self.conv(x)).flatten(1)))
 
 
-def test_user_module_round_trips_through_torch_export(tmp_path):
+def test_user_module_round_trips_as_a_registered_architecture(tmp_path, monkeypatch):
+    from genleak.b4b import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "ARCHITECTURES", dict(encoder_module.ARCHITECTURES))  # registry per test
     torch.manual_seed(0)
     enc = Encoder(UserNet(), (1, 16, 16), name="user-net")
+    with pytest.raises(GenleakError, match="not a registered architecture"):
+        enc.save(tmp_path / "m")
+    encoder_module.register_architecture("user-net", UserNet)
     x = np.random.default_rng(0).random((5, 1, 16, 16), dtype=np.float32)
     enc.save(tmp_path / "m")
-    assert json.loads((tmp_path / "m" / "encoder.json").read_text())["format"] == "torch-export"
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["architecture"] == "user-net"
     back = Encoder.load(tmp_path / "m")
     assert back.embed_dim == 12 and back.input_shape == (1, 16, 16)
-    np.testing.assert_allclose(back.embed(x), enc.embed(x), rtol=1e-5, atol=1e-6)
-    assert back.embed(x[:1]).shape == (1, 12)  # dynamic batch size survives export
+    np.testing.assert_array_equal(back.embed(x), enc.embed(x))
+    # A process that has not registered the class refuses the folder instead of guessing.
+    del encoder_module.ARCHITECTURES["user-net"]
+    with pytest.raises(GenleakError, match="'user-net' is not registered"):
+        Encoder.load(tmp_path / "m")
+
+
+def test_legacy_small_cnn_folder_still_loads(tmp_path):
+    """Folders saved before the registry (encoder.json + weights.safetensors) are data only: still read."""
+    torch.manual_seed(2)
+    enc = Encoder(SmallConvEncoder(1, 8, 16, normalize=True), (1, 16, 16))
+    enc.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    meta["format"] = "genleak-small-cnn"
+    del meta["architecture"]
+    (tmp_path / "old" / "encoder.json").write_text(json.dumps(meta))
+    (tmp_path / "old" / "config.json").unlink()
+    (tmp_path / "old" / "model.safetensors").rename(tmp_path / "old" / "weights.safetensors")
+    assert Encoder.load(tmp_path / "old").fingerprint() == enc.fingerprint()
 
 
 def test_builtin_cnn_round_trip_and_fingerprint(tmp_path):
@@ -48,9 +72,9 @@ def test_builtin_cnn_round_trip_and_fingerprint(tmp_path):
     np.testing.assert_array_equal(back.embed(x), out)
     assert back.fingerprint() == enc.fingerprint()
     # Tampered weights are caught by the fingerprint.
-    meta = json.loads((tmp_path / "c" / "encoder.json").read_text())
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
     meta["fingerprint"] = "0" * 16
-    (tmp_path / "c" / "encoder.json").write_text(json.dumps(meta))
+    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(GenleakError, match="fingerprint"):
         Encoder.load(tmp_path / "c")
 

@@ -15,13 +15,14 @@ import typer
 
 from genleak.errors import GenleakError
 
-DB_HELP = "state database: a SQLAlchemy URL (sqlite:///b4b.db, postgresql+psycopg://...) or a SQLite file path"
+DB_HELP = ("state database: a SQLAlchemy URL (sqlite:///b4b.db, postgresql+psycopg://...) or a SQLite file path; "
+           "create it first with `genleak b4b-admin init`")
 
 
 def _store(db: str):  # noqa: ANN202 - return type imported lazily
     from genleak.b4b.store import StateStore
 
-    return StateStore(db)
+    return StateStore(db, create=False)
 
 
 def _fmt_status(st) -> list[str]:  # noqa: ANN001
@@ -44,14 +45,17 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", help="torch threads per inference call"),
         sqlite_sync: str = typer.Option("FULL", "--sqlite-sync", help="SQLite synchronous pragma: FULL (fsync every commit) or NORMAL"),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+        api_docs: bool = typer.Option(False, "--api-docs", help="serve /docs, /redoc and /openapi.json (the pages load scripts from a CDN)"),
     ) -> None:
         """Serve an encoder over HTTP with the B4B defense in the request path (POST /v1/embed)."""
         from genleak.b4b.server import ServerSettings, serve
 
         if max_batch < 1 or workers < 1 or threads < 1:
             raise GenleakError("--max-batch, --workers and --threads must be >= 1")
+        if not 1 <= port <= 65535:
+            raise GenleakError(f"--port must be in 1..65535, got {port}")
         settings = ServerSettings(model=str(model), db=db, config=str(config) if config else None, max_batch=max_batch,
-                                  torch_threads=threads, sqlite_synchronous=sqlite_sync)
+                                  torch_threads=threads, sqlite_synchronous=sqlite_sync, api_docs=api_docs)
         serve(settings, host=host, port=port, workers=workers, log_level=log_level,
               announce=lambda msg: typer.echo(msg, err=True))
 
@@ -84,7 +88,24 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"saved {out} (embedding dim {enc.embed_dim}, fingerprint {enc.fingerprint()}); "
                    f"downstream digits linear probe: {acc:.2f}%")
 
-    admin = typer.Typer(help="Create, revoke and inspect API users of a B4B state database.", no_args_is_help=True)
+    admin = typer.Typer(help="Create a B4B state database; create, revoke and inspect its API users.", no_args_is_help=True)
+
+    @admin.command("init")
+    def admin_init(
+        db: str = typer.Option("b4b.db", "--db", help=DB_HELP),
+        config: Path | None = typer.Option(None, "--config", help="B4B config to fix now (default: the first server's --config)"),
+    ) -> None:
+        """Create a new state database (SQLite files are created owner-only, mode 0600)."""
+        from genleak.b4b.config import load_config
+        from genleak.b4b.store import StateStore
+
+        cfg = load_config(config) if config else None  # a bad config fails before anything is created
+        store = StateStore(db, create=True)
+        if store.was_initialised:
+            raise GenleakError(f"{store.url} is already a B4B state database; nothing to do")
+        if cfg is not None:
+            store.ensure_config(cfg)
+        typer.echo(f"created B4B state database {store.url}")
 
     @admin.command("create")
     def admin_create(
@@ -175,13 +196,13 @@ def register(app: typer.Typer) -> None:
         sim = load_simulation_config(config, seed=seed, budgets=parsed)
         if url is None and model is None:
             raise GenleakError("give --url of a running server, or --model to start one")
+        store = _store(db)  # a missing database fails here, before a server starts
         server = None
         if url is None:
             server = ServerProcess(model, db, config=config).start()  # type: ignore[arg-type]
             url = server.url
             console.print(f"started encoder server on {url}")
         try:
-            store = _store(db)
             result = run_simulation(store, lambda key: B4BClient(url, key, batch_size=sim.batch_size), sim,
                                     progress=not quiet, out_dir=out, log=console.print)
         finally:

@@ -64,8 +64,8 @@ class B4BConfig:
             raise GenleakError(f"cost function needs 0 < lam < alpha (finite), got lam={self.lam}, alpha={self.alpha}")
         if not 0 < self.beta <= 1:
             raise GenleakError(f"beta is a bucket fraction in (0, 1], got {self.beta}")
-        if self.max_sigma is not None and not self.max_sigma >= 0:
-            raise GenleakError(f"max_sigma must be >= 0 or null, got {self.max_sigma}")
+        if self.max_sigma is not None and not 0 <= self.max_sigma < math.inf:
+            raise GenleakError(f"max_sigma must be a finite number >= 0 or null, got {self.max_sigma}")
         bad = [t for t in self.transforms if t not in TRANSFORM_KINDS]
         if bad:
             raise GenleakError(f"unknown transform(s) {bad}; choose from {TRANSFORM_KINDS}")

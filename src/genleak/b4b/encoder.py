@@ -2,9 +2,12 @@
 
 Like Opacus wraps the user's model instead of asking for a special one, :class:`Encoder` wraps any
 module that maps a float batch ``(N, C, H, W)`` in [0, 1] to embeddings ``(N, D)``. A saved encoder is
-a folder with ``encoder.json`` (input shape, embedding size, format) and either
-``weights.safetensors`` (genleak's built-in :class:`SmallConvEncoder`) or ``model.pt2``
-(any module, saved with ``torch.export`` so the server needs no Python class to load it).
+a folder with ``config.json`` (the registered architecture's name and constructor arguments, input
+shape, embedding size, weight fingerprint) and ``model.safetensors`` (the weights). Loading a folder
+never runs code from it: JSON and safetensors hold only data, and the module is rebuilt from a class
+registered in this process (:func:`register_architecture`, or the ``genleak.b4b_architectures``
+entry point group of an installed package). Pickle-based formats (``torch.export``'s ``model.pt2``,
+``torch.save``) are refused: unpickling a file received from someone else runs their code.
 
 The offline default victim is :class:`SmallConvEncoder` trained with SimCLR's InfoNCE (NT-Xent) on the
 broad ``world`` distribution of :mod:`genleak.b4b.data`: a self-supervised encoder like the SimSiam /
@@ -14,7 +17,6 @@ DINO victims of Section 6.4, at a size two CPU cores train in about a minute.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -28,11 +30,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from genleak.errors import GenleakError
-from genleak.io import atomic_path, atomic_write_bytes, atomic_write_json
+from genleak.io import atomic_path, atomic_write_json
 
-META_FILE = "encoder.json"
-WEIGHTS_FILE = "weights.safetensors"
-EXPORT_FILE = "model.pt2"
+META_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+# Folders written before the architecture registry: the same JSON + safetensors under other names
+# (still read), or a torch.export "model.pt2" (refused, it is a pickle).
+LEGACY_META_FILE, LEGACY_WEIGHTS_FILE = "encoder.json", "weights.safetensors"
+ENTRY_POINT_GROUP = "genleak.b4b_architectures"
 
 
 class SmallConvEncoder(nn.Module):
@@ -64,6 +69,35 @@ class SmallConvEncoder(nn.Module):
         return F.normalize(z, dim=1) if self.normalize else z
 
 
+ARCHITECTURES: dict[str, type[nn.Module]] = {"genleak-small-cnn": SmallConvEncoder}
+
+
+def register_architecture(name: str, cls: type[nn.Module]) -> None:
+    """Allow encoder folders naming ``name`` to be rebuilt as ``cls(**config)``.
+
+    ``cls`` must be an ``nn.Module`` subclass whose constructor takes JSON-able keyword arguments;
+    an instance saved with :meth:`Encoder.save` stores them from its ``config`` attribute (a dict;
+    no attribute means no arguments). Installed packages can register for every process, including
+    ``serve-encoder --workers N``, with an entry point in the ``genleak.b4b_architectures`` group.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise GenleakError(f"architecture {name!r} must be an nn.Module subclass, got {cls!r}")
+    ARCHITECTURES[name] = cls
+
+
+def architecture(name: str) -> type[nn.Module]:
+    """The class registered as ``name`` (here or by an installed package's entry point)."""
+    if name not in ARCHITECTURES:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+            register_architecture(name, ep.load())
+    if name not in ARCHITECTURES:
+        raise GenleakError(f"encoder architecture {name!r} is not registered (known: {sorted(ARCHITECTURES)}); "
+                           "call genleak.b4b.encoder.register_architecture() or install the package that provides it")
+    return ARCHITECTURES[name]
+
+
 class Encoder:
     """A frozen embedding model: ``embed(images) -> (N, D)`` float32, thread-safe for inference.
 
@@ -78,10 +112,7 @@ class Encoder:
                  meta: dict[str, Any] | None = None) -> None:
         if len(input_shape) != 3:
             raise GenleakError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-        try:
-            module.eval()
-        except NotImplementedError:  # modules loaded from torch.export are inference-only already
-            pass
+        module.eval()
         self.module = module
         self.input_shape = tuple(int(s) for s in input_shape)
         self.name = name
@@ -116,60 +147,60 @@ class Encoder:
 
     # ----------------------------------------------------------------------------------- save/load
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Save to a folder (atomically per file). Built-in CNNs as safetensors, others via torch.export."""
+        """Save to a folder: ``model.safetensors`` and ``config.json`` naming the registered architecture."""
+        from safetensors.torch import save_file
+
+        names = [n for n, cls in ARCHITECTURES.items() if type(self.module) is cls]
+        if not names:
+            raise GenleakError(f"cannot save encoder {self.name!r}: its module class {type(self.module).__name__} is not a "
+                               "registered architecture; call genleak.b4b.encoder.register_architecture(name, cls) first")
         directory = Path(directory)
         meta: dict[str, Any] = {
-            "name": self.name, "input_shape": list(self.input_shape), "embed_dim": self.embed_dim,
-            "fingerprint": self.fingerprint(), "meta": self.meta,
+            "architecture": names[0], "config": dict(getattr(self.module, "config", {})), "name": self.name,
+            "input_shape": list(self.input_shape), "embed_dim": self.embed_dim, "fingerprint": self.fingerprint(),
+            "meta": self.meta,
         }
-        if isinstance(self.module, SmallConvEncoder):
-            from safetensors.torch import save_file
-
-            meta.update(format="genleak-small-cnn", config=self.module.config)
-            with atomic_path(directory / WEIGHTS_FILE) as tmp:
-                save_file({k: v.contiguous() for k, v in self.module.state_dict().items()}, str(tmp))
-        else:
-            meta.update(format="torch-export")
-            batch = torch.export.Dim("batch", min=1, max=65536)
-            try:
-                program = torch.export.export(self.module, (torch.zeros((2, *self.input_shape)),),
-                                              dynamic_shapes=({0: batch},))
-            except Exception as err:  # torch raises many types here; the message is what matters
-                raise GenleakError(f"cannot export encoder {self.name!r} with torch.export ({err}); "
-                                   "make its forward traceable or save a genleak SmallConvEncoder") from err
-            buffer = io.BytesIO()
-            torch.export.save(program, buffer)
-            atomic_write_bytes(directory / EXPORT_FILE, buffer.getvalue())
-        # encoder.json last: a folder is only loadable once its weights are complete.
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in self.module.state_dict().items()}, str(tmp))
+        # config.json last: a folder is only loadable once its weights are complete.
         atomic_write_json(directory / META_FILE, meta)
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Encoder:
-        """Load an encoder folder written by :meth:`save` (or by ``genleak b4b-train-encoder``)."""
+        """Load an encoder folder written by :meth:`save` (or by ``genleak b4b-train-encoder``).
+
+        Only JSON and safetensors are read; the module is built from the registered architecture.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         directory = Path(directory)
-        meta_path = directory / META_FILE
+        meta_path, weights = directory / META_FILE, directory / WEIGHTS_FILE
+        if not meta_path.is_file() and (directory / LEGACY_META_FILE).is_file():
+            meta_path, weights = directory / LEGACY_META_FILE, directory / LEGACY_WEIGHTS_FILE
         if not meta_path.is_file():
             raise GenleakError(f"{directory} is not an encoder folder (no {META_FILE}); "
                                "create one with `genleak b4b-train-encoder --out DIR` or Encoder.save()")
         try:
             meta = json.loads(meta_path.read_text())
-            fmt = meta["format"]
-            shape = tuple(meta["input_shape"])
-        except (ValueError, KeyError) as err:
-            raise GenleakError(f"{meta_path} is unreadable ({err}); re-save the encoder") from err
-        if fmt == "genleak-small-cnn":
-            from safetensors.torch import load_file
-
-            module: nn.Module = SmallConvEncoder(**meta["config"])
-            module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-        elif fmt == "torch-export":
-            module = torch.export.load(str(directory / EXPORT_FILE)).module()
-        else:
-            raise GenleakError(f"{meta_path}: unknown encoder format {fmt!r}")
+            if meta.get("format") == "torch-export":
+                raise GenleakError(f"{directory} holds a torch.export model.pt2, which genleak no longer loads: it is "
+                                   "unpickled, so a crafted file runs code. Re-save the module with Encoder.save() "
+                                   "as a registered architecture (config.json + model.safetensors)")
+            arch = "genleak-small-cnn" if meta.get("format") == "genleak-small-cnn" else meta["architecture"]
+            config, shape = dict(meta.get("config") or {}), tuple(meta["input_shape"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise GenleakError(f"{meta_path} is not a valid encoder config ({err!r}); re-save the encoder") from err
+        try:
+            module = architecture(arch)(**config)
+            module.load_state_dict(load_file(str(weights)))
+        except (SafetensorError, OSError, RuntimeError, TypeError, ValueError) as err:
+            raise GenleakError(f"{directory}: cannot load {weights.name} into architecture {arch!r} ({err}); "
+                               "the folder is corrupt or half-written, re-save the encoder") from err
         enc = cls(module, shape, name=meta.get("name", directory.name), meta=meta.get("meta"))
         if meta.get("fingerprint") and meta["fingerprint"] != enc.fingerprint():
-            raise GenleakError(f"{directory}: weights do not match the fingerprint in {META_FILE}; the folder "
+            raise GenleakError(f"{directory}: weights do not match the fingerprint in {meta_path.name}; the folder "
                                "is corrupt or half-written, re-save the encoder")
         return enc
 

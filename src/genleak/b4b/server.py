@@ -11,6 +11,8 @@ Endpoints:
   name: a key only ever reaches its own state, and nothing resets it. Coverage and sigma are not
   shown to users (Section A.3.2: revealing the cost lets an adversary learn the cost function).
 * ``GET /healthz`` - liveness, no authentication, no state.
+* ``/docs``, ``/redoc``, ``/openapi.json`` only with ``api_docs=True`` (``serve-encoder --api-docs``):
+  the doc pages load their JavaScript from a CDN, and the schema maps the API for anyone asking.
 
 The key is checked before the body is read, so a caller without a valid key learns nothing, not
 even whether their body would have been valid. Every user mistake is a 4xx with a one-line
@@ -50,6 +52,7 @@ class ServerSettings:
     max_body_bytes: int | None = None  # default: enough for max_batch float32 images in base64, x1.5
     torch_threads: int = 1
     sqlite_synchronous: str = "FULL"
+    api_docs: bool = False
 
 
 class ImageDecoder:
@@ -151,14 +154,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(service: B4BService, *, max_batch: int = 256, max_body_bytes: int | None = None) -> FastAPI:
-    """The FastAPI app serving ``service``; limits guard memory against oversized requests."""
+def create_app(service: B4BService, *, max_batch: int = 256, max_body_bytes: int | None = None,
+               api_docs: bool = False) -> FastAPI:
+    """The FastAPI app serving ``service``; limits guard memory against oversized requests.
+
+    ``api_docs`` serves ``/docs``, ``/redoc`` and ``/openapi.json`` (off by default, see above)."""
     c, h, w = service.encoder.input_shape
     if max_body_bytes is None:
         max_body_bytes = int(max_batch * c * h * w * 4 * 1.5) + 65536
     decoder = ImageDecoder(service.encoder.input_shape, max_batch)
+    docs = {} if api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="genleak B4B encoder API", version="1",
-                  description="Embeddings behind Bucks-for-Buckets (B4B), an active defense against encoder stealing.")
+                  description="Embeddings behind Bucks-for-Buckets (B4B), an active defense against encoder stealing.",
+                  **docs)
     unauthorized = "missing, unknown or revoked API key; send 'Authorization: Bearer <key>'"
 
     @app.get("/healthz")
@@ -185,6 +193,8 @@ def create_app(service: B4BService, *, max_batch: int = 256, max_body_bytes: int
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError) as err:
                 raise InputError(400, f"body is not valid JSON ({err})") from err
+            except RecursionError as err:  # json's C parser recurses once per nesting level
+                raise InputError(400, "body is nested too deeply to be an embedding request") from err
             if not isinstance(payload, dict) or "images" not in payload:
                 raise InputError(400, "body must be a JSON object with an 'images' field")
             fmt = payload.get("format", "b64")
@@ -213,13 +223,14 @@ def build_service(settings: ServerSettings) -> B4BService:
 
     torch.set_num_threads(max(1, settings.torch_threads))
     encoder = Encoder.load(settings.model)
-    store = StateStore(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
+    store = StateStore(settings.db, sqlite_synchronous=settings.sqlite_synchronous, create=False)
     config = load_config(settings.config) if settings.config else None
     return B4BService(encoder, store, config)
 
 
 def app_from_settings(settings: ServerSettings) -> FastAPI:
-    return create_app(build_service(settings), max_batch=settings.max_batch, max_body_bytes=settings.max_body_bytes)
+    return create_app(build_service(settings), max_batch=settings.max_batch, max_body_bytes=settings.max_body_bytes,
+                      api_docs=settings.api_docs)
 
 
 def app_from_env() -> FastAPI:

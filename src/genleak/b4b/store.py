@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import secrets
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,11 +44,12 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from genleak.b4b.config import POLICIES, TRANSFORM_KINDS, B4BConfig, config_diff
@@ -141,9 +145,11 @@ class StateStore:
         url: SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg://...``) or a file path.
         sqlite_synchronous: SQLite ``PRAGMA synchronous``; FULL fsyncs every commit (survives power
             loss), NORMAL survives a killed process but not an OS crash.
+        create: create the SQLite file and the tables if missing (the Python default); the CLI opens
+            with ``create=False`` so a mistyped ``--db`` is an error, not a new empty database.
     """
 
-    def __init__(self, url: str = "sqlite:///b4b.db", *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, url: str = "sqlite:///b4b.db", *, sqlite_synchronous: str = "FULL", create: bool = True) -> None:
         self.url = normalize_db_url(url)
         try:
             u = make_url(self.url)
@@ -152,10 +158,22 @@ class StateStore:
         self.is_sqlite = u.get_backend_name() == "sqlite"
         if sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise GenleakError(f"sqlite synchronous must be OFF, NORMAL, FULL or EXTRA, got {sqlite_synchronous!r}")
+        init_hint = f"create it with `genleak b4b-admin init --db {url}`"
+        path = Path(u.database).expanduser() if self.is_sqlite and u.database not in (None, "", ":memory:") else None
+        if path is not None and not path.exists():
+            if not create:
+                raise GenleakError(f"state database {path} does not exist; {init_hint}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the first byte (SQLite gives its -wal/-shm files the same mode): the file
+            # holds every user's key hash, seed and query history.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
             self.engine = self._make_engine(u, sqlite_synchronous.upper())
+            self.was_initialised = inspect(self.engine).has_table(users.name)
+            if not (self.was_initialised or create):
+                raise GenleakError(f"{self.url} is not a B4B state database (no {users.name} table); {init_hint}")
             metadata.create_all(self.engine)
-        except OperationalError as err:
+        except DatabaseError as err:  # also OperationalError; "file is not a database" is a plain DatabaseError
             raise GenleakError(f"cannot open state database {self.url}: {err.orig}") from err
         except (ModuleNotFoundError, NoSuchModuleError) as err:
             raise GenleakError(f"no database driver for {u.drivername!r} ({err}); install it or use sqlite:///FILE") from err
@@ -169,7 +187,6 @@ class StateStore:
         if memory:
             kwargs["poolclass"] = StaticPool
         else:
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs.update(pool_size=20, max_overflow=20)
         engine = create_engine(u, **kwargs)
 
@@ -283,10 +300,15 @@ class StateStore:
         name = name.strip()
         if not name or len(name) > 128:
             raise GenleakError("user name must be 1..128 characters")
+        # Control and format characters (ESC, bidi overrides, zero-width) would let a name rewrite the
+        # admin's terminal or pose as another user in `b4b-admin list`.
+        bad = [f"U+{ord(c):04X}" for c in name if unicodedata.category(c).startswith("C")]
+        if bad:
+            raise GenleakError(f"user name must not contain control or format characters (found {', '.join(bad[:3])})")
         if policy not in POLICIES:
             raise GenleakError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if policy == "static" and (static_sigma is None or not static_sigma >= 0):
-            raise GenleakError("policy 'static' needs --sigma >= 0")
+        if policy == "static" and (static_sigma is None or not 0 <= static_sigma < math.inf):
+            raise GenleakError(f"policy 'static' needs --sigma: a finite number >= 0, got {static_sigma}")
         if transforms is not None:
             bad = [t for t in transforms if t not in TRANSFORM_KINDS]
             if bad:
@@ -306,7 +328,9 @@ class StateStore:
                 conn.execute(insert(users).values(**values))
                 row = conn.execute(select(users).where(users.c.name == name)).one()
         except IntegrityError as err:
-            raise GenleakError(f"user {name!r} already exists; pick another name or revoke it first") from err
+            old = "was revoked" if self.get_user(name).revoked_at is not None else "is active"
+            raise GenleakError(f"user {name!r} already exists and {old}; names are never reused (a revoked user's "
+                               "state is kept for audit), so pick another name") from err
         return self._record(row), key
 
     def revoke_user(self, name: str) -> UserRecord:
