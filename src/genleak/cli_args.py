@@ -38,7 +38,9 @@ def command_line() -> str:
 
 
 def set_threads(n: int) -> None:
-    """``--threads N``: torch CPU threads; 0 keeps torch's default."""
+    """``--threads N``: torch CPU threads; 0 keeps torch's default (documented in each --threads help)."""
+    if n < 0:
+        raise GenleakError(f"--threads must be >= 1 (or 0 for torch's default), got {n}")
     if n:
         import torch
 

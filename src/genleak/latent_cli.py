@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
         config = VAEConfig(steps=steps, batch_size=batch_size, lr=lr, block_out_channels=parse_ints(channels),
                            latent_channels=latent_channels, kl_weight=kl_weight, adversarial=adversarial,
                            disc_start=disc_start, seed=seed)
-        train_vae(vae_training_images(s, extra, seed), config, out, heldout=s.nonmembers.images)
+        train_vae(vae_training_images(s, extra, seed), config, out, heldout=s.nonmembers.images,
+                  split_manifest=s.to_manifest())
         record = json.loads((out / VAE_RECORD).read_text())
         typer.echo(f"trained {out}: reconstruction MSE {record['recon_mse_train']:.4f} (members), "
                    f"{record['recon_mse_heldout']:.4f} (non-members), KL {record['final_kl']:.1f}, "

@@ -24,7 +24,7 @@ import torch
 
 from genleak.errors import GenleakError
 from genleak.iar.target import IARTarget, build_target, load_iar_target
-from genleak.train.runs import TRAIN_RECORD, finished_run
+from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
 
 KINDS = ("var", "rar", "mar")
 
@@ -45,6 +45,9 @@ class IARTrainConfig:
     tokenizer_lr: float = 2e-3
     tokenizer: dict[str, Any] = field(default_factory=dict)  # overrides of VQConfig / KLConfig
     model: dict[str, Any] = field(default_factory=dict)  # overrides of VARConfig / RARConfig / MARConfig
+
+    def __post_init__(self) -> None:
+        check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -137,8 +140,10 @@ def train_iar(
         raise GenleakError(f"unknown IAR kind '{config.kind}'; choose one of {', '.join(KINDS)}")
     labels = torch.as_tensor(labels, dtype=torch.long)
     _check_inputs(images, labels, config.num_classes)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and finished_run(out, config.to_dict(), what="IAR run"):
+    check_config(config)
+    out = output_folder(out_dir)
+    data_info = training_data(images, split_manifest) if out is not None else {}
+    if out is not None and finished_run(out, config.to_dict(), what="IAR run", data=data_info):
         return load_iar_target(out)
 
     start = time.time()
@@ -190,7 +195,7 @@ def train_iar(
             "format": "genleak.iar-train", "version": 1, "config": config.to_dict(), "steps": len(losses),
             "epochs": round(len(losses) * config.batch_size / n, 2),
             "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
-            "train_seconds": round(time.time() - start, 2), "fingerprint": target.fingerprint(),
+            "train_seconds": round(time.time() - start, 2), "fingerprint": target.fingerprint(), **data_info,
         })
     return target
 

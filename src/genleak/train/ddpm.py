@@ -20,7 +20,16 @@ from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
 from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
-from genleak.train.runs import TRAIN_RECORD, ema_update, finished_run
+from genleak.train.runs import (
+    TRAIN_RECORD,
+    check_config,
+    check_loss,
+    ema_update,
+    finished_run,
+    load_checkpoint,
+    output_folder,
+    training_data,
+)
 
 CHECKPOINT = "checkpoint/state.pt"
 
@@ -98,6 +107,9 @@ class TrainConfig(JsonConfig):
     weight_decay: float = 0.01  # AdamW default, as in CALIBRATION.md
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_config(self)
+
 
 def train_ddpm(
     images: torch.Tensor,
@@ -123,8 +135,10 @@ def train_ddpm(
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
     if images.shape[-1] != images.shape[-2]:
         raise GenleakError(f"training needs square images, got {tuple(images.shape[-2:])}")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and finished_run(out, config.to_dict()):
+    check_config(config)
+    out = output_folder(out_dir)
+    data_info = training_data(images, split_manifest) if out is not None else {}
+    if out is not None and finished_run(out, config.to_dict(), data=data_info):
         return DiffusionTarget.from_pretrained(out)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -144,11 +158,8 @@ def train_ddpm(
 
     ckpt_path = out / CHECKPOINT if out is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_dict():
-            raise GenleakError(
-                f"'{out}' holds a checkpoint of a run with a different config; use another --out or delete it"
-            )
+        state = load_checkpoint(ckpt_path, config.to_dict(), data_info,
+                                ("model", "optimizer", "ema", "generator", "step", "losses", "perm", "cursor"))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
@@ -183,6 +194,7 @@ def train_ddpm(
         step += 1
         hooks.after_step(step)
         losses.append(loss.item())
+        check_loss(losses[-1], step)
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
@@ -202,13 +214,14 @@ def train_ddpm(
                     "step": step,
                     "losses": losses,
                     "hooks": hooks.state_dict(),
+                    **data_info,
                 },
             )
     bar.close()
     final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
     target = DiffusionTarget(copy.deepcopy(final).eval(), scheduler)
     if out is not None and accelerator.is_main_process:
-        _save_run(target, out, config, losses, time.time() - start_time, split_manifest)
+        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, data_info)
     return target
 
 
@@ -219,6 +232,7 @@ def _save_run(
     losses: list[float],
     seconds: float,
     split_manifest: dict[str, Any] | None,
+    data_info: dict[str, Any],
 ) -> None:
     """Write the pipeline folder via a staging directory, then the run record last."""
     publish_folder(out, target.save_pretrained)
@@ -234,5 +248,6 @@ def _save_run(
             "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
             "train_seconds_this_session": round(seconds, 2),
             "fingerprint": target.fingerprint(),
+            **data_info,
         },
     )

@@ -46,7 +46,16 @@ from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported
     sd_scheduler,
 )
 from genleak.train.ddpm import TrainHooks, next_batch
-from genleak.train.runs import TRAIN_RECORD, ema_update, finished_run
+from genleak.train.runs import (
+    TRAIN_RECORD,
+    check_config,
+    check_loss,
+    ema_update,
+    finished_run,
+    load_checkpoint,
+    output_folder,
+    training_data,
+)
 
 CHECKPOINT = "checkpoint/state.pt"
 LORA_DIR = "lora"
@@ -78,6 +87,9 @@ class LatentTrainConfig(JsonConfig):
     seed: int = 0
     checkpoint_every: int = 250
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_config(self)
 
 
 def make_scheduler(config: LatentTrainConfig) -> Any:
@@ -119,8 +131,10 @@ def train_latent(
 
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and finished_run(out, config.to_dict()):
+    check_config(config)
+    out = output_folder(out_dir)
+    data_info = training_data(images, split_manifest, captions) if out is not None else {}
+    if out is not None and finished_run(out, config.to_dict(), data=data_info):
         return LatentDiffusionTarget.from_pretrained(out)
     if init is not None:
         vae, text_encoder, tokenizer = init.vae, init.text_encoder, init.tokenizer
@@ -184,9 +198,8 @@ def train_latent(
     perm, cursor = torch.randperm(n, generator=gen), 0
     ckpt = out / CHECKPOINT if out is not None else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_dict():
-            raise GenleakError(f"'{out}' holds a checkpoint of a run with a different config; use another --out or delete it")
+        state = load_checkpoint(ckpt, config.to_dict(), data_info,
+                                ("model", "optimizer", "ema", "generator", "step", "losses", "perm", "cursor"))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
@@ -230,6 +243,7 @@ def train_latent(
         step += 1
         hooks.after_step(step)
         losses.append(loss.item())
+        check_loss(losses[-1], step)
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
@@ -241,6 +255,7 @@ def train_latent(
                 "ema": ema.state_dict() if ema is not None else None,
                 "generator": gen.get_state(),
                 "perm": perm, "cursor": cursor, "step": step, "losses": losses, "hooks": hooks.state_dict(),
+                **data_info,
             })
     bar.close()
     final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
@@ -252,7 +267,7 @@ def train_latent(
     target = LatentDiffusionTarget(vae, final.requires_grad_(False), scheduler, text_encoder if text else None,
                                    tokenizer if text else None, caption_template=caption_template, device=device)
     if out is not None and accelerator.is_main_process:
-        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, captions)
+        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, captions, data_info)
     return target
 
 
@@ -316,6 +331,7 @@ def _save_run(
     seconds: float,
     split_manifest: dict[str, Any] | None,
     captions: Sequence[Sequence[str]] | None,
+    data_info: dict[str, Any],
 ) -> None:
     publish_folder(out, target.save_pretrained)
     if split_manifest is not None:
@@ -331,6 +347,7 @@ def _save_run(
         "vae_scaling_factor": target.scaling_factor,
         "train_seconds_this_session": round(seconds, 2),
         "fingerprint": target.fingerprint(),
+        **data_info,
     })
 
 

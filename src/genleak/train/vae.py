@@ -30,7 +30,14 @@ from torch import nn
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
-from genleak.train.runs import finished_run
+from genleak.train.runs import (
+    check_config,
+    check_loss,
+    finished_run,
+    load_checkpoint,
+    output_folder,
+    training_data,
+)
 
 VAE_RECORD = "genleak_vae.json"
 CHECKPOINT = "checkpoint/state.pt"
@@ -59,6 +66,8 @@ class VAEConfig(JsonConfig):
     seed: int = 0
     checkpoint_every: int = 400
 
+    def __post_init__(self) -> None:
+        check_config(self)
 
     @property
     def disc_start_step(self) -> int:
@@ -90,12 +99,14 @@ def train_vae(
     out_dir: str | Path | None = None,
     *,
     heldout: torch.Tensor | None = None,
+    split_manifest: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Any:
     """Train a KL autoencoder on ``images`` in [-1, 1] (N, C, H, W); returns the diffusers
     ``AutoencoderKL`` (eval mode) with ``scaling_factor`` set. With ``out_dir``: resumable, and the
     folder ends up a standard diffusers model folder plus ``genleak_vae.json`` (config, losses,
-    reconstruction MSE on the training images and on ``heldout``)."""
+    reconstruction MSE on the training images and on ``heldout``, and what it was trained on:
+    ``split_manifest``'s fingerprint and the images' ``data_fingerprint``, as for ``train_ddpm``)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -103,10 +114,10 @@ def train_vae(
 
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"VAE training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
-    if config.kl_weight < 0:
-        raise GenleakError(f"kl_weight must be >= 0, got {config.kl_weight}")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and finished_run(out, config.to_dict(), what="VAE run", record=VAE_RECORD):
+    check_config(config)
+    out = output_folder(out_dir)
+    data_info = training_data(images, split_manifest) if out is not None else {}
+    if out is not None and finished_run(out, config.to_dict(), what="VAE run", record=VAE_RECORD, data=data_info):
         return load_vae(out)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -127,9 +138,8 @@ def train_vae(
     perm, cursor = torch.randperm(n, generator=gen), 0
     ckpt = out / CHECKPOINT if out is not None else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_dict():
-            raise GenleakError(f"'{out}' holds a VAE checkpoint with a different config; use another --out or delete it")
+        state = load_checkpoint(ckpt, config.to_dict(), data_info,
+                                ("vae", "opt", "disc", "opt_d", "generator", "step", "history", "perm", "cursor"), "VAE run")
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["opt"])
         if disc is not None:
@@ -173,6 +183,7 @@ def train_vae(
             opt_d.step()
         step += 1
         history.append([rec_loss.item(), kl.item(), g_loss.item(), d_loss.item()])
+        check_loss(sum(history[-1]), step)
         bar.update(1)
         if step % 50 == 0:
             recent = history[-50:]
@@ -185,13 +196,13 @@ def train_vae(
                 "disc": accelerator.unwrap_model(disc).state_dict() if disc is not None else None,
                 "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "generator": gen.get_state(),
-                "step": step, "history": history, "perm": perm, "cursor": cursor,
+                "step": step, "history": history, "perm": perm, "cursor": cursor, **data_info,
             })
     bar.close()
     vae = accelerator.unwrap_model(vae).eval().requires_grad_(False)
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, images))
     if out is not None and accelerator.is_main_process:
-        _save_vae(vae, out, config, history, time.time() - start_time, images, heldout)
+        _save_vae(vae, out, config, history, time.time() - start_time, images, heldout, data_info)
     return vae
 
 
@@ -258,7 +269,7 @@ def load_vae(folder: str | Path) -> Any:
 
 
 def _save_vae(vae: Any, out: Path, config: VAEConfig, history: list[list[float]], seconds: float,
-              images: torch.Tensor, heldout: torch.Tensor | None) -> None:
+              images: torch.Tensor, heldout: torch.Tensor | None, data_info: dict[str, Any]) -> None:
     publish_folder(out, lambda staging: vae.save_pretrained(str(staging), safe_serialization=True))
     recent = history[-50:] or [[0.0, 0.0, 0.0, 0.0]]
     record = {
@@ -273,5 +284,6 @@ def _save_vae(vae: Any, out: Path, config: VAEConfig, history: list[list[float]]
         "recon_mse_heldout": reconstruction_mse(vae, heldout) if heldout is not None else None,
         **posterior_stats(vae, images),
         "train_seconds_this_session": round(seconds, 2),
+        **data_info,
     }
     atomic_write_json(out / VAE_RECORD, record)
