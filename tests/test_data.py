@@ -244,7 +244,7 @@ def test_folder_source_modes_sizes_and_errors(tmp_path):
     mixed.mkdir()
     Image.fromarray(rand_uint8(1, 6, 6)[0]).save(mixed / "a.png")
     Image.fromarray(rand_uint8(1, 8, 8)[0]).save(mixed / "b.png")
-    with pytest.raises(DataError, match=r"different sizes.*--size"):
+    with pytest.raises(DataError, match=r"different sizes.*'folder:PATH\?size=6'"):
         folder_source(mixed)
     assert folder_source(mixed, size=4).shape == (3, 4, 4)
 

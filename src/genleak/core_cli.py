@@ -73,19 +73,24 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, help="torch device (default: cuda if available)."),
         calibration: float = typer.Option(0.0, help="Fraction of each side held out to calibrate the ASR threshold."),
         guidance_scale: float = typer.Option(None, "--guidance-scale", help="CFG scale for text-to-image targets (default 1: conditional only)."),
+        allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="Run even if --split contradicts the target's recorded training split (recorded in the results)."),
     ) -> None:
         """Score members and non-members; write per-sample scores, metrics and a ROC plot."""
         from genleak.data import MembershipSplit
-        from genleak.pipeline import run_attacks
+        from genleak.pipeline import check_target_split, run_attacks
         from genleak.report.results import write_results
         from genleak.report.table import print_results
         from genleak.targets.loading import load_target
 
         s = MembershipSplit.load(split)
+        check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
+        if check.get("message"):
+            typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
         t = load_target(target, device=device, guidance_scale=guidance_scale)
         result = run_attacks(t, s, split_csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
                              command=command_line(), calibration_fraction=calibration)
-        path = write_results(result, out)
+        inputs = {"target_path": str(target.resolve()), "split_path": str(split.resolve())}
+        path = write_results(result, out, extra={"split_check": check, "inputs": inputs})
         print_results(result.to_dict())
         typer.echo(f"wrote {path} and {out / 'roc.png'}")
 

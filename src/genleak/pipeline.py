@@ -4,10 +4,13 @@ This is the one place the flow split -> target -> attack -> scores -> evaluation
 attack's per-sample scores are cached in ``OUT/scores/<attack>.npz`` together with the keys they
 depend on (target fingerprint, split fingerprint, attack config, seed); a rerun after a crash
 recomputes only what is missing, and a changed key recomputes instead of reusing stale scores.
+Score files of another target or split are deleted when a run starts (so no report, MLflow upload
+or ``genleak verify`` ever reads them), and an unreadable one is recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
@@ -31,6 +34,13 @@ from genleak.targets.base import Target
 
 RESULTS_FORMAT = "genleak.results"
 RESULTS_VERSION = 1
+TARGET_SPLIT_FILE = "split.json"  # the training split manifest a target folder records (train/ddpm.py)
+
+
+class RunFailed(GenleakError):
+    """Every attack of a run failed: nothing is written and the command exits 1 (not a usage error)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -58,6 +68,8 @@ class AttackResult:
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
         }
+        if self.member_scores is not None and self.nonmember_scores is not None:
+            d["scores_sha256"] = scores_sha256(self.member_scores, self.nonmember_scores)
         if self.metrics is not None:
             d["metrics"] = self.metrics.to_dict()
             d["metrics"]["asr_calibrated"] = self.asr_calibrated
@@ -75,6 +87,7 @@ class AuditResult:
     attacks: list[AttackResult]
     seed: int
     command: str = ""
+    bootstrap: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +98,7 @@ class AuditResult:
             "command": self.command,
             "machine": machine_info(),
             "seed": self.seed,
+            "bootstrap": self.bootstrap,
             "target": self.target,
             "split": self.split,
             "attacks": {a.name: a.to_dict() for a in self.attacks},
@@ -95,6 +109,17 @@ class AuditResult:
             if a.name == attack and a.metrics is not None:
                 return float(getattr(a.metrics, name))
         raise KeyError(f"no successful result for attack '{attack}'")
+
+
+def scores_sha256(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> str:
+    """sha256 of the saved score arrays (dtype, shape and bytes): results.json names the exact scores
+    its metrics came from, so an edited ``scores/*.npz`` is caught even where no metric moves."""
+    h = hashlib.sha256()
+    for a in (member_scores, nonmember_scores):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def machine_info() -> dict[str, Any]:
@@ -162,6 +187,8 @@ def run_attacks(
         "nonmember_ids": [split.nonmembers.ids[i] for i in cal_n],
     }
     target_info = target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()}
+    if out is not None:
+        _drop_stale_scores(out / "scores", target.fingerprint(), split_info["fingerprint"])
     results: list[AttackResult] = []
     for attack in instances:
         desc = attack.describe()
@@ -212,7 +239,8 @@ def run_attacks(
             res.error = f"{type(err).__name__}: {err}"
             res.warnings.append(traceback.format_exc(limit=3))
         results.append(res)
-    return AuditResult(target=target_info, split=split_info, attacks=results, seed=seed, command=command)
+    return AuditResult(target=target_info, split=split_info, attacks=results, seed=seed, command=command,
+                       bootstrap=bootstrap)
 
 
 def _calibration_indices(n: int, fraction: float, seed: int, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -231,9 +259,72 @@ def _cond(target: Target, images: Any) -> Any:
 
 
 def _load_scores(path: Path, keys: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float] | None:
-    if not path.is_file():
+    """Cached scores for exactly these keys, or None (missing, other keys, or unreadable: recomputed)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["keys"])) != keys:
+                return None
+            return z["member_scores"], z["nonmember_scores"], float(z["seconds"])
+    except FileNotFoundError:
         return None
-    with np.load(path) as z:
-        if json.loads(str(z["keys"])) != keys:
-            return None
-        return z["member_scores"], z["nonmember_scores"], float(z["seconds"])
+    except Exception:  # a truncated or garbage cache file is a cache miss, not a failed attack
+        return None
+
+
+def _drop_stale_scores(folder: Path, target_fp: str, split_fp: str) -> None:
+    """Delete score files computed on another target or split (or unreadable): a rerun into an old
+    folder must never leave another model's scores where a report or ``verify`` would find them."""
+    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = json.loads(str(z["keys"]))
+            stale = keys.get("target") != target_fp or keys.get("split") != split_fp
+        except Exception:  # unreadable: recomputed if this run needs it, never read otherwise
+            stale = True
+        if stale:
+            path.unlink(missing_ok=True)
+
+
+def check_target_split(target_dir: str | Path, split: MembershipSplit, *, allow_mismatch: bool = False) -> dict[str, Any]:
+    """Compare ``split`` with the training split ``target_dir/split.json`` records (by image sha256).
+
+    Refused with one line (``SplitError``) when a member is recorded as a non-member or not among
+    the training members, or a non-member was a training member: every score would be mislabelled.
+    ``allow_mismatch`` runs anyway; the returned record (stored in ``results.json["split_check"]``
+    and shown in the report) then says so. A target without ``split.json`` returns status
+    "not recorded".
+    """
+    from genleak.errors import SplitError
+
+    record = Path(target_dir) / TARGET_SPLIT_FILE
+    if not record.is_file():
+        return {"status": "not recorded", "record": None}
+    try:
+        manifest = json.loads(record.read_text(encoding="utf-8"))
+        rec_m = {str(e["sha256"]) for e in manifest["members"]}
+        rec_n = {str(e["sha256"]) for e in manifest["nonmembers"]}
+        rec_fp = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                           allow_nan=False).encode("utf-8")).hexdigest()
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+        raise SplitError(f"'{record}' (the target's training split) is not a readable split manifest "
+                         f"({type(err).__name__}); restore it or retrain the target") from None
+    fp = split.fingerprint()
+    counts = {
+        "members_recorded_as_nonmembers": sum(h in rec_n for h in split.members.hashes),
+        "members_not_trained_on": sum(h not in rec_m and h not in rec_n for h in split.members.hashes),
+        "nonmembers_trained_on": sum(h in rec_m for h in split.nonmembers.hashes),
+    }
+    info: dict[str, Any] = {"record": str(record.resolve()), "recorded_fingerprint": rec_fp, "split_fingerprint": fp,
+                            **counts}
+    if not any(counts.values()):
+        return {"status": "match", **info}
+    labels = {"members_recorded_as_nonmembers": "member(s) the target records as non-members",
+              "members_not_trained_on": "member(s) not in the target's training set",
+              "nonmembers_trained_on": "non-member(s) the target was trained on"}
+    what = ", ".join(f"{n} {labels[k]}" for k, n in counts.items() if n)
+    message = (f"split '{split.name}' ({fp[:12]}) does not match the split the target was trained on "
+               f"({record}, {rec_fp[:12]}): {what}")
+    if not allow_mismatch:
+        raise SplitError(f"{message}; use the target's split.json, or pass --allow-split-mismatch to run anyway "
+                         "(recorded in the results)")
+    return {"status": "mismatch allowed", "message": message + " (run anyway with --allow-split-mismatch)", **info}

@@ -49,12 +49,25 @@ def _abs(path: str | os.PathLike[str]) -> Path:
     return Path(path).expanduser().resolve()
 
 
+MAX_SIZE = 2048  # px per side: above this a size in a spec or manifest is a typo, not an image size
+_MAX_BYTES = 8 << 30  # refuse to build more than 8 GiB of float32 pixels instead of swapping or dying
+
+
 def _check_size(size: int | None, where: str) -> int | None:
     if size is None:
         return None
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or int(size) <= 0:
         raise DataError(f"{where}: size must be a positive integer, got {size!r}")
+    if int(size) > MAX_SIZE:
+        raise DataError(f"{where}: size {int(size)} is larger than {MAX_SIZE} px; check the source spec or manifest")
     return int(size)
+
+
+def _check_bytes(n: int, channels: int, size: int, where: str) -> None:
+    need = n * channels * size * size * 4
+    if need > _MAX_BYTES:
+        raise DataError(f"{where}: {n} images of {channels}x{size}x{size} would need {need / 2**30:.0f} GiB; "
+                        "use a smaller size")
 
 
 def _check_channels(channels: int | None, where: str) -> int | None:
@@ -112,7 +125,8 @@ def _images_from_pil(
         j = next(i for i, s in enumerate(sizes) if s != s0)
         raise DataError(
             f"{where}: images have different sizes (e.g. {n0!r} is {s0[0]}x{s0[1]}, "
-            f"{opened[j][0]!r} is {sizes[j][0]}x{sizes[j][1]}); pass --size N (size=N) to resize them all"
+            f"{opened[j][0]!r} is {sizes[j][0]}x{sizes[j][1]}); add ?size=N to the source to resize them all, "
+            f"e.g. '{where.split()[0]}:PATH?size={min(s0)}'"
         )
     out = []
     for name, opener in opened:
@@ -140,6 +154,7 @@ def digits_source(size: int = 8) -> ImageSet:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    _check_bytes(len(bunch.images), 1, size, "digits source")
     pixels = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32)) / 8.0 - 1.0
     images = resize(pixels[:, None], size) if size != 8 else pixels[:, None].contiguous()
     return ImageSet(

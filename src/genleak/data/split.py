@@ -66,7 +66,7 @@ class MembershipSplit:
         if self.members.shape != self.nonmembers.shape:
             raise SplitError(
                 f"{tag}: members have shape {self.members.shape} but non-members {self.nonmembers.shape}; "
-                "resize both sides to the same size (e.g. --size)"
+                "load both sides at one size (a ?size=N source option, e.g. 'folder:PATH?size=32')"
             )
         self.members.validate(f"{tag} members")
         self.nonmembers.validate(f"{tag} non-members")
@@ -168,6 +168,8 @@ class MembershipSplit:
             full = load_source(spec)
         except GenleakError as err:
             raise SplitError(f"{tag}: cannot reload its source ({err})") from err
+        except (TypeError, ValueError, OSError) as err:  # a hand-edited source spec with wrong value types
+            raise SplitError(f"{tag}: cannot reload its source {source!r} ({type(err).__name__}: {err})") from err
 
         loaded: dict[str, ImageSet] = {}
         for side, (ids, hashes) in sides.items():

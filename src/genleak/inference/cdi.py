@@ -159,6 +159,8 @@ class CDIResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     scores_p: np.ndarray | None = None
     scores_u: np.ndarray | None = None
+    features_p: np.ndarray | None = None  # the scorer's inputs, saved so `genleak verify` can refit and re-test
+    features_u: np.ndarray | None = None
 
     @property
     def t_sign(self) -> str:
@@ -335,6 +337,8 @@ def cdi_test(
         min_suspect_size_refit=min_refit,
         scores_p=sp,
         scores_u=su,
+        features_p=xp,
+        features_u=xu,
     )
     result.verdict = _verdict(result)
     return result
@@ -547,7 +551,8 @@ def features_for(
 
 
 def write_cdi(result: CDIResult, out_dir: str | Path) -> dict[str, Path]:
-    """``cdi.json``, ``min_p_curve.png`` and ``scores.npz`` (out-of-fold scores) in ``out_dir``."""
+    """``cdi.json``, ``min_p_curve.png`` and ``scores.npz`` (out-of-fold scores and the feature
+    matrices they came from) in ``out_dir``."""
     from genleak.io import atomic_save_npz, atomic_write_json
 
     out = Path(out_dir)
@@ -560,6 +565,8 @@ def write_cdi(result: CDIResult, out_dir: str | Path) -> dict[str, Path]:
             scores_reference=result.scores_u,
             ids_suspect=np.asarray(ids.get("suspect", [])),
             ids_reference=np.asarray(ids.get("reference", [])),
+            **({} if result.features_p is None else {"features_suspect": result.features_p,
+                                                       "features_reference": result.features_u}),
         )
     if result.curve:
         plot_min_p_curve(result, out / "min_p_curve.png")

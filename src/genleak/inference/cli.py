@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from genleak.cli_args import set_threads
+from genleak.cli_args import command_line, set_threads
 from genleak.errors import GenleakError
 
 
@@ -61,6 +59,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
         config: Path = typer.Option(None, help="Run an experiment config (configs/cdi_*.json|toml) instead."),
         quiet: bool = typer.Option(False, help="No progress bars."),
+        allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="With --split: run even if it contradicts the target's recorded training split (recorded in cdi.json)."),
     ) -> None:
         """Dataset inference (CDI): was the suspect set P used to train the model? Verdict at alpha,
         p-value, t statistic, samples, features, and the minimum-|P| curve."""
@@ -100,15 +99,26 @@ def register(app: typer.Typer) -> None:
             fail_on_shift=fail_on_shift,
             max_samples=max_samples,
         )
+        check = None
         if split is not None:
+            from genleak.pipeline import check_target_split
+
             s = MembershipSplit.load(split)
+            check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
+            if check.get("message"):
+                typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
             p_set, u_set = s.members, s.nonmembers
         else:
             p_set, u_set = load_source(suspect), load_source(reference)
         out = out or Path("cdi-out")
         t = DiffusionTarget.from_pretrained(target, device=device)
-        command = "genleak " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet, command=command)
+        result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet,
+                         command=command_line())
+        result.provenance["inputs"] = {"target_path": str(target.resolve())}
+        if split is not None:
+            result.provenance["inputs"].update(split_path=str(split.resolve()), split_fingerprint=s.fingerprint())
+        if check is not None:
+            result.provenance["split_check"] = check
         paths = write_cdi(result, out)
         typer.echo(format_result(result))
         typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -67,18 +67,27 @@ def register(app: typer.Typer) -> None:
         mlflow: bool = typer.Option(False, "--mlflow", help="Also log metrics and artifacts to MLflow."),
         mlflow_uri: str = typer.Option(None, help="MLflow tracking URI or folder (default: ./mlruns, a local file store)."),
         mlflow_experiment: str = typer.Option("genleak", help="MLflow experiment name."),
+        allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="Run even if --split contradicts the target's recorded training split (recorded in the results)."),
     ) -> None:
         """Run the standard audit and write results.json and a self-contained report.html."""
         from genleak.audit import run_audit
         from genleak.data import MembershipSplit
+        from genleak.pipeline import check_target_split
+        from genleak.report.html import REPORT_FILE, write_report
+        from genleak.report.results import update_results
         from genleak.report.table import print_results
         from genleak.report.verdict import compute_verdict
 
         s = MembershipSplit.load(split)
+        check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
+        if check.get("message"):
+            typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
         t = _load_target(target, device)
         data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
                          target_path=target, split_path=split)
+        data = update_results(out, {"split_check": check})  # run_audit takes no such record: add it, re-render
+        write_report([out], out / REPORT_FILE)
         print_results(data)
         verdict = compute_verdict(data)
         typer.echo(f"verdict: {verdict['label']}: {verdict['headline']} (confidence {verdict['confidence']})")

@@ -144,6 +144,9 @@ def _warnings_html(r: Run, idx: int) -> str:
     problems = [f"{n}: figures omitted, {s}" for n, s in r.scores.items() if isinstance(s, str)]
     sec_fail = [f"section '{n}' failed: {s.get('error') or 'unknown error'}"
                 for n, s in (data.get("sections") or {}).items() if s.get("status") == "failed"]
+    check = data.get("split_check") or {}
+    if check.get("status") == "mismatch allowed":  # --allow-split-mismatch: the labels contradict the target's record
+        sec_fail.insert(0, f"SPLIT MISMATCH: {check.get('message', 'the split contradicts the target record')}")
     if not (failed or guards or notes or problems or sec_fail):
         return ""
     parts = [f'<section class="warnings" data-run="{idx}"><h2>Warnings</h2>']

@@ -18,7 +18,7 @@ import numpy as np
 
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json
-from genleak.pipeline import RESULTS_FORMAT, RESULTS_VERSION, AuditResult
+from genleak.pipeline import RESULTS_FORMAT, RESULTS_VERSION, AuditResult, RunFailed
 
 RESULTS_FILE = "results.json"
 ROC_FILE = "roc.png"
@@ -33,10 +33,15 @@ def write_results(result: AuditResult, out_dir: str | Path, *, extra: dict[str, 
     """Write ``results.json`` and ``roc.png`` into ``out_dir`` (atomically); return the json path.
 
     ``extra`` adds optional top-level keys (``settings``, ``audit``, ...) to the dict; it may not
-    replace the keys ``AuditResult`` writes.
+    replace the keys ``AuditResult`` writes. A run where every attack failed raises ``RunFailed``
+    and writes nothing.
     """
     from genleak.report.plots import plot_roc
 
+    if result.attacks and not any(a.ok for a in result.attacks):
+        # a run with nothing to show must not replace a previous good results.json (or roc.png)
+        why = "; ".join(f"{a.name}: {(a.error or '').splitlines()[0] if a.error else '?'}" for a in result.attacks)
+        raise RunFailed(f"every attack failed ({why}); nothing written to {out_dir}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curves = {
