@@ -124,6 +124,8 @@ def register(app: typer.Typer) -> None:
         steps: int = STEPS, channels: str = CHANNELS, lr: float = LR,
         batch_size: int = typer.Option(32, help="Expected batch size; sample rate = batch / members (Poisson)."),
         ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+        reproducible_noise: bool = typer.Option(False, "--reproducible-noise", help="Seed the privacy noise from "
+                                                "--seed (anyone with the run record can replay it: tests only)."),
     ) -> None:
         """DP-SGD training with Opacus; reports the epsilon spent."""
         from genleak.data import MembershipSplit
@@ -131,12 +133,12 @@ def register(app: typer.Typer) -> None:
 
         set_threads(threads)
         dp = DPConfig(noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
-                      max_grad_norm=max_grad_norm, accountant=accountant)
+                      max_grad_norm=max_grad_norm, accountant=accountant, reproducible_noise=reproducible_noise)
         _, report = train_dpsgd(MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
                                 dp, out)
         typer.echo(f"wrote {out}: epsilon = {report['epsilon']:.3f} at delta = {report['delta']:g} "
                    f"(noise multiplier {report['noise_multiplier']:.3f}, q = {report['sample_rate']:.3f}, "
-                   f"{report['steps']} steps, {report['accountant']})")
+                   f"{report['steps']} steps, {report['accountant']}, noise from {report['noise_source']})")
 
     @defend.command("experiment")
     def experiment_cmd(

@@ -17,12 +17,21 @@ calls it when validation fails and records what it changed in ``dp.json``.
 The loop is ``genleak.train.train_ddpm`` with ``DPSGDHooks`` (GradSampleModule + DPOptimizer in
 ``prepare``, Poisson batches, the accountant in ``after_step`` and in the checkpoint), so a DP run
 checkpoints and resumes like any other, accountant included.
+
+The privacy noise must not be replayable: anyone who can regenerate it can subtract it from the
+released weights' updates. By default it comes from a generator seeded with OS entropy that is never
+written anywhere (not in the record, not in the checkpoint; a resumed run draws fresh entropy) and
+Opacus' ``secure_mode`` sampling (the sum of four Gaussians, robust to the floating-point attacks of
+arXiv:2107.10138). Opacus' own ``PrivacyEngine(secure_mode=True)`` would need ``torchcsprng``, which
+has no build for current torch. ``reproducible_noise=True`` (tests, debugging) seeds the noise from the
+run seed and checkpoints it, so a resumed run equals an uninterrupted one; the run record says which.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +55,11 @@ class DPConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     accountant: str = "rdp"  # rdp | prv | gdp (Opacus accountants)
+    reproducible_noise: bool = False  # seed the noise from the run seed (replayable: tests only)
+
+    @property
+    def noise_source(self) -> str:
+        return "seed" if self.reproducible_noise else "os_entropy"
 
     def check(self, n: int) -> None:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
@@ -78,7 +92,8 @@ class DPSGDHooks(TrainHooks):
         self.seed = seed
         self.accountant = create_accountant(dp.accountant)
         self.resampled_empty = 0
-        self.noise_generator = torch.Generator(device="cpu").manual_seed(seed + 7919)
+        self.noise_generator: torch.Generator | None = None  # made in prepare, on the model's device
+        self._noise_state: torch.Tensor | None = None  # a reproducible run's checkpointed generator
 
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
         from opacus import GradSampleModule
@@ -89,11 +104,17 @@ class DPSGDHooks(TrainHooks):
         if errors:
             raise GenleakError(f"model not DP-SGD compatible ({errors[0]}); fix it with opacus' ModuleValidator.fix first")
         gsm = GradSampleModule(model, loss_reduction="mean")
-        # the privacy noise comes from our own generator (checkpointed) so a resumed run adds the
-        # same noise as an uninterrupted one; on GPU Opacus draws it on the device instead
+        gen = torch.Generator(device=next(model.parameters()).device)
+        if self.dp.reproducible_noise:
+            gen.manual_seed(self.seed + 7919)
+            if self._noise_state is not None:
+                gen.set_state(self._noise_state)
+        else:
+            gen.manual_seed(secrets.randbits(63))  # OS entropy, kept in memory only
+        self.noise_generator = gen
         dp_opt = DPOptimizer(optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=self.dp.max_grad_norm,
                              expected_batch_size=self.expected_batch_size, loss_reduction="mean",
-                             generator=self.noise_generator if _on_cpu(model) else None)
+                             generator=gen, secure_mode=not self.dp.reproducible_noise)
         return gsm, dp_opt
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -119,18 +140,17 @@ class DPSGDHooks(TrainHooks):
         return float(self.accountant.get_epsilon(delta=self.dp.delta))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.accountant.history], "resampled_empty": self.resampled_empty,
-                "noise_generator": self.noise_generator.get_state()}
+        state: dict[str, Any] = {"history": [list(h) for h in self.accountant.history],
+                                 "resampled_empty": self.resampled_empty}
+        if self.dp.reproducible_noise and self.noise_generator is not None:
+            state["noise_generator"] = self.noise_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.accountant.history = [tuple(h) for h in state.get("history", [])]
         self.resampled_empty = int(state.get("resampled_empty", 0))
-        if "noise_generator" in state:
-            self.noise_generator.set_state(state["noise_generator"])
-
-
-def _on_cpu(model: torch.nn.Module) -> bool:
-    return next(model.parameters()).device.type == "cpu"
+        if self.dp.reproducible_noise:
+            self._noise_state = state.get("noise_generator")
 
 
 def solve_noise_multiplier(dp: DPConfig, sample_rate: float, steps: int) -> float:
@@ -165,7 +185,7 @@ def train_dpsgd(
     """Train the target on ``split``'s members with DP-SGD; returns (target, privacy report).
 
     The report (also ``OUT/dp.json``) holds the spent epsilon at ``delta``, the noise multiplier,
-    the sample rate, the steps and the accountant.
+    the sample rate, the steps, the accountant and the noise source (also in the training record).
     """
     from genleak.targets import build_unet
 
@@ -183,7 +203,7 @@ def train_dpsgd(
     unet, fixed = prepare_unet(unet)
     config = dataclasses.replace(config, extra={**config.extra, "defense": "dpsgd", "noise_multiplier": sigma,
                                                 "max_grad_norm": dp.max_grad_norm, "delta": dp.delta,
-                                                "accountant": dp.accountant})
+                                                "accountant": dp.accountant, "noise_source": dp.noise_source})
     hooks = DPSGDHooks(n, config.batch_size, sigma, dp, seed=config.seed)
     target = train_ddpm(images, config, out_dir, split_manifest=split.to_manifest(), progress=progress,
                         unet=unet, hooks=hooks)
@@ -201,6 +221,8 @@ def train_dpsgd(
         "expected_batch_size": hooks.expected_batch_size,
         "steps": config.steps,
         "accountant": dp.accountant,
+        "noise_source": dp.noise_source,
+        "secure_mode": not dp.reproducible_noise,
         "members": n,
         "module_fixes": fixed,
         "empty_batches_redrawn": hooks.resampled_empty,
