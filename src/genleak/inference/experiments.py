@@ -46,7 +46,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             config = tomllib.loads(file.read_text(encoding="utf-8"))
         else:
             config = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, ImportError) as err:
+    except ValueError as err:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
         raise GenleakError(f"config '{file}' is not valid JSON/TOML ({err})") from err
     if not isinstance(config, dict) or config.get("experiment") not in EXPERIMENTS:
         raise GenleakError(f"config '{file}' needs \"experiment\": one of {', '.join(EXPERIMENTS)}")
