@@ -25,8 +25,8 @@ SIM = SimulationConfig(budgets=(BUDGET,), sybil_accounts=(2,), sybil_budget=BUDG
 def sim(victim_dir, experiment_config, tmp_path_factory) -> tuple[SimulationResult, object]:
     tmp = tmp_path_factory.mktemp("sim")
     db = f"sqlite:///{tmp / 'state.db'}"
+    store = StateStore(db)  # the server only opens existing databases
     with ServerProcess(victim_dir, db, config=experiment_config) as server:
-        store = StateStore(db)
         result = run_simulation(store, lambda key: B4BClient(server.url, key, batch_size=SIM.batch_size), SIM,
                                 progress=False, out_dir=tmp / "out")
     print("\n" + result.table())
@@ -52,12 +52,18 @@ def test_stolen_encoder_with_b4b_far_below_without(sim):
     assert result.row("ATTACK", "B4B", "10K").sigma > 1.0, result.table()
 
 
-def test_sybil_accounts_recover_little(sim):
+def test_sybil_accounts_are_not_stopped_at_our_scale(sim):
+    """docs/b4b.md: each sybil account stays at low coverage and the shared remapping queries come
+    almost noise-free, so 2 x 5k accounts get a copy near the undefended one and far better than one
+    10k account's (doc, full scale: 83.3% vs 51.1%, undefended 91.7%; this scale: 81.4% vs 65.0%,
+    undefended 91.1%). Deterministic at one thread: the margins absorb platform differences."""
     result, _ = sim
     undefended = result.row("ATTACK", "NONE", "10K").accuracy
+    single = result.row("ATTACK", "B4B", "10K").accuracy
     sybil = result.row("SYBIL", "B4B")
     assert sybil.accounts == 2
-    assert sybil.accuracy <= undefended - 5.0, result.table()
+    assert sybil.accuracy >= undefended - 15.0, result.table()
+    assert sybil.accuracy >= single + 10.0, result.table()
 
 
 def test_narrow_task_covers_less_than_broad_stealing(sim):

@@ -103,8 +103,9 @@ class Encoder:
 
     Args:
         module: any ``torch.nn.Module`` mapping ``(N, *input_shape)`` floats in [0, 1] to ``(N, D)``.
+            To :meth:`save` it, its class must be registered (:func:`register_architecture`).
         input_shape: ``(C, H, W)`` the module expects; the API rejects anything else.
-        name: a label for logs and ``encoder.json``.
+        name: a label for logs and ``config.json``.
         meta: extra JSON-able metadata stored next to the weights (training config, data, ...).
     """
 
