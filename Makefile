@@ -6,7 +6,7 @@ demo:
 	.venv/bin/genleak demo --out demo-out
 
 test:
-	bash scripts/setup-env.sh
+	bash scripts/setup-env.sh dev,mlflow
 	bash scripts/run-tests.sh
 
 lint:
