@@ -308,6 +308,10 @@ def check_target_split(target_dir: str | Path, split: MembershipSplit, *, allow_
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
         raise SplitError(f"'{record}' (the target's training split) is not a readable split manifest "
                          f"({type(err).__name__}); restore it or retrain the target") from None
+    shape = manifest.get("image_shape")
+    if isinstance(shape, list) and list(split.members.shape) != shape:  # no overlap possible: say why plainly
+        raise SplitError(f"split '{split.name}' has images of shape {tuple(split.members.shape)} but the target was "
+                         f"trained on images of shape {tuple(shape)} ({record}); use a split of the same data and size")
     fp = split.fingerprint()
     counts = {
         "members_recorded_as_nonmembers": sum(h in rec_n for h in split.members.hashes),

@@ -73,8 +73,9 @@ def verify(result_dir: str | Path, *, target: str | Path | None = None, split: s
 
 
 def _load_inputs(v: Verification, recorded: dict[str, Any], target: str | Path | None, split: str | Path | None,
-                 target_fp: str | None, split_fp: str | None) -> tuple[Any, Any]:
-    """Load the target and split (given, else the recorded paths) and compare their fingerprints."""
+                 target_fp: str | None, split_fp: str | None, guidance_scale: float | None = None) -> tuple[Any, Any]:
+    """Load the target (at the CFG scale the run used) and split (given, else the recorded paths) and
+    compare their fingerprints."""
     from genleak.data import MembershipSplit
     from genleak.targets.loading import load_target
 
@@ -84,7 +85,7 @@ def _load_inputs(v: Verification, recorded: dict[str, Any], target: str | Path |
         v.differences.append("target: not checked: give --target (the run recorded no target path)")
     else:
         try:
-            t = load_target(tpath)
+            t = load_target(tpath, guidance_scale=guidance_scale)
         except GenleakError as err:
             v.differences.append(f"target: cannot load '{tpath}': {err}")
         else:
@@ -118,7 +119,8 @@ def _verify_mia(folder: Path, v: Verification, target: Any, split: Any, rescore:
 
     data = load_results(folder)
     recorded = {**(data.get("inputs") or {}), **(data.get("audit") or {})}
-    t, s = _load_inputs(v, recorded, target, split, data["target"].get("fingerprint"), data["split"]["fingerprint"])
+    t, s = _load_inputs(v, recorded, target, split, data["target"].get("fingerprint"), data["split"]["fingerprint"],
+                        data["target"].get("guidance_scale"))
     scores = _check_metrics(folder, data, v)
     if "verdict" in data:
         from genleak.report.verdict import compute_verdict
