@@ -211,7 +211,8 @@ COSTS: dict[str, str] = {
                "be retrained too). Utility: reconstruction MSE doubles (members 0.0095 -> 0.0189, non-members "
                "0.0221 -> 0.0368)."),
     "prompt-diversification": ("Compute: none extra (same steps; one of six captions drawn per step). Utility: "
-                               "not measured at tiny scale; 001 table 2 reports quality kept."),
+                               "not measured at tiny scale; 001 gives no number for it (table 2 compares DualMD / "
+                               "DistillMD with the original model; fig. 7 only shows samples of models trained with it)."),
     "iar-output-noise": ("Compute: none (inference-time noise). Utility: large: RAR FID 5.50 -> 31.42 and class "
                          "accuracy 0.885 -> 0.080 at sigma 10 (benchmarks/RESULTS.md, IAR §5)."),
 }
