@@ -7,7 +7,7 @@ DP-SGD, and DualMD sampling speed vs single-model sampling.
 Throughput is measured as (S - s0) / (time(S steps) - time(s0 steps)) with s0 = 10, so one-off
 setup (accelerate, Opacus wrapping, first-call allocations) is not counted; each time is the best
 of 2 runs (sampling: best of 3, interleaved) because other processes share the machine. Everything runs
-without checkpoints. Record results in benchmarks/results_defenses.md with the command line.
+without checkpoints. Record results in benchmarks/RESULTS.md (Defenses) with the command line.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ for N generations against M training images (``genleak.extraction.nn.nearest``: 
 
 ``claims``: runs the experiment a config describes (``kind`` = extraction | memorization | s2l |
 perturb), training its targets into ``OUT/`` first (train_ddpm resumes / reuses finished runs),
-and prints a markdown table. Every number in benchmarks/results_extraction.md comes from one of
+and prints a markdown table. Every extraction number in benchmarks/RESULTS.md comes from one of
 these commands. Configs: ``configs/extraction_*.json``, ``configs/s2l_*.json``.
 """
 

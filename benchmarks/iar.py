@@ -9,7 +9,7 @@ Weights are random (speed does not depend on training), shapes are those of the 
 
     python benchmarks/iar.py [--n 512] [--batch 64] [--threads 1] [--candidates 50]
 
-Record results in benchmarks/results_iar.md with the command and the machine.
+Record results in benchmarks/RESULTS.md (IAR results) with the command and the machine.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Results differ bitwise across thread counts (CALIBRATION.md): fix it for every test. One thread
+# Results differ bitwise across thread counts (../shared/CALIBRATION.md): fix it for every test. One thread
 # keeps the suite's speed stable when other work shares the machine.
 torch.set_num_threads(1)
 

@@ -37,7 +37,7 @@ class GenBoxConfig(AttackConfig):
     # Image-to-image strength. The paper's attack guides generation with the query's caption; an
     # unconditional model has no caption, and starting from the noised query is the analogue.
     # 0.3 was best of {0.3, 0.5, 0.7, 1.0} on a calibration model (digits 8x8, split seed 0; the
-    # tests evaluate on split seed 1): AUC 0.90 / 0.75 / 0.65 / 0.60 (benchmarks/results_defenses.md).
+    # tests evaluate on split seed 1): AUC 0.90 / 0.75 / 0.65 / 0.60 (run not kept; benchmarks/RESULTS.md, "genbox's strength", re-measures it).
     strength: float = 0.3
     space: str = "pixel"  # which distance is the score: "pixel" or "feature" (needs ``encoder``)
     encoder: str = ""  # path: genleak encoder folder or TorchScript feature network

@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("memorization-out"), help="Writes memorization.json (+ memorization_hist.png with labels)."),
         k: int = typer.Option(8, help="Generations per condition (--prompts)."),
         steps: int = typer.Option(50, help="DDIM steps for those generations."),
-        t_sec: int = typer.Option(100, help="SecMI timestep (001 app. A.2.3: 100; 20 was the reliable choice on tiny DDPMs, see benchmarks/results_extraction.md)."),
+        t_sec: int = typer.Option(100, help="SecMI timestep (001 app. A.2.3: 100; 20 was the reliable choice on tiny DDPMs, see benchmarks/RESULTS.md, t-error claim)."),
         interval: int = typer.Option(10, help="SecMI DDIM interval (001 app. A.2.3: 10)."),
         seed: int = typer.Option(0),
         device: str = typer.Option(None),

@@ -17,7 +17,7 @@ Two modes:
   t-error is low (001, appendix A.1 applies eq. 8 to prompts the same way: memorised prompts as
   the "member" set, normal prompts as the "hold-out" set).
 
-Measured on tiny trained DDPMs with planted duplicates (benchmarks/results_extraction.md): at the
+Measured on tiny trained DDPMs with planted duplicates (benchmarks/RESULTS.md, t-error claim): at the
 paper's t_sec = 100 the separation swung between AUC 0.40 and 0.998 across seeds, at t_sec = 20
 (interval 10) it was 0.975-1.0 on every seed. The default stays the paper's; pass ``t_sec=20`` for
 small models (the statistic's known instability on tiny models: README, "SecMI on tiny models").

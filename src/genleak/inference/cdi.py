@@ -10,7 +10,7 @@ differ for reasons that have nothing to do with the model.
 
 ``run_cdi`` is the full audit on images; ``cdi_test`` the statistics on precomputed features.
 
-Two deliberate departures from the thesis, both measured (benchmarks/results_cdi.md):
+Two deliberate departures from the thesis, both measured (benchmarks/RESULTS.md, CDI):
 
 * The verdict's p-value is exact: a within-fold permutation test of the same out-of-fold Welch
   statistic (``scoring.permutation_test``). The thesis' parametric Welch p-value on pooled

@@ -8,7 +8,7 @@ folds is learnt by the other folds' models and shows up again in their test scor
 treats the pooled scores as independent and is anti-conservative under H0: its null t statistic
 has sd ~1.4 instead of 1 at every size we tried (64 to 10,000 per side), and with P and U both
 non-members it gave p < 0.05 in 6-11% and p < 0.01 in 2-3% of draws (tiny DDPMs, gray-box
-features; 9-11% and 3-5% on pure-noise features; benchmarks/results_cdi.md). Permuting
+features; 9-11% and 3-5% on pure-noise features; benchmarks/RESULTS.md, CDI). Permuting
 the P/U labels *within* each fold (valid under H0, where P and U are exchangeable and the fold of a
 sample does not depend on its label) and refitting gives the exact null distribution of the same
 statistic. The refits are batched Newton steps on the same penalised objective scikit-learn's

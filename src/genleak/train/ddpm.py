@@ -81,7 +81,7 @@ class TrainHooks:
 def next_batch(hooks: TrainHooks, step: int, n: int, batch_size: int, gen: torch.Generator, perm: torch.Tensor,
                cursor: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Rows for this step: the hooks' choice, else epoch-wise shuffling (every image once per epoch,
-    as CALIBRATION.md counts epochs). Returns (rows, permutation, cursor) to carry to the next step."""
+    as ../shared/CALIBRATION.md counts epochs). Returns (rows, permutation, cursor) to carry to the next step."""
     idx = hooks.batch_indices(step, n, gen)
     if idx is not None:
         return idx, perm, cursor
@@ -92,7 +92,7 @@ def next_batch(hooks: TrainHooks, step: int, n: int, batch_size: int, gen: torch
 
 @dataclass
 class TrainConfig(JsonConfig):
-    """Training hyperparameters. Defaults: the tiny overfit setup of CALIBRATION.md."""
+    """Training hyperparameters. Defaults: the tiny overfit setup of ../shared/CALIBRATION.md."""
 
     steps: int = 500
     batch_size: int = 32
@@ -104,7 +104,7 @@ class TrainConfig(JsonConfig):
     ema_decay: float | None = None  # e.g. 0.999; None trains without EMA
     seed: int = 0
     checkpoint_every: int = 250
-    weight_decay: float = 0.01  # AdamW default, as in CALIBRATION.md
+    weight_decay: float = 0.01  # AdamW default, as in ../shared/CALIBRATION.md
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
