@@ -210,8 +210,10 @@ def train_encoder(
     return extractor
 
 
-def load_extractor(path: str | Path) -> FeatureExtractor:
-    """A genleak encoder folder (``encoder.json``) or a TorchScript file (e.g. an Inception checkpoint)."""
+def load_extractor(path: str | Path, trust_code: bool = False) -> FeatureExtractor:
+    """A genleak encoder folder (``encoder.json`` + safetensors) or, with ``trust_code``, a TorchScript
+    file (e.g. an Inception checkpoint). A TorchScript file is a program, not weights: like
+    transformers' ``trust_remote_code`` it is only loaded when the caller says they trust it."""
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -224,6 +226,9 @@ def load_extractor(path: str | Path) -> FeatureExtractor:
         model.load_state_dict(load_file(str(p / ENCODER_WEIGHTS)))
         return EncoderExtractor(model.eval(), source=str(p), meta={k: v for k, v in meta.items() if k not in ("format", "version", "config")})
     if p.is_file():
+        if not trust_code:
+            raise GenleakError(f"'{path}' is a TorchScript file, i.e. code; load it only if you trust its author "
+                               "(--trust-torchscript), or use a genleak encoder folder")
         try:
             module = torch.jit.load(str(p), map_location="cpu").eval()
         except RuntimeError as err:

@@ -6,7 +6,7 @@ query to the timestep s selects and denoise it with DDIM) or from pure noise (s 
 the query by how close the nearest generation comes: score = -min_k d(query, generation_k). An
 overfit model pulls a noised member back onto itself and a noised non-member onto some other
 training image, so members score higher. Distances are measured in pixel space and, with an
-``encoder`` (a genleak encoder folder or a TorchScript feature network; ``genleak train-encoder``
+``encoder`` (a genleak encoder folder; ``genleak train-encoder``
 trains the offline default on reference data), in its feature space, as Pang & Wang compare
 generations with an image embedding.
 
@@ -40,7 +40,7 @@ class GenBoxConfig(AttackConfig):
     # tests evaluate on split seed 1): AUC 0.90 / 0.75 / 0.65 / 0.60 (run not kept; benchmarks/RESULTS.md, "genbox's strength", re-measures it).
     strength: float = 0.3
     space: str = "pixel"  # which distance is the score: "pixel" or "feature" (needs ``encoder``)
-    encoder: str = ""  # path: genleak encoder folder or TorchScript feature network
+    encoder: str = ""  # path: a genleak encoder folder (never TorchScript: an attack config must not run code)
     eta: float = 0.0  # DDIM eta (0: deterministic given the starting noise)
 
 

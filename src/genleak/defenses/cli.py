@@ -165,6 +165,7 @@ def register(app: typer.Typer) -> None:
         adaptive_rounds: str = typer.Option("", help="Also run the appendix A.5 adaptive attack, e.g. 2,3."),
         param: list[str] = typer.Option([], help="Attack parameter ATTACK.NAME=VALUE, e.g. secmi.t_sec=20 (repeatable)."),
         encoder: Path = typer.Option(None, help="Feature extractor: genleak encoder folder or TorchScript Inception file."),
+        trust_torchscript: bool = typer.Option(False, help="Allow a TorchScript --encoder file: it is code and runs on load."),
         reference: str = typer.Option(None, help="Source of reference images (default: the split's source minus the split)."),
         n_quality: int = typer.Option(500, help="Images generated per model for FID/precision/recall/memorisation."),
         quality_steps: int = typer.Option(50, help="DDIM steps for the quality generations."),
@@ -181,7 +182,8 @@ def register(app: typer.Typer) -> None:
         params = parse_params(param)
         ref = reference_images(s, seed=seed, source=parse_source_spec(reference)) if reference else None
         result = evaluate_defense(baseline, defended, s, out, attacks=split_csv(attacks), attack_params=params,
-                                  adaptive_rounds=parse_ints(adaptive_rounds), encoder=encoder, reference=ref,
+                                  adaptive_rounds=parse_ints(adaptive_rounds), encoder=encoder,
+                                  trust_torchscript=trust_torchscript, reference=ref,
                                   n_quality=n_quality, quality_steps=quality_steps, seed=seed, bootstrap=bootstrap,
                                   command=command_line())
         print_table(result)

@@ -68,6 +68,7 @@ def evaluate_defense(
     attack_params: dict[str, dict[str, Any]] | None = None,
     adaptive_rounds: Sequence[int] = (),
     encoder: str | Path | None = None,
+    trust_torchscript: bool = False,
     reference: ImageSet | None = None,
     n_quality: int = 500,
     quality_steps: int = 50,
@@ -82,7 +83,8 @@ def evaluate_defense(
     """Attack and measure the baseline and each defended model; write ``defense_eval.json`` and ``.md``.
 
     ``adaptive_rounds`` adds the appendix A.5 attack (``dual-adaptive``) with those numbers of
-    rounds, using genbox's parameters. Returns the JSON-able result.
+    rounds, using genbox's parameters. ``trust_torchscript`` allows a TorchScript ``encoder`` file
+    (code; see ``quality.load_extractor``). Returns the JSON-able result.
     """
     from genleak.defenses.dualmd import load_target
     from genleak.pipeline import run_attacks, split_summary
@@ -116,10 +118,11 @@ def evaluate_defense(
             extractor = train_encoder(enc_set.images, enc_set.labels, seed=seed, out_dir=enc_dir, progress=progress)
         encoder = enc_dir
     else:
-        extractor = load_extractor(encoder)
+        extractor = load_extractor(encoder, trust_code=trust_torchscript)
 
     params = {k: dict(v) for k, v in (attack_params or {}).items()}
-    params.setdefault("genbox", {}).setdefault("encoder", str(encoder))
+    if Path(encoder).is_dir():  # genbox's feature space takes encoder folders only, never TorchScript
+        params.setdefault("genbox", {}).setdefault("encoder", str(encoder))
     models: dict[str, Any] = {}
     for name, folder, target in zip(names, folders, targets, strict=True):
         start = time.perf_counter()
