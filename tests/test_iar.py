@@ -4,7 +4,7 @@ Session fixtures train, once: a VQ tokenizer on *public* digits (neither members
 RAR- and VAR-style targets on 64 members (8x8 digits, 4x4 tokens, d=64, 2 layers), a MAR-style
 target, and a pixel DDPM on the same 64 members for the same number of epochs. The claims of
 thesis ch. 9 are asserted at thresholds that hold on these tiny models; the figures they produce
-are printed (run with -s) and recorded in benchmarks/results_iar.md.
+are printed (run with -s) and recorded in benchmarks/RESULTS.md (IAR results).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_cfg_difference_vs_plain(reports):
 
     At this scale it does NOT: 8x8 digits make the class evident from the first tokens and the tiny
     models memorise the members under the null class too, so conditional minus null logits remove
-    membership signal along with difficulty (measured numbers in benchmarks/results_iar.md). What
+    membership signal along with difficulty (measured numbers in benchmarks/RESULTS.md, IAR §2). What
     holds and is asserted: the CFG-difference attacks are strong MIAs (AUC > 0.9 for the best one)
     and the plain ones at least as strong."""
     for kind, rep in reports.items():
@@ -301,7 +301,9 @@ def test_extraction_members_not_validation(rar_target, var_target, iar_data):
               f"false positives {r.validation.count}, {r.seconds_per_candidate * 1e3:.1f} ms/candidate")
     assert counts[("rar", 4)][0] >= 20 and counts[("rar", 4)][1] == 0
     assert counts[("var", 7)][0] >= 3 * max(1, counts[("var", 7)][1])
-    assert counts[("rar", 8)][1] >= counts[("rar", 4)][1]
+    # prefix 8 leaves half the tokens to memory and completes validation images too (measured: 3 false
+    # positives, 44 members): an extraction whose validation check never fires would report 0
+    assert counts[("rar", 8)][1] >= 1 and counts[("rar", 8)][0] >= 20
     with pytest.raises(GenleakError, match="prefix length"):
         IARExtractionConfig(prefix_len=99).resolved_prefix(16)
 
@@ -415,4 +417,5 @@ def test_generic_loader_and_attack_command_take_an_iar_folder(rar_target, iar_da
     assert code == 0, err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {a: results["attacks"][a]["status"] for a in ("iar-loss", "iar-mink")} == {"iar-loss": "ok", "iar-mink": "ok"}
-    assert 0.0 <= results["attacks"]["iar-loss"]["metrics"]["auc"] <= 1.0
+    # measured 1.000 (as on the full split); chance at 16 vs 16 has sd ~0.1, so 0.9 is 4 sd above it
+    assert results["attacks"]["iar-loss"]["metrics"]["auc"] >= 0.9
