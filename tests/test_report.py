@@ -6,6 +6,7 @@ the report/compare CLI and MLflow logging."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -108,6 +109,21 @@ def failed_dir(overfit_ddpm, tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------------------------
 
 
+def unavailable(reason: str):
+    """Skip on a developer's machine, but fail in CI (CI is set there): CI installs Chromium and MLflow,
+    so a missing one there is a broken setup that must not pass as a skipped test."""
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+
+
+def test_missing_tool_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no browser"):
+        unavailable("no browser")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no browser"):
+        unavailable("no browser")
+
+
 @pytest.fixture(scope="module")
 def browser():
     """A headless Debian Chromium driven by playwright (never `playwright install`: no downloads)."""
@@ -117,7 +133,7 @@ def browser():
         pytest.fail("playwright is missing: pip install -e '.[dev]'")
     exe = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(exe).exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does this): cannot start a browser")
+        unavailable("Chromium is not installed (apt-get install chromium; .ci/run does this): cannot start a browser")
     manager = sync_playwright().start()
     try:
         context = manager.chromium.launch_persistent_context(
@@ -125,7 +141,7 @@ def browser():
             viewport={"width": 1280, "height": 900})
     except Exception as err:  # e.g. missing shared libraries in a minimal container
         manager.stop()
-        pytest.skip(f"Chromium at {exe} cannot be started: {str(err).splitlines()[0]}")
+        unavailable(f"Chromium at {exe} cannot be started: {str(err).splitlines()[0]}")
     yield context
     context.close()
     manager.stop()
@@ -485,8 +501,10 @@ def test_mlflow_missing_is_a_clear_error(audit_dir, monkeypatch):
 
 
 def test_mlflow_logs_the_same_metrics(audit_dir, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow", reason="mlflow is an optional extra (pip install -e '.[mlflow]'); not installed here")
-    from mlflow.tracking import MlflowClient
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        unavailable("mlflow is an optional extra (pip install -e '.[mlflow]'; `make test` installs it)")
 
     from genleak.report.mlflow_log import log_to_mlflow
 
