@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # Spinning OpenMP waits make multi-threaded torch collapse when another process shares the cores
 # (CALIBRATION pitfall, measured 40x); passive waiting costs nothing when the cores are free.
@@ -38,6 +40,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "genleak.extraction.cli",
     "genleak.s2l.cli",
     "genleak.iar.cli",
+    "genleak.sim.cli",
+    "genleak.verify",
 )
 
 
@@ -49,16 +53,31 @@ def _register_all() -> None:
 _register_all()
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (a BaseException, so no
+    ``except Exception`` in an attack loop records it as a failed attack and carries on)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
-    """Entry point: run the app, turning user mistakes into one-line errors (exit code 2)."""
+    """Entry point: run the app, turning user mistakes into one-line errors (exit code 2), Ctrl-C
+    into exit 130 and SIGTERM into exit 143 (128 + signal number, as a shell reports them)."""
+    in_main = threading.current_thread() is threading.main_thread()  # signal() works only there
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        app(standalone_mode=False)
+        # non-standalone typer returns the exit code of typer.Exit, and turns Ctrl-C into Exit(130)
+        code = app(standalone_mode=False)
     except GenleakError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))
     except (typer.Abort, KeyboardInterrupt):
-        typer.secho("aborted", err=True)
-        sys.exit(130)
+        code = 130
+    except Terminated:
+        typer.secho("terminated (SIGTERM): stopped before finishing; finished files are kept", err=True)
+        sys.exit(143)
     except typer.Exit as ex:
         sys.exit(ex.exit_code)
     except Exception as err:  # click usage errors arrive here in non-standalone mode
@@ -68,6 +87,12 @@ def main() -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+    finally:
+        if in_main:  # in-process callers (tests) get their own handler back
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        typer.secho("interrupted (Ctrl-C): stopped before finishing; finished files are kept", err=True)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 if __name__ == "__main__":
