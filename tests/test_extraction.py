@@ -158,7 +158,7 @@ class PartialMemoriser:
     """The exact optimal denoiser of a training set in which a few images were memorised and the
     rest generalised: Diracs (weight ``copies``, i.e. duplicated) at the memorised images,
     Gaussians of per-pixel width ``h`` around the others. Trained tiny DDPMs are too erratic for the
-    t-error to be a reliable test oracle (see benchmarks/results_extraction.md); this is the
+    t-error to be a reliable test oracle (see benchmarks/RESULTS.md, t-error claim); this is the
     planted-duplicates setup with the model's behaviour known exactly."""
 
     def __init__(self, memorised: torch.Tensor, normal: torch.Tensor, h: float = 0.2, copies: int = 16):
@@ -209,9 +209,10 @@ def test_t_error_separates_planted_duplicates(digits8, tmp_path):
 
 def test_t_error_flags_planted_duplicates_in_a_trained_ddpm(digits8):
     """8 digits x 16 copies + 120 unique digits, UNet (32, 64), 1200 steps, EMA (the seed-0 row of
-    configs/extraction_memorization.json). At t_sec = 20, interval 10 the t-error put the duplicates
-    first on all three seeds measured (AUC 0.981 / 1.000 / 0.975); at the paper's t_sec = 100 it
-    did not (0.400 / 0.667 / 0.998): see benchmarks/results_extraction.md."""
+    configs/extraction_memorization.json). t_sec is chosen on a calibration half (4 duplicates + 60
+    unique digits) and the separation asserted on the other, disjoint half, so the setting is not
+    picked by looking at the evaluation labels (the t_sec = 20 of earlier versions was). Measured:
+    calibration AUC 0.646 / 0.988 / 0.350 / 0.358 at t_sec 10 / 20 / 50 / 100 -> 20, held-out AUC 0.988."""
     from genleak.extraction.memorization import rank_images
     from genleak.train import TrainConfig, train_ddpm
 
@@ -220,8 +221,13 @@ def test_t_error_flags_planted_duplicates_in_a_trained_ddpm(digits8):
     dup, uniq = digits8[perm[:8]], digits8[perm[8:128]]
     target = train_ddpm(torch.cat([dup.images.repeat(16, 1, 1, 1), uniq.images]),
                         TrainConfig(steps=1200, block_out_channels=(32, 64), ema_decay=0.995, seed=0), progress=False)
-    result = rank_images(target, dup.concat(uniq), dup.ids, t_sec=20, interval=10, progress=False)
-    assert result.separation()["auc"] > 0.8
+    cal, held = dup[:4].concat(uniq[:60]), dup[4:].concat(uniq[60:])
+    cal_auc = {t: rank_images(target, cal, dup.ids[:4], t_sec=t, interval=10, progress=False).separation()["auc"]
+               for t in (10, 20, 50, 100)}
+    t_sec = max(cal_auc, key=cal_auc.get)
+    value = rank_images(target, held, dup.ids[4:], t_sec=t_sec, interval=10, progress=False).separation()["auc"]
+    print(f"\nt-error: calibration AUC by t_sec {cal_auc} -> t_sec {t_sec}, held-out AUC {value:.3f}")
+    assert value > 0.8
 
 
 def test_rank_conditions_on_a_class_conditional_target():
@@ -233,7 +239,12 @@ def test_rank_conditions_on_a_class_conditional_target():
     r = rank_conditions(target, [0, 1, 2, 3], [True, False, True, False], k=2, steps=2, t_sec=20, interval=10,
                         progress=False)
     assert r.per_sample.shape == (4, 2) and np.allclose(r.t_error, r.per_sample.mean(1))
-    assert sorted(r.ranking()) == [0, 1, 2, 3] and 0 <= r.separation()["auc"] <= 1
+    assert sorted(r.ranking()) == [0, 1, 2, 3]
+    # separation ranks the labelled items by low t-error: recomputed here from the pairs by hand
+    mem, norm = r.t_error[[0, 2]], r.t_error[[1, 3]]
+    pairs = [(a < b) + 0.5 * (a == b) for a in mem for b in norm]
+    sep = r.separation()
+    assert sep["auc"] == pytest.approx(np.mean(pairs)) and (sep["n_memorised"], sep["n_normal"]) == (2, 2)
     with pytest.raises(GenleakError, match="labels"):
         rank_conditions(target, [0, 1], [True], k=1, steps=2)
 

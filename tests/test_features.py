@@ -51,12 +51,17 @@ def test_noiseopt_lowers_the_loss_it_optimises(overfit_ddpm):
 
 
 def test_new_features_carry_membership_signal(overfit_ddpm):
-    # Measured on this model (64 vs 64): multiloss AUC 0.99 at t=100, noiseopt_delta 0.93,
-    # gradmask 0.76-0.78 at t = 200..300 (and below 0.5 at t <= 100: the scoring model learns signs).
+    """Each feature's column (timestep) is chosen on a calibration half (members[:32] vs
+    non-members[:32]) and its AUC asserted on the other, disjoint half, so no setting is picked by
+    looking at the evaluation labels. Measured: multiloss@t100 0.980, noiseopt_delta 0.931,
+    gradmask@t300 0.715; the floors sit below those and >= 2 sd above chance (sd ~0.07 at 32 vs 32)."""
     m, n = overfit_ddpm.split.members, overfit_ddpm.split.nonmembers
-    for name, column, floor in (("multiloss", 1, 0.9), ("noiseopt", 1, 0.8), ("gradmask", 3, 0.65)):
+    for name, floor in (("multiloss", 0.9), ("noiseopt", 0.8), ("gradmask", 0.65)):
         a = get_attack(name)
-        sm = a.score(overfit_ddpm.target, m.images, m.ids, progress=False)[:, column]
-        sn = a.score(overfit_ddpm.target, n.images, n.ids, progress=False)[:, column]
-        value = auc(sm.numpy(), sn.numpy())
+        sm = a.score(overfit_ddpm.target, m.images, m.ids, progress=False).numpy()
+        sn = a.score(overfit_ddpm.target, n.images, n.ids, progress=False).numpy()
+        cal = [auc(sm[:32, j], sn[:32, j]) for j in range(sm.shape[1])]
+        column = max(range(len(cal)), key=cal.__getitem__)
+        value = auc(sm[32:, column], sn[32:, column])
+        print(f"\n{name}: calibration AUCs {[round(c, 3) for c in cal]} -> {a.columns[column]}, evaluation AUC {value:.3f}")
         assert value >= floor, f"{name}[{a.columns[column]}] AUC {value:.3f}"

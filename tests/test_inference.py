@@ -158,9 +158,13 @@ def heldout_features(overfit_ddpm, tmp_path_factory):
 
 
 def test_nonmember_suspect_sets_are_not_flagged(heldout_features):
-    # P and U both drawn from 512 digits the model never saw: the verdict's (exact) p-value must
-    # exceed 0.05 in at least 95 of 100 draws. The thesis' parametric Welch p-value on pooled
-    # out-of-fold scores is reported alongside: it is anti-conservative (see inference/scoring.py).
+    # P and U both drawn from 512 digits the model never saw. For a calibrated test the count of
+    # draws with p <= 0.05 is (about: the draws share one pool) Binomial(100, 0.05) and with p < 0.01
+    # Binomial(100, 0.01); we fail at >= 14 and >= 6, which a calibrated test reaches with probability
+    # 4.6e-4 and 5.3e-4 (one-sided binomial tails; "> 0.05 in >= 95 of 100" failed one in three
+    # calibrated runs). Measured: 4 and 0. The 1,000-draw version with the power to see a small
+    # miscalibration is `python benchmarks/cdi.py false-positive` (benchmarks/RESULTS.md). The thesis'
+    # parametric Welch p-value is reported alongside: it is anti-conservative (see inference/scoring.py).
     x = heldout_features.values
     rng = np.random.default_rng(0)
     exact, welch = [], []
@@ -172,8 +176,9 @@ def test_nonmember_suspect_sets_are_not_flagged(heldout_features):
     exact, welch = np.asarray(exact), np.asarray(welch)
     print(f"\nnon-member P, 100 draws of 32 vs 32: exact p>0.05 in {(exact > 0.05).sum()}, p<0.01 in {(exact < 0.01).sum()}; "
           f"Welch p>0.05 in {(welch > 0.05).sum()}, p<0.01 in {(welch < 0.01).sum()}")
-    assert (exact > 0.05).sum() >= 95
-    assert (exact < 0.01).sum() <= 3
+    assert stats.binom.sf(13, 100, 0.05) < 1e-3 and stats.binom.sf(5, 100, 0.01) < 1e-3  # the bounds above
+    assert (exact <= 0.05).sum() <= 13
+    assert (exact < 0.01).sum() <= 5
 
 
 @dataclass
@@ -333,23 +338,21 @@ def test_parse_features():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_cli_infer_writes_verdict_and_curve(overfit_ddpm, tmp_path):
-    from typer.testing import CliRunner
-
-    from genleak.cli import app
-
+def test_cli_infer_writes_verdict_and_curve(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "run"
     args = ["infer", "--target", str(overfit_ddpm.folder), "--split", str(overfit_ddpm.split_path), "--features",
             "loss,pia", "--param", "loss.n_draws=2", "--out", str(out), "--resamples", "100", "--permutations", "199", "--quiet"]
-    res = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    assert "verdict: P was used to train the model" in res.output and "minimum |P|" in res.output
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    assert "verdict: P was used to train the model" in stdout and "minimum |P|" in stdout
     d = json.loads((out / "cdi.json").read_text())
     assert d["rejected"] and d["n_suspect"] == 64 and d["features"] == ["loss", "pia"] and d["t_sign"] == "+"
     assert d["provenance"]["config"]["feature_params"] == {"loss": {"n_draws": 2}}
     assert (out / "min_p_curve.png").is_file() and (out / "feature-cache").is_dir()
-    bad = CliRunner().invoke(app, ["infer", "--target", str(overfit_ddpm.folder), "--suspect", "digits"])
-    assert bad.exit_code != 0
+    # a user mistake: exit code 2 and one line naming it, not a traceback
+    code, _, err = cli("infer", "--target", str(overfit_ddpm.folder), "--suspect", "digits")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--reference" in lines[0] and "Traceback" not in err, err
 
 
 def test_shipped_experiment_configs_load(tmp_path):
