@@ -25,6 +25,7 @@ from genleak.errors import GenleakError
 from genleak.io import atomic_write_bytes, atomic_write_json
 from genleak.sim.data import SimData, peak_coordinates
 from genleak.sim.models import SimModel, diversity_loss, f_div, gumbel_gates
+from genleak.train.runs import check_loss
 
 MODELS = ("dcgan", "msgan", "sdigan", "expertsim")
 WEIGHTS_FILE, STATE_FILE = "model.safetensors", "state.json"
@@ -80,12 +81,14 @@ class Scaling:
     cond_std: list[float]
     x_scale: float
     image: bool
+    y_max: float  # largest training value in training scale: generations are clipped to it
 
     @classmethod
     def fit(cls, data: SimData) -> Scaling:
         std = data.cond.std(0)
-        return cls(data.cond.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist(),
-                   1.0 if data.is_image else float(np.abs(data.x).max()), data.is_image)
+        x_scale = 1.0 if data.is_image else float(np.abs(data.x).max())
+        y_max = float(np.log1p(data.x.max())) if data.is_image else float(np.abs(data.x).max() / x_scale)
+        return cls(data.cond.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist(), x_scale, data.is_image, y_max)
 
     def cond(self, c: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((c - np.array(self.cond_mean)) / np.array(self.cond_std)).astype(np.float32))
@@ -94,7 +97,12 @@ class Scaling:
         return torch.from_numpy((np.log1p(x) if self.image else x / self.x_scale).astype(np.float32))
 
     def raw(self, y: torch.Tensor) -> np.ndarray:
-        return (torch.expm1(y.clamp(min=0)) if self.image else y * self.x_scale).numpy()
+        if not self.image:
+            return (y * self.x_scale).numpy()
+        # photon counts are integers: rounding removes the sub-photon haze a linear output leaves on
+        # the ~2000 dark fibres (it added ~100 photons per channel); the clip to the training range
+        # stops exp() from turning a small overshoot in log space into thousands of photons
+        return torch.round(torch.expm1(y.clamp(0, self.y_max))).numpy()
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -134,8 +142,8 @@ class _Trainer:
         z1 = torch.randn(len(idx), cfg.noise_dim, generator=self.gen)
         z2 = torch.randn(len(idx), cfg.noise_dim, generator=self.gen)
         if model.router is not None:
-            logits = model.router(c)
-            gates = gumbel_gates(logits, cfg.tau)
+            r_logits = model.router(c)
+            gates = gumbel_gates(r_logits, cfg.tau)
         else:
             gates = torch.ones(len(idx), 1)
         assign = gates.argmax(1)
@@ -149,17 +157,19 @@ class _Trainer:
             if not m.any():
                 mean_int.append(None)
                 continue
-            xm, cm = x[m], c[m]
-            fake1, fake2 = ex.gen(z1[m], cm), ex.gen(z2[m], cm)
+            xm, cm, nm = x[m], c[m], int(m.sum())
+            cc = torch.cat([cm, cm])  # one call per network for both halves: fewer small ops on a CPU
+            fake1, fake2 = ex.gen(torch.cat([z1[m], z2[m]]), cc).split(nm)
             # discriminator (and auxiliary regressor) on this expert's share of the batch
-            d_loss = (_bce(ex.disc(xm, cm)[0], True) + _bce(ex.disc(fake1.detach(), cm)[0], False)).mean()
+            logit_real, logit_fake = ex.disc(torch.cat([xm, fake1.detach()]), cc)[0].split(nm)
+            d_loss = (_bce(logit_real, True) + _bce(logit_fake, False)).mean()
             d_loss.backward()
             self.opts[f"d{i}"].step()
             self.opts[f"d{i}"].zero_grad(set_to_none=True)
             stats["d_loss"] += d_loss.item()
             # generator terms, per sample (eq. 5.5)
-            logit1, e1 = ex.disc(fake1, cm)
-            _, e2 = ex.disc(fake2, cm)
+            logits, feats = ex.disc(torch.cat([fake1, fake2]), cc)
+            logit1, (e1, e2) = logits[:nm], feats.split(nm)
             per = _bce(logit1, True)
             stats["g_adv"] += per.mean().item()
             if lam_div:
@@ -183,7 +193,7 @@ class _Trainer:
                 mean_int.append((gates[m, i] * f_in.detach()).mean())
             g_total = g_total + (gates[m, i] * per).mean()
         if model.router is not None:
-            p_bar = F.softmax(logits, 1).mean(0)
+            p_bar = F.softmax(r_logits, 1).mean(0)
             l_util = (p_bar * torch.log(p_bar + 1e-8)).sum()  # negative entropy, minimised (digest §8.10)
             present = [v for v in mean_int if v is not None]
             l_diff = -sum(((a - b) ** 2 for j, a in enumerate(present) for b in present[j + 1:]), torch.zeros(()))
@@ -199,6 +209,7 @@ class _Trainer:
                 opt.step()
         self.step += 1
         stats["g_loss"] = g_total.item()
+        check_loss(stats["g_loss"], self.step)
         return stats
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -221,7 +232,7 @@ class _Trainer:
 
     def restore(self, out: Path, state: dict[str, Any]) -> None:
         tensors = load((out / WEIGHTS_FILE).read_bytes())
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model.load_state_dict(_prefixed(tensors, "model."))
         for name, opt in self.opts.items():
             st: dict[int, dict[str, torch.Tensor]] = {}
             for k, v in tensors.items():
@@ -232,6 +243,10 @@ class _Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         self.gen.set_state(tensors["rng.batches"])
         self.step = int(state["step"])
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def read_state(out: str | Path) -> dict[str, Any] | None:
@@ -282,7 +297,7 @@ def load_run(out: str | Path) -> tuple[SimModel, Scaling, dict[str, Any]]:
     cfg = SimTrainConfig.from_dict(state["config"])
     model = SimModel(state["cond_dim"], tuple(state["shape"]), cfg.noise_dim, cfg.experts, cfg.width)
     tensors = load((Path(out) / WEIGHTS_FILE).read_bytes())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(_prefixed(tensors, "model."))
     return model.eval(), Scaling(**state["scaling"]), state
 
 
@@ -293,7 +308,7 @@ def generate(model: SimModel, scaling: Scaling, cond: np.ndarray, seed: int = 0,
     outs, assigns = [], []
     for i in range(0, len(cond), batch):
         c = scaling.cond(cond[i:i + batch])
-        y, a = model.sample(c, torch.randn(len(c), model.noise_dim, generator=gen))
+        y, a = model.sample(c, torch.randn(len(c), model.noise_dim, generator=gen), gen)
         outs.append(scaling.raw(y))
         assigns.append(a.numpy())
     return np.concatenate(outs), np.concatenate(assigns)
