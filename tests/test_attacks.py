@@ -32,11 +32,13 @@ def test_secmi_finds_members_of_overfit_ema_model(overfit_ddpm, t_sec):
     assert value >= 0.9, f"secmi(t_sec={t_sec}) AUC {value:.3f}"
 
 
-def test_pian_runs_and_is_recorded(overfit_ddpm):
-    # PIAN is weak on this model (thesis ch. 8 finds it weakest too); assert it is a valid,
-    # better-than-inverted signal rather than a fixed number.
-    value = _auc(get_attack("pian"), overfit_ddpm.target, overfit_ddpm.split.members, overfit_ddpm.split.nonmembers)
-    assert 0.4 <= value <= 1.0
+def test_pian_is_weaker_than_pia(overfit_ddpm):
+    # Thesis ch. 8 finds PIAN the weakest attack; here it is near chance (measured AUC 0.544) while PIA
+    # on the same members is >= 0.9 (test above). A PIAN that fell back to PIA's noise would match PIA;
+    # that PIAN is implemented right is shown on the exact memoriser (AUC 1.000, tests/test_targets.py).
+    s = overfit_ddpm.split
+    pian, pia = (_auc(get_attack(n), overfit_ddpm.target, s.members, s.nonmembers) for n in ("pian", "pia"))
+    assert pian < pia - 0.2, f"pian AUC {pian:.3f} vs pia {pia:.3f}"
 
 
 @pytest.mark.parametrize("name", ["loss", "secmi", "pia", "pian", "sima"])

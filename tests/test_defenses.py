@@ -1,16 +1,18 @@
 """Defenses on tiny real models: DualMD, DistillMD, normal KD, DP-SGD, the black-box genbox attack,
 its adaptive variant (appendix A.5) and the quality metrics.
 
-One session fixture trains every model once on the tiny setup of CALIBRATION.md (digits 8x8,
+One session fixture trains every model once on the tiny setup of ../shared/CALIBRATION.md (digits 8x8,
 UNet (16, 32), 32 members, 500 steps, EMA 0.995): the baseline, two teachers on disjoint halves
 (16 members each), the DistillMD student, a normal-KD student and a DP-SGD model, all with the same
 500 steps (DualMD paper appendix A.2.2: same number of training steps for every model). 200
 non-members give TPR@1%FPR a resolution of 2 false positives.
 
-Paper claims and what holds here (numbers in benchmarks/results_defenses.md):
-  * baseline AUC >= 0.9 for loss, PIA, SecMI and SimA — holds. SecMI runs at t_sec = 20: at the
-    paper default t_sec = 100 it is inverted on these (16, 32) models (README "SecMI on tiny
-    models"), and the same setting is used for every model.
+Paper claims and what holds here (numbers in benchmarks/RESULTS.md, Defenses):
+  * baseline AUC >= 0.9 for loss, PIA, SecMI and SimA — holds. SecMI's t_sec and genbox's strength
+    were chosen on a shadow model of this recipe trained on digits no evaluation split uses
+    (`python benchmarks/calibrate.py`, benchmarks/RESULTS.md): t_sec = 20 (shadow AUC 0.914; the
+    paper's 100 gives 0.273, inverted) and strength 0.2 (0.942; the best strength that leaves the
+    adaptive attack its 3 steps). The same settings are used for every model.
   * DistillMD AUC <= 0.65 (table 3) — holds for all four; TPR@1%FPR <= 0.05 holds for SecMI and
     PIA, not for loss and SimA (0.125): see ``DISTILL_TPR_HOLDS``.
   * normal KD reduces less than DistillMD (table 10) — holds for every attack.
@@ -35,8 +37,8 @@ from genleak.metrics import auc, evaluate
 # Attacks and settings of the comparison (one place, used for every model).
 GRAY = ("loss", "secmi", "pia", "sima")
 PARAMS = {
-    "secmi": {"t_sec": 20, "interval": 10},  # t_sec = 100 inverts on tiny (16, 32) models (README)
-    "genbox": {"n_gen": 3, "steps": 20, "strength": 0.3},
+    "secmi": {"t_sec": 20, "interval": 10},  # both chosen on a shadow model (module docstring)
+    "genbox": {"n_gen": 3, "steps": 20, "strength": 0.2},
 }
 STEPS = 500
 
@@ -74,7 +76,7 @@ def defense_setup(tmp_path_factory, digits8):
     t = time.perf_counter()
     # batch 16 of 32 members: Poisson sample rate 0.5 (privacy amplification by subsampling)
     dp_cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 16})
-    dp_target, dp_report = train_dpsgd(split, dp_cfg, DPConfig(noise_multiplier=1.0, delta=1e-5), root / "dpsgd",
+    dp_target, dp_report = train_dpsgd(split, dp_cfg, DPConfig(noise_multiplier=1.0, delta=1e-5, reproducible_noise=True), root / "dpsgd",
                                        progress=False)
     seconds["dpsgd"] = time.perf_counter() - t
     targets = {"baseline": baseline, "sub-model-1": dual.models[0], "sub-model-2": dual.models[1], "dualmd": dual,
@@ -128,7 +130,7 @@ def test_baseline_is_overfit(defense_results, attack):
 # (0.125 each: 4 of 32 members above the 2nd-highest non-member), so for those two the test
 # asserts the measured bound 0.15 instead. SecMI and PIA come out *below* 0.5 (0.36, 0.34): the
 # student is pushed away from its members, a leak in the other direction, bounded by the first
-# assertion (distance from chance). benchmarks/results_defenses.md has the numbers.
+# assertion (distance from chance). benchmarks/RESULTS.md (Defenses) has the numbers.
 DISTILL_TPR_HOLDS = ("secmi", "pia")
 
 
@@ -178,7 +180,7 @@ def test_genbox_finds_members_and_dualmd_lowers_it(defense_results):
         dual_half = auc(dual.member_scores[rows], dual.nonmember_scores)
         assert dual_half < own, f"half {i}: DualMD {dual_half:.3f} vs sub-model {i} alone {own:.3f}"
     # Scored on *all* members, a single sub-model looks safer than DualMD on this tiny setup
-    # (half the members are non-members to it); recorded, not asserted: see results_defenses.md.
+    # (half the members are non-members to it); recorded, not asserted: see benchmarks/RESULTS.md, Defenses.
 
 
 def test_adaptive_attack_rounds_2_and_3_on_dualmd(defense_setup):
@@ -313,7 +315,7 @@ def test_defense_training_resumes_to_the_same_weights(defense_setup, tmp_path, d
         cfg = TrainConfig(steps=steps, block_out_channels=(16, 32), batch_size=16, checkpoint_every=6)
         if defense == "distillmd":
             return train_distillmd(defense_setup["root"] / "dualmd", cfg, out, progress=False)
-        return train_dpsgd(defense_setup["split"], cfg, DPConfig(noise_multiplier=1.0), out, progress=False)[0]
+        return train_dpsgd(defense_setup["split"], cfg, DPConfig(noise_multiplier=1.0, reproducible_noise=True), out, progress=False)[0]
 
     full = run(12, None)
     run(6, tmp_path / "run")  # "crash" after 6 steps: pretend it was configured for 12
@@ -354,8 +356,8 @@ def test_dp_config_mistakes_are_one_line_errors():
 def test_genbox_declares_its_cost_and_is_batch_invariant(defense_setup):
     base = defense_setup["targets"]["baseline"]
     x = defense_setup["split"].members[:5]
-    for name, params, nfe in (("genbox", PARAMS["genbox"], 3 * 6),
-                              ("dual-adaptive", {**PARAMS["genbox"], "rounds": 3}, 3 * (6 + 5 + 4))):
+    for name, params, nfe in (("genbox", PARAMS["genbox"], 3 * 4),
+                              ("dual-adaptive", {**PARAMS["genbox"], "rounds": 3}, 3 * (4 + 3 + 2))):
         a = get_attack(name, **params)
         counting = CountingTarget(base)
         a.score(counting, x.images, x.ids, progress=False)
@@ -407,7 +409,9 @@ def test_torchscript_extractor_is_loadable(tmp_path):
 
     path = tmp_path / "fake-inception.pt"
     torch.jit.script(Tiny()).save(str(path))
-    ext = load_extractor(path)
+    with pytest.raises(GenleakError, match="TorchScript"):  # code: refused unless trusted
+        load_extractor(path)
+    ext = load_extractor(path, trust_code=True)
     feats = ext(torch.zeros(3, 1, 8, 8))
     assert feats.shape == (3, 3) and abs(feats[0, 0] - 127.5) < 1e-4  # RGB, [0, 255], resized
     with pytest.raises(GenleakError):
@@ -424,13 +428,20 @@ def test_evaluate_defense_reports_quality_next_to_privacy(defense_setup, small_e
                               adaptive_rounds=[2], encoder=small_encoder, n_quality=128, quality_steps=20,
                               progress=False)
     assert set(result["models"]) == {"baseline", "dualmd", "distillmd"}
+    # Measured (baseline / DualMD / DistillMD): genbox AUC 0.961 / 0.864 / 0.683, FID 18.9 / 25.5 / 31.1,
+    # precision 0.60 / 0.55 / 0.59, recall 0.73 / 0.76 / 0.53, memorisation rate 0 for all three. The bounds
+    # keep a margin around those; chance AUC at 32 vs 200 has sd ~0.055, and a constant or zero FID fails.
     for m in result["models"].values():
         assert {"loss", "genbox", "dual-adaptive(r=2)"} <= set(m["attacks"])
         row = m["attacks"]["genbox"]
-        assert 0 <= row["auc"] <= 1 and "tpr_at_01pct_fpr" in row and "half_1" in row["per_half"]
+        assert row["auc"] >= 0.62 and "tpr_at_01pct_fpr" in row and "half_1" in row["per_half"]
         assert set(row["columns"]) == {"genbox", "genbox-pixel", "genbox-feature"} and "genbox/feature" in m["attacks"]
         q = m["quality"]
-        assert q["fid"] >= 0 and 0 <= q["precision"] <= 1 and 0 <= q["memorization_rate"] <= 1
+        assert 10 < q["fid"] < 50 and 0.4 < q["precision"] < 0.8 and 0.4 < q["recall"] < 0.9, q
+        assert q["memorization_rate"] <= 0.05 and q["n_generated"] == 128, q
+    models = result["models"]
+    assert models["baseline"]["attacks"]["genbox"]["auc"] >= 0.9
+    assert models["baseline"]["quality"]["fid"] < min(models[d]["quality"]["fid"] for d in ("dualmd", "distillmd")) - 3
     assert result["models"]["dualmd"]["target"]["kind"] == "dualmd"
     table = (out / "defense_eval.md").read_text()
     assert "FID" in table and "memorisation" in table and "genbox" in table

@@ -48,7 +48,10 @@ def test_perturbation_sweep_reports_before_after(overfit_ddpm, tmp_path):
     rows = {r["variant"]["sigma"]: r["attacks"]["sima"] for r in comp.rows}
     assert rows[0.0]["delta_auc"] == 0.0 and rows[0.0]["delta_tpr_at_1pct_fpr"] == 0.0
     assert rows[0.2]["auc_before"] == rows[0.0]["auc_before"]
-    assert rows[0.2]["auc_after"] != rows[0.2]["auc_before"]
+    # measured: SimA AUC 1.000 -> 0.994. Noise at 20% of each tensor's rms costs a little AUC and
+    # amplifies nothing (benchmarks/RESULTS.md, S2L mechanism 3): a perturbation that is not applied
+    # (delta 0), one that raises the AUC, or one that wrecks the model (AUC near 0.5) fails here
+    assert -0.03 < rows[0.2]["delta_auc"] < 0 and rows[0.2]["delta_auc"] == rows[0.2]["auc_after"] - rows[0.2]["auc_before"]
     write_report(comp, tmp_path)
     doc = json.loads((tmp_path / "s2l.json").read_text())
     assert doc["kind"] == "perturb" and len(doc["rows"]) == 2 and doc["summary"][0]["n"] == 1
