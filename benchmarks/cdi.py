@@ -2,6 +2,7 @@
 
     python benchmarks/cdi.py features [--size 8] [--channels 32,64] [--n 256] [--batch 64] [--threads 1]
     python benchmarks/cdi.py stats [--n 10000] [--resamples 1000] [--features 14] [--permutations 999] [--threads 1]
+    python benchmarks/cdi.py false-positive [--config configs/cdi_false_positive.json] [--trials N] [--out DIR]
 
 ``features``: for every CDI feature, samples/s, declared NFE, *measured* denoiser evaluations and
 backward passes per sample (counted by a wrapper around the target; Noise Optimization's line
@@ -9,9 +10,13 @@ search makes its count data-dependent), on a randomly initialised UNet (speed do
 training). ``stats``: the minimum-|P| curve (the full size grid x 1000 resamples) on |P| = |U| =
 10,000 precomputed scores, the 5-fold scoring model, and the exact permutation p-value on
 precomputed feature matrices. The issue's bar: the resampling must take under a minute on 2 cores.
+``false-positive``: the false-positive control of thesis table 8.5.2 (P and U both non-members of the
+weak model, many random draws): how often the exact and the parametric Welch p-values fall below 0.01
+and 0.05, with exact binomial 95% intervals; a calibrated test stays at the level. The tests only run
+100 small draws (tests/test_inference.py); this is the run with the power to see a miscalibration.
 
 Speed depends on the machine and on what else runs on it; record results with the command in
-benchmarks/results_cdi.md.
+benchmarks/RESULTS.md (CDI).
 """
 
 from __future__ import annotations
@@ -95,6 +100,26 @@ def bench_stats(args: argparse.Namespace) -> None:
           f"{args.features}: {time.perf_counter() - start:.1f} s (p = {test.p_value:.3g}, null t sd {test.t_null_std:.2f})")
 
 
+def bench_false_positive(args: argparse.Namespace) -> None:
+    from scipy.stats import binomtest
+
+    from genleak.inference.experiments import load_config, run_experiment
+
+    config = load_config(args.config)
+    if args.trials:
+        config["trials"] = args.trials
+    s = run_experiment(config, args.out, progress=False)
+    n = s["trials"]
+    print(f"{n} draws of {s['suspect_size']} vs {s['suspect_size']} non-members ({s['seconds']:.0f} s):")
+    for prefix, label in (("p", "exact (permutation) p"), ("p_welch", "parametric Welch p")):
+        for level, key in ((0.01, f"{prefix}_below_alpha"), (0.05, f"{prefix}_at_most_0.05")):
+            k = s[key]
+            ci = binomtest(k, n).proportion_ci(method="exact")
+            print(f"  {label} {'<' if level == 0.01 else '<='} {level}: {k}/{n} = {k / n:.3f} "
+                  f"[{ci.low:.3f}, {ci.high:.3f}]")
+        print(f"  {label} mean: {s[f'{prefix}_mean']:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -109,11 +134,15 @@ def main() -> None:
     s.add_argument("--resamples", type=int, default=1000)
     s.add_argument("--features", type=int, default=14)
     s.add_argument("--permutations", type=int, default=999)
-    for q in (f, s):
+    fp = sub.add_parser("false-positive")
+    fp.add_argument("--config", default="configs/cdi_false_positive.json")
+    fp.add_argument("--trials", type=int, default=None, help="default: the config's")
+    fp.add_argument("--out", default=None)
+    for q in (f, s, fp):
         q.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    bench_features(args) if args.what == "features" else bench_stats(args)
+    {"features": bench_features, "stats": bench_stats, "false-positive": bench_false_positive}[args.what](args)
 
 
 if __name__ == "__main__":
