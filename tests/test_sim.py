@@ -71,12 +71,14 @@ def _variance_ratio(data: SimData, model: str, seed: int, steps: int) -> float:
 
 @pytest.mark.slow
 def test_sdigan_raises_the_spread_variance_ratio_over_dcgan():
-    # Measured over seeds 0..19 at these settings: SDI-GAN's ratio beat DC-GAN's in 20/20 seeds
-    # (SDI 2.1-4.4 vs DC-GAN 1.0-1.6), so a false failure of one of three fixed seeds is < 5%.
+    # Measured at these settings on seeds 0..12: SDI-GAN's ratio beat DC-GAN's on 12/13 seeds (seed 4
+    # lost, 1.19 vs 1.21: SDI-GAN inflated both spreads), so asserting every seed would falsely fail
+    # ~21% of random seed triples. The mean over 3 seeds won on all 286 triples of those 13 seeds
+    # (smallest margin 0.39; SDI-GAN 1.2-5.6, DC-GAN 0.9-1.2): measured false-failure rate 0/286.
     data = synthetic_2d(200, seed=0)
-    for seed in range(3):
-        dc, sdi = _variance_ratio(data, "dcgan", seed, 500), _variance_ratio(data, "sdigan", seed, 500)
-        assert sdi > dc, (seed, sdi, dc)
+    dc = [_variance_ratio(data, "dcgan", seed, 500) for seed in range(3)]
+    sdi = [_variance_ratio(data, "sdigan", seed, 500) for seed in range(3)]
+    assert np.mean(sdi) > np.mean(dc), (sdi, dc)
 
 
 def test_simulator_reproduces_its_documented_statistics():

@@ -147,7 +147,7 @@ def render_tables(result: dict[str, Any]) -> str:
     if "monte_carlo" not in result:
         lines += [f"Synthetic 2-D benchmark (Table 4.4.1 form), mean ± std over {n_seeds} seeds; thesis in brackets.", "",
                   "| model | variance spread 0 | variance spread 1 | WS spread 0 | WS spread 1 |",
-                  "|---|---|---|---|---|", "| real (test set) | 1 | 100 | - | - |"]
+                  "|---|---|---|---|---|", "| real (by construction) | 1 | 100 | - | - |"]
         for r in rows:
             s, th = r["summary"], THESIS_441.get(r["label"])
             cells = [_pm(s["variance0"]), _pm(s["variance1"], 1), _pm(s["wasserstein0"]), _pm(s["wasserstein1"])]
