@@ -17,6 +17,7 @@ import torch
 
 from genleak.attacks import get_attack
 from genleak.errors import GenleakError
+from genleak.targets.base import conditions_for
 from genleak.targets.latent import (
     DEFAULT_CAPTION_TEMPLATE,
     LatentDiffusionTarget,
@@ -37,16 +38,11 @@ def _auc(attack, target, split, **overrides) -> float:
 
     a = get_attack(attack, **overrides)
     kw = dict(progress=False, batch_size=64)
-    sm = a.score(target, split.members.images, split.members.ids, cond=target_conditions(target, split.members), **kw)
-    sn = a.score(target, split.nonmembers.images, split.nonmembers.ids, cond=target_conditions(target, split.nonmembers), **kw)
+    sm = a.score(target, split.members.images, split.members.ids, cond=conditions_for(target, split.members), **kw)
+    sn = a.score(target, split.nonmembers.images, split.nonmembers.ids, cond=conditions_for(target, split.nonmembers), **kw)
     if sm.ndim > 1:
         sm, sn = sm[:, 0], sn[:, 0]
     return float(evaluate(sm.numpy(), sn.numpy()).auc)
-
-
-def target_conditions(target, samples):
-    conditions = getattr(target, "conditions", None)
-    return conditions(samples) if conditions is not None else None
 
 
 def _captioned(imageset):
@@ -226,6 +222,21 @@ def test_clid_and_cfg_need_a_conditional_target(digits8):
     with pytest.raises(GenleakError, match="text-conditioned"):
         get_attack("dp-baseline", guidance_scale=3.0).score(pixel, x, progress=False)
     assert get_attack("dp-baseline").score(pixel, x, progress=False).shape == (4, 4)  # pixel targets work too
+
+
+def test_sweep_conditions_text_targets_like_attack(tiny_sd, digits8):
+    """`genleak sweep` scores with the split's captions, as `genleak attack` does: the same AUC per value
+    (on empty captions, as before issue 13, the t=20 AUC was 0.42 against attack's 0.50)."""
+    from genleak.attacks.calibrate import sweep_parameter
+    from genleak.data import make_split
+    from genleak.pipeline import run_attacks
+
+    target, _ = tiny_sd
+    split = make_split(digits8, 16, 16, seed=0)
+    swept = sweep_parameter(target, split, "sima", "t", [20, 100])
+    for t, row in swept.items():
+        ran = run_attacks(target, split, ["sima"], attack_params={"sima": {"t": t}}, progress=False)
+        assert row["auc"] == ran.metric("sima"), t
 
 
 # -- training loops: resume, LoRA ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ from genleak.data import MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_npz
 from genleak.metrics import MetricReport, asr_calibrated, evaluate, fpr_resolution_warning
-from genleak.targets.base import Target
+from genleak.targets.base import Target, conditions_for
 
 RESULTS_FORMAT = "genleak.results"
 RESULTS_VERSION = 1
@@ -207,8 +207,8 @@ def run_attacks(
                 res.member_scores, res.nonmember_scores, res.seconds = cached
             else:
                 common = dict(batch_size=batch_size, seed=seed, progress=progress)
-                sm = attack.score(target, split.members.images, split.members.ids, cond=_cond(target, split.members), desc=f"{attack.name} members", **common)
-                sn = attack.score(target, split.nonmembers.images, split.nonmembers.ids, cond=_cond(target, split.nonmembers), desc=f"{attack.name} non-members", **common)
+                sm = attack.score(target, split.members.images, split.members.ids, cond=conditions_for(target, split.members), desc=f"{attack.name} members", **common)
+                sn = attack.score(target, split.nonmembers.images, split.nonmembers.ids, cond=conditions_for(target, split.nonmembers), desc=f"{attack.name} non-members", **common)
                 res.member_scores, res.nonmember_scores = sm.numpy(), sn.numpy()
                 res.seconds = time.perf_counter() - start
                 if cache is not None:
@@ -250,12 +250,6 @@ def _calibration_indices(n: int, fraction: float, seed: int, side: str) -> tuple
         raise GenleakError(f"calibration_fraction {fraction} leaves no {'calibration' if k == 0 else 'evaluation'} {side} out of {n}")
     perm = np.random.default_rng([seed, 0 if side == "members" else 1]).permutation(n)
     return np.sort(perm[:k]), np.sort(perm[k:])
-
-
-def _cond(target: Target, images: Any) -> Any:
-    """The per-sample conditions the target wants (class labels, captions), or None."""
-    conditions = getattr(target, "conditions", None)
-    return conditions(images) if conditions is not None else None
 
 
 def _load_scores(path: Path, keys: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float] | None:

@@ -236,7 +236,7 @@ def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, 
                     sample_seed: int) -> None:
     """Score ``k`` random saved samples again (looked up by id in the split) and compare."""
     from genleak.attacks import get_attack
-    from genleak.pipeline import _cond
+    from genleak.targets.base import conditions_for
 
     try:
         attack = get_attack(name, **config)
@@ -264,7 +264,7 @@ def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, 
             continue
         images = (s.members if side == "m" else s.nonmembers)[[rows[side][str(ids[j])] for j in found]]
         try:
-            got = attack.score(t, images.images, images.ids, cond=_cond(t, images), batch_size=batch, seed=seed,
+            got = attack.score(t, images.images, images.ids, cond=conditions_for(t, images), batch_size=batch, seed=seed,
                                progress=False).numpy()
         except Exception as err:
             v.differences.append(f"attacks.{name}: rescoring failed ({type(err).__name__}: {err})")
@@ -352,7 +352,7 @@ def _rescore_cdi(v: Verification, prefix: str, cfg: Any, t: Any, s: Any, prov: d
     """Extract the features of ``k`` random saved samples again and compare with the saved rows."""
     from genleak.data import load_source
     from genleak.inference.features import extract_features, parse_features
-    from genleak.pipeline import _cond
+    from genleak.targets.base import conditions_for
 
     sides = []
     for side, key in (("suspect", "members"), ("reference", "nonmembers")):
@@ -377,7 +377,7 @@ def _rescore_cdi(v: Verification, prefix: str, cfg: Any, t: Any, s: Any, prov: d
             continue
         sub = images[[rows[str(ids[j])] for j in chosen]]
         got = extract_features(t, sub, specs, cache_dir=None, seed=cfg.seed, batch_size=cfg.batch_size,
-                               progress=False, cond=_cond(t, sub)).values
+                               progress=False, cond=conditions_for(t, sub)).values
         want = feats[chosen]
         tol = RESCORE_RTOL * np.maximum(np.abs(feats).max(0), 1e-30)  # per feature column: scales differ
         n_bad += int((np.abs(got - want) > tol).any(1).sum())

@@ -7,7 +7,7 @@ from typing import Any
 from genleak.attacks.base import get_attack
 from genleak.data import MembershipSplit
 from genleak.metrics import auc, tpr_at_fpr
-from genleak.targets.base import Target
+from genleak.targets.base import Target, conditions_for
 
 
 def sweep_parameter(
@@ -23,12 +23,15 @@ def sweep_parameter(
     """AUC and TPR@1%FPR of ``attack`` for each value of ``param`` on a calibration split (e.g. a shadow model's).
 
     The caller then fixes the best value in the attack config and evaluates once on held-out data.
+    Each side is scored with the conditions (captions, labels) the target wants, as ``run_attacks`` does.
     """
     calibration.validate()
+    m, n = calibration.members, calibration.nonmembers
+    cm, cn = conditions_for(target, m), conditions_for(target, n)
     result: dict[Any, dict[str, float]] = {}
     for value in grid:
         a = get_attack(attack, **{param: value})
-        sm = a.score(target, calibration.members.images, calibration.members.ids, seed=seed, batch_size=batch_size, progress=False)
-        sn = a.score(target, calibration.nonmembers.images, calibration.nonmembers.ids, seed=seed, batch_size=batch_size, progress=False)
+        sm = a.score(target, m.images, m.ids, cond=cm, seed=seed, batch_size=batch_size, progress=False)
+        sn = a.score(target, n.images, n.ids, cond=cn, seed=seed, batch_size=batch_size, progress=False)
         result[value] = {"auc": auc(sm.numpy(), sn.numpy()), "tpr_at_1pct_fpr": tpr_at_fpr(sm.numpy(), sn.numpy(), 0.01)}
     return result

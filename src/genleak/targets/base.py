@@ -53,6 +53,12 @@ def working_shape(target: Target) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def conditions_for(target: Target, samples: Any) -> Any:
+    """The per-sample conditions (class labels, captions) ``target`` wants for ``samples``, or None."""
+    conditions = getattr(target, "conditions", None)
+    return conditions(samples) if conditions is not None else None
+
+
 def abar(target: Target, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
     """\bar{alpha}_t as a tensor broadcastable against ``like`` (shape (N, 1, 1, 1))."""
     ac = target.alphas_cumprod
