@@ -119,3 +119,20 @@ def test_usage_mistakes_are_one_short_error_not_a_traceback(args, words, cli):
     code, _, err = cli(*args)
     assert code == 2
     assert "Traceback" not in err and all(w in err for w in words)
+
+
+def test_duplicate_command_names_fail_at_registration(monkeypatch):
+    """Typer keeps only the last of two same-named commands; registration refuses them instead."""
+    import sys
+    import types
+
+    import typer
+
+    from genleak.cli import COMMAND_MODULES, _register_all
+
+    _register_all(typer.Typer())  # the real modules register without a clash
+    clash = types.ModuleType("genleak_clash")
+    clash.register = lambda app: (app.command("attack")(lambda: None), app.add_typer(typer.Typer(), name="defend"))
+    monkeypatch.setitem(sys.modules, "genleak_clash", clash)
+    with pytest.raises(RuntimeError, match="duplicate genleak command names: attack, defend"):
+        _register_all(typer.Typer(), (*COMMAND_MODULES, "genleak_clash"))

@@ -18,6 +18,7 @@ import threading
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
+from typer.main import get_command_name
 
 from genleak.errors import GenleakError
 
@@ -45,9 +46,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(app)
+def _register_all(target: typer.Typer = app, modules: tuple[str, ...] = COMMAND_MODULES) -> None:
+    """Add every module's commands to ``target``; two commands or groups with one name raise (typer
+    would silently keep only the last one)."""
+    for name in modules:
+        importlib.import_module(name).register(target)
+    names = [c.name or get_command_name(c.callback.__name__) for c in target.registered_commands]
+    names += [g.name or g.typer_instance.info.name for g in target.registered_groups]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RuntimeError(f"duplicate genleak command names: {', '.join(duplicates)}")
 
 
 _register_all()
