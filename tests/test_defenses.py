@@ -249,8 +249,9 @@ def test_dual_target_alternates_models_step_by_step(defense_setup):
 
 
 def test_dual_folder_round_trip_and_sampling(defense_setup):
-    from genleak.defenses.dualmd import DualTarget, load_target
+    from genleak.defenses.dualmd import DualTarget
     from genleak.targets.ddpm import DiffusionTarget
+    from genleak.targets.loading import load_target
     from genleak.targets.sampling import generate
 
     folder = defense_setup["root"] / "dualmd"

@@ -305,6 +305,16 @@ def test_section_registry_errors():
     assert got["test-broken"]["status"] == "failed"
 
 
+def test_a_missing_section_module_raises(monkeypatch):
+    """A name in SECTION_MODULES that does not exist is a bug in the list: it raises, it is not skipped."""
+    import genleak.audit as audit
+
+    monkeypatch.setattr(audit, "SECTION_MODULES", (*audit.SECTION_MODULES, "genleak.no_such_sections"))
+    monkeypatch.setattr(audit, "_MODULES_LOADED", False)
+    with pytest.raises(ModuleNotFoundError, match="genleak.no_such_sections"):
+        resolve_sections(None)
+
+
 # ------------------------------------------------------------------------------------------------
 # Verdict rule
 # ------------------------------------------------------------------------------------------------

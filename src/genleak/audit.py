@@ -8,7 +8,7 @@ adds its analysis without touching this file's logic:
 * a section is a callable ``section(target, split, out) -> dict``; it runs after the attacks, when
   ``out/results.json`` and ``out/scores/<attack>.npz`` already exist (read them for MIA features);
 * it registers itself with ``@register_section("name", title=..., kind=...)`` in a module listed in
-  ``SECTION_MODULES`` (imported lazily; a module that does not exist yet is skipped);
+  ``SECTION_MODULES`` (imported lazily; a listed module that does not exist raises);
 * sections run in ``order``; each finished section is added to ``out/results.json["sections"]``
   at once, so a later section reads the earlier ones (the defense recommendation reads CDI,
   extraction and the guards);
@@ -42,8 +42,6 @@ SectionFn = Callable[[Any, Any, Path], dict[str, Any]]
 # Modules that register audit sections on import (``register_section``). Listed here, imported
 # only when an audit runs, so the areas stay independent (like ``cli.COMMAND_MODULES``).
 SECTION_MODULES: tuple[str, ...] = (
-    "genleak.inference.audit",  # CDI on the members as suspect set (dataset inference)
-    "genleak.extraction.audit",  # generate-and-filter extraction, image grids
     "genleak.report.recommend",  # defense recommendation (reads the sections before it; runs last)
 )
 
@@ -87,16 +85,14 @@ def _load_section_modules() -> None:
     global _MODULES_LOADED
     if _MODULES_LOADED:
         return
-    _MODULES_LOADED = True
     for module in SECTION_MODULES:
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name is not None and module.startswith(err.name):
-                continue  # that area has no audit sections (yet)
-            _IMPORT_ERRORS[module] = f"{type(err).__name__}: {err}"
         except Exception as err:  # a broken plug-in shows up as a failed section, not a crashed audit
+            if isinstance(err, ModuleNotFoundError) and err.name == module:
+                raise  # a listed module that does not exist is a bug in the list, not a broken plug-in
             _IMPORT_ERRORS[module] = f"{type(err).__name__}: {err}"
+    _MODULES_LOADED = True
 
 
 def available_sections() -> dict[str, SectionSpec]:
@@ -137,10 +133,8 @@ def guards_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     (near-)duplicates, the attacks measure that difference rather than membership; the verdict's
     confidence drops to low and the page says so.
     """
-    try:
-        from genleak.inference import guards
-    except ImportError as err:
-        raise SectionSkipped(f"evaluation guards are not available in this genleak ({err})") from None
+    from genleak.inference import guards
+
     members, nonmembers = split.members, split.nonmembers
     blind = guards.blind_classifier(members.images, nonmembers.images)
     dups = guards.find_duplicates(members.images, list(members.hashes), list(members.ids),
@@ -194,11 +188,9 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     if isinstance(target, IARTarget):
         # IARs have their own dataset inference (thesis ch. 9.5.2: no scoring model on token features)
         raise SectionSkipped("image autoregressive target: run `genleak iar-infer` for its dataset inference")
-    try:
-        from genleak.inference import CDIConfig, run_cdi, write_cdi
-    except ImportError as err:
-        raise SectionSkipped(f"dataset inference is not available in this genleak ({err})") from None
     import warnings as _warnings
+
+    from genleak.inference import CDIConfig, run_cdi, write_cdi
 
     folder = out / "cdi"
     config = CDIConfig(seed=_run_seed(out))
@@ -247,10 +239,8 @@ def extraction_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 
     Opt-in (``--sections guards,cdi,extraction``): 1,000 generations x 50 DDIM steps by default.
     """
-    try:
-        from genleak.extraction import ExtractionConfig, extract, write_extraction
-    except ImportError as err:
-        raise SectionSkipped(f"extraction is not available in this genleak ({err})") from None
+    from genleak.extraction import ExtractionConfig, extract, write_extraction
+
     folder = out / "extraction"
     result = extract(target, split.members, split.nonmembers, ExtractionConfig(seed=_run_seed(out)), progress=False)
     write_extraction(result, folder, split.members, split.nonmembers)

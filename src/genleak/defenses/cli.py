@@ -204,8 +204,8 @@ def register(app: typer.Typer) -> None:
         import numpy as np
         import torch
 
-        from genleak.defenses.dualmd import load_target
         from genleak.io import atomic_save_npz
+        from genleak.targets.loading import load_target
         from genleak.targets.sampling import generate
 
         set_threads(threads)

@@ -177,24 +177,13 @@ def is_dual_folder(folder: str | Path) -> bool:
     return (Path(folder) / DUAL_FILE).is_file()
 
 
-def load_target(folder: str | Path, device: str | torch.device | None = None) -> Any:
-    """A DualMD folder as ``DualTarget``, any other folder as the matching single target."""
-    if is_dual_folder(folder):
-        return DualTarget.from_pretrained(folder, device=device)
-    return _load_single(Path(folder), device)
-
-
 def _load_single(folder: Path, device: str | torch.device | None) -> Any:
-    """One model folder: through ``genleak.targets.loading`` (pixel or latent) where available."""
-    try:
-        from genleak.targets.loading import load_target as generic
-    except ImportError:  # older trees: pixel DDPMs only
-        from genleak.targets.ddpm import DiffusionTarget
+    """One DualMD sub-model folder (pixel or latent), through ``genleak.targets.loading``."""
+    from genleak.targets.loading import load_target
 
-        return DiffusionTarget.from_pretrained(folder, device=device)
     if is_dual_folder(folder):
         raise TargetError(f"'{folder}' is itself a DualMD folder; a DualMD sub-model must be a single model")
-    return generic(folder, device=device)
+    return load_target(folder, device=device)
 
 
 def _take(cond: Any, rows: torch.Tensor) -> Any:

@@ -86,9 +86,9 @@ def evaluate_defense(
     rounds, using genbox's parameters. ``trust_torchscript`` allows a TorchScript ``encoder`` file
     (code; see ``quality.load_extractor``). Returns the JSON-able result.
     """
-    from genleak.defenses.dualmd import load_target
     from genleak.pipeline import run_attacks, split_summary
     from genleak.quality import load_extractor, quality_report, train_encoder
+    from genleak.targets.loading import load_target
     from genleak.targets.sampling import generate
 
     out = Path(out_dir)

@@ -34,16 +34,6 @@ def _params(text: str | None) -> dict[str, dict]:
     return value
 
 
-def _load_target(folder: Path, device: str | None):
-    try:
-        from genleak.targets.loading import load_target
-    except ImportError:  # older trees: pixel DDPM folders only
-        from genleak.targets import DiffusionTarget
-
-        return DiffusionTarget.from_pretrained(folder, device=device)
-    return load_target(folder, device=device)
-
-
 def _log_mlflow(run_dir: Path, uri: str | None, experiment: str) -> None:
     from genleak.report.mlflow_log import log_to_mlflow
 
@@ -77,12 +67,13 @@ def register(app: typer.Typer) -> None:
         from genleak.report.results import update_results
         from genleak.report.table import print_results
         from genleak.report.verdict import compute_verdict
+        from genleak.targets.loading import load_target
 
         s = MembershipSplit.load(split)
         check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
         if check.get("message"):
             typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
-        t = _load_target(target, device)
+        t = load_target(target, device=device)
         data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
                          target_path=target, split_path=split)

@@ -742,10 +742,7 @@ def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 
 def _vae_kl_weight(audit: dict[str, Any]) -> float | None:
     """The KL weight of a latent target's VAE from its `genleak train-vae` record, when it can be found."""
-    try:
-        from genleak.train.vae import VAE_RECORD
-    except ImportError:  # the latent extra is not importable here: the record's usual name
-        VAE_RECORD = "genleak_vae.json"  # noqa: N806
+    from genleak.train.vae import VAE_RECORD
 
     extra = ((audit.get("training") or {}).get("config") or {}).get("extra") or {}
     target = Path(audit["target_path"]) if audit.get("target_path") else None
@@ -824,8 +821,6 @@ def command_problem(command: str) -> str | None:
     """None when ``command`` parses (``parse_command``), else the one-line reason."""
     try:
         parse_command(command)
-    except ImportError as err:  # the CLI itself cannot be imported: say so rather than fail the section
-        return f"the genleak CLI cannot be imported ({err})"
     except _usage_errors() as err:
         fmt = getattr(err, "format_message", None)
         return fmt() if callable(fmt) else str(err)
