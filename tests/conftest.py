@@ -56,6 +56,58 @@ def overfit_ddpm(tmp_path_factory, digits8) -> OverfitModel:
     return OverfitModel(target=target, split=split, heldout=heldout, folder=root / "target", split_path=split_path)
 
 
+@pytest.fixture(scope="session")
+def tiny_ddpm_dir(tmp_path_factory) -> Path:
+    """A tiny DDPM (digits 8x8, (16, 32), 200 steps: real, imperfect scores) in ``target/`` with its
+    ``split.json``, a contradicting ``other-split.json``, and ``swapped/``: the target folder (same
+    split record) with another model's weight file."""
+    import shutil
+
+    from genleak.data import load_source, make_split
+    from genleak.targets.ddpm import DiffusionTarget
+    from genleak.train import TrainConfig, train_ddpm
+
+    root = tmp_path_factory.mktemp("tiny")
+    digits = load_source({"kind": "digits", "size": 8})
+    split = make_split(digits, 32, 32, seed=0)
+    split.save(root / "split.json")
+    make_split(digits, 32, 32, seed=1).save(root / "other-split.json")
+    train_ddpm(split.members.images, TrainConfig(steps=200, seed=0), root / "target",
+               split_manifest=split.to_manifest(), progress=False)
+    other = DiffusionTarget.from_pretrained(root / "target")
+    with torch.no_grad():
+        next(other.unet.parameters()).mul_(1.5)
+    other.save_pretrained(root / "other")
+    shutil.copytree(root / "target", root / "swapped")
+    weights = Path("unet") / "diffusion_pytorch_model.safetensors"
+    shutil.copy(root / "other" / weights, root / "swapped" / weights)
+    return root
+
+
+@pytest.fixture
+def broken_attack():
+    """Register an attack that always raises, only for the test that needs it: other tests list
+    every registered attack and must not meet it."""
+    from genleak.attacks import AttackConfig, register_attack
+    from genleak.attacks.base import _REGISTRY, Access, Attack
+
+    class BrokenAttack(Attack):
+        name = "test-broken"
+        access = Access.GRAY_BOX
+        config_class = AttackConfig
+
+        @property
+        def nfe(self) -> int:
+            return 1
+
+        def score_batch(self, target, x0, noise, cond=None):
+            raise RuntimeError("boom")
+
+    register_attack(BrokenAttack)
+    yield BrokenAttack.name
+    _REGISTRY.pop(BrokenAttack.name, None)
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
     """Run ``genleak ARGS...`` in-process through the real entry point; returns (exit code, stdout, stderr)."""

@@ -16,53 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genleak.attacks import AttackConfig, register_attack
-from genleak.attacks.base import _REGISTRY, Access, Attack
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny DDPM (digits 8x8, 100 steps: the scores need not be good here) with its split, a
-    second split that contradicts the recorded one, and a copy of the target with other weights."""
-    import torch
-
-    from genleak.data import load_source, make_split
-    from genleak.targets.ddpm import DiffusionTarget
-    from genleak.train import TrainConfig, train_ddpm
-
-    root = tmp_path_factory.mktemp("hostile")
-    digits = load_source({"kind": "digits", "size": 8})
-    split = make_split(digits, 24, 24, seed=0)
-    split.save(root / "split.json")
-    make_split(digits, 24, 24, seed=1).save(root / "other-split.json")
-    train_ddpm(split.members.images, TrainConfig(steps=100, seed=0), root / "target",
-               split_manifest=split.to_manifest(), progress=False)
-    other = DiffusionTarget.from_pretrained(root / "target")
-    with torch.no_grad():
-        next(other.unet.parameters()).add_(0.05)
-    other.save_pretrained(root / "other-target")
-    (root / "other-target" / "split.json").write_text((root / "target" / "split.json").read_text())
-    return root
-
-
-class _BrokenAttack(Attack):
-    name = "test-hostile-broken"
-    access = Access.GRAY_BOX
-    config_class = AttackConfig
-
-    @property
-    def nfe(self) -> int:
-        return 1
-
-    def score_batch(self, target, x0, noise, cond=None):
-        raise RuntimeError("boom")
-
 
 @pytest.fixture
-def broken():
-    register_attack(_BrokenAttack)
-    yield _BrokenAttack.name
-    _REGISTRY.pop(_BrokenAttack.name, None)
+def tiny(tiny_ddpm_dir):
+    return tiny_ddpm_dir
 
 
 def _attack(cli, root: Path, out: Path, attacks: str = "loss", *extra: str):
@@ -99,15 +56,15 @@ def test_split_contradicting_the_target_record_is_refused_or_recorded(cli, tiny,
     assert json.loads((tmp_path / "ok" / "results.json").read_text())["split_check"]["status"] == "match"
 
 
-def test_every_attack_failed_exits_nonzero_and_keeps_the_good_results(cli, tiny, tmp_path, broken):
+def test_every_attack_failed_exits_nonzero_and_keeps_the_good_results(cli, tiny, tmp_path, broken_attack):
     out = tmp_path / "run"
     assert _attack(cli, tiny, out)[0] == 0
     good = (out / "results.json").read_bytes()
-    code, _, err = _attack(cli, tiny, out, broken)
+    code, _, err = _attack(cli, tiny, out, broken_attack)
     _one_line_error(code, err, 1, "every attack failed", "boom")
     assert (out / "results.json").read_bytes() == good
     code, _, err = cli("audit", "--target", str(tiny / "target"), "--split", str(tiny / "split.json"),
-                       "--attacks", broken, "--sections", "", "--out", str(out), "--bootstrap", "0")
+                       "--attacks", broken_attack, "--sections", "", "--out", str(out), "--bootstrap", "0")
     _one_line_error(code, err, 1, "every attack failed")
     assert (out / "results.json").read_bytes() == good
 
@@ -127,7 +84,7 @@ def test_corrupt_and_stale_score_caches(cli, tiny, tmp_path):
         with np.load(out / "scores" / "loss.npz") as z:
             np.testing.assert_array_equal(z["member_scores"], first)  # recomputed: same seeded noise
     # another target into the same folder: sima's scores of the first target must go
-    code, _, err = cli("attack", "--target", str(tiny / "other-target"), "--split", str(tiny / "split.json"),
+    code, _, err = cli("attack", "--target", str(tiny / "swapped"), "--split", str(tiny / "split.json"),
                        "--attacks", "loss", "--out", str(out), "--bootstrap", "0")
     assert code == 0, err
     assert sorted(p.name for p in (out / "scores").iterdir()) == ["loss.npz"]

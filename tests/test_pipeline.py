@@ -3,34 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from genleak.attacks import AttackConfig, register_attack
-from genleak.attacks.base import _REGISTRY, Access, Attack
 from genleak.pipeline import run_attacks
-
-
-class _BrokenAttack(Attack):
-    name = "test-broken"
-    access = Access.GRAY_BOX
-    config_class = AttackConfig
-
-    @property
-    def nfe(self) -> int:
-        return 1
-
-    def score_batch(self, target, x0, noise, cond=None):
-        raise RuntimeError("boom")
-
-
-@pytest.fixture
-def broken_attack():
-    """Register an attack that always raises, only for the test that needs it: other tests list
-    every registered attack and must not meet it."""
-    register_attack(_BrokenAttack)
-    yield _BrokenAttack.name
-    _REGISTRY.pop(_BrokenAttack.name, None)
 
 
 def test_calibration_holdout_and_failed_attack_recorded(overfit_ddpm, tmp_path, broken_attack):

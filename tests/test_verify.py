@@ -11,30 +11,10 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, cli_module):
-    """A tiny DDPM (digits 8x8, (16, 32), 200 steps: real, imperfect scores) and one fresh output of
-    ``attack`` (with a calibration hold-out), ``audit`` and ``infer`` on it."""
-    import torch
-
-    from genleak.data import load_source, make_split
-    from genleak.targets.ddpm import DiffusionTarget
-    from genleak.train import TrainConfig, train_ddpm
-
-    root = tmp_path_factory.mktemp("verify")
-    digits = load_source({"kind": "digits", "size": 8})
-    split = make_split(digits, 32, 32, seed=0)
-    split.save(root / "split.json")
-    make_split(digits, 32, 32, seed=1).save(root / "other-split.json")
-    train_ddpm(split.members.images, TrainConfig(steps=200, seed=0), root / "target",
-               split_manifest=split.to_manifest(), progress=False)
-    # the same folder with one weight file swapped for another model's
-    other = DiffusionTarget.from_pretrained(root / "target")
-    with torch.no_grad():
-        next(other.unet.parameters()).mul_(1.5)
-    other.save_pretrained(root / "other")
-    shutil.copytree(root / "target", root / "swapped")
-    weights = Path("unet") / "diffusion_pytorch_model.safetensors"
-    shutil.copy(root / "other" / weights, root / "swapped" / weights)
+def runs(tiny_ddpm_dir, tmp_path_factory, cli_module):
+    """One fresh output of ``attack`` (with a calibration hold-out), ``audit`` and ``infer`` on the
+    tiny DDPM, next to its inputs."""
+    root = Path(shutil.copytree(tiny_ddpm_dir, tmp_path_factory.mktemp("verify") / "runs"))
     common = ["--target", str(root / "target"), "--split", str(root / "split.json")]
     for args in (["attack", "--attacks", "loss,sima", "--bootstrap", "20", "--calibration", "0.25"],
                  ["audit", "--attacks", "loss,sima", "--sections", "", "--bootstrap", "20"],
