@@ -27,6 +27,13 @@ MANIFEST_VERSION = 1
 _MEMORY_SOURCE = {"kind": "memory"}
 
 
+def manifest_fingerprint(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical manifest JSON (sorted keys, no whitespace): a short name for
+    "exactly these images on exactly these sides", for run records and caches."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(eq=False)
 class MembershipSplit:
     """Members and non-members drawn from one source.
@@ -102,10 +109,8 @@ class MembershipSplit:
         }
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical manifest JSON (sorted keys, no whitespace): a short name for
-        "exactly these images on exactly these sides", for run records and caches."""
-        text = json.dumps(self.to_manifest(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        """``manifest_fingerprint`` of this split's manifest."""
+        return manifest_fingerprint(self.to_manifest())
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Validate, then write the manifest atomically (never a half-written file)."""

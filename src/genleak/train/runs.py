@@ -70,14 +70,12 @@ def training_data(images: torch.Tensor, split_manifest: dict[str, Any] | None,
                   captions: Sequence[Sequence[str]] | None = None) -> dict[str, Any]:
     """What a run trains on, as recorded in its run record and checkpoint (see the module doc)."""
     from genleak.data.images import sample_hash
+    from genleak.data.split import manifest_fingerprint
 
     digest = hashlib.sha256(",".join(sample_hash(x) for x in images).encode())
     if captions is not None:
         digest.update(json.dumps([[str(c) for c in caps] for caps in captions]).encode())
-    split = None
-    if split_manifest is not None:  # the same canonical JSON as MembershipSplit.fingerprint()
-        text = json.dumps(split_manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        split = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    split = manifest_fingerprint(split_manifest) if split_manifest is not None else None
     return {"split_fingerprint": split, "data_fingerprint": digest.hexdigest(), "members": int(images.shape[0])}
 
 
