@@ -21,8 +21,17 @@ from typing import Any
 import numpy as np
 
 from genleak.errors import GenleakError
-from genleak.io import atomic_path, atomic_write_json, atomic_write_text
-from genleak.sim.data import DETECTORS, SimData, channels, detector, make_data, sample_conditions, simulate
+from genleak.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from genleak.sim.data import (
+    DETECTORS,
+    SimData,
+    channels,
+    detector,
+    make_data,
+    sample_conditions,
+    simulate,
+    synthetic_labels,
+)
 from genleak.sim.metrics import evaluate, mean_std, timed
 from genleak.sim.train import SimTrainConfig, generate, load_run, train
 
@@ -35,6 +44,10 @@ THESIS_542 = {"GAN": (2.47, 2.42), "SDI-GAN": (2.35, 2.31), "SDI-GAN + IR": (2.2
 
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def _run_dir(out: Path, label: str, seed: int) -> Path:
+    return out / "runs" / f"{_slug(label)}-s{seed}"
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -63,7 +76,7 @@ def run_benchmark(cfg: dict[str, Any], out: str | Path, log: Callable[[str], Non
         per_seed = []
         for seed in seeds:
             tcfg = SimTrainConfig.from_dict({**fields, "seed": seed})
-            run_dir = out / "runs" / f"{_slug(label)}-s{seed}"
+            run_dir = _run_dir(out, label, seed)
             state = train(data, tcfg, run_dir)
             model, scaling, _ = load_run(run_dir)
             gen_x, assign = generate(model, scaling, test.cond, seed=1000 + seed)
@@ -129,7 +142,7 @@ def _timing(cfg: dict[str, Any], out: Path, rows: list[dict[str, Any]], seed: in
     sim_s, _ = timed(simulate, cond, det.shape, np.random.default_rng(2))
     res: dict[str, Any] = {"n": n, "threads": torch.get_num_threads(), "simulator_seconds": sim_s, "models": {}}
     for row in rows:
-        model, scaling, _ = load_run(out / "runs" / f"{_slug(row['label'])}-s{seed}")
+        model, scaling, _ = load_run(_run_dir(out, row["label"], seed))
         secs, _ = timed(generate, model, scaling, cond)
         res["models"][row["label"]] = {"seconds": secs, "speedup": sim_s / secs}
     return res
@@ -189,8 +202,7 @@ def render_tables(result: dict[str, Any]) -> str:
 def _png(fig: Any, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -201,8 +213,6 @@ def _figures(data: SimData, samples: dict[str, np.ndarray], out: Path) -> dict[s
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-
-    from genleak.sim.data import synthetic_labels
 
     test = data.part(False)
     figs: dict[str, str] = {}

@@ -8,7 +8,6 @@ train/test mask. docs/sim.md documents every choice the thesis leaves open.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,14 +216,3 @@ def peak_coordinates(x: np.ndarray) -> np.ndarray:
     """(N, 2) (row, col) of each image's brightest fibre: the auxiliary regressor's target (ch. 5.4.1)."""
     flat = x.reshape(len(x), -1).argmax(1)
     return np.stack(np.divmod(flat, x.shape[2]), 1).astype(np.float32)
-
-
-def time_simulator(kind: str, n: int = 10_000, seed: int = 0) -> float:
-    """Seconds to simulate ``n`` responses (conditions drawn beforehand): our 'Monte Carlo' baseline."""
-    det = detector(kind)
-    rng = np.random.default_rng(seed)
-    cond = sample_conditions(n, det, rng)
-    t0 = time.perf_counter()
-    for i in range(0, n, 1000):
-        simulate(cond[i:i + 1000], det.shape, rng)
-    return time.perf_counter() - t0

@@ -183,10 +183,11 @@ class _Trainer:
                     per = per + lam_in * l_in
                     stats["in"] += l_in.mean().item()
                 if lam_aux and ex.aux is not None:
-                    a_loss = F.mse_loss(ex.aux(xm), self.peak[idx][m], reduction="none").sum(1).mean()
+                    peak = self.peak[idx][m]
+                    a_loss = F.mse_loss(ex.aux(xm), peak, reduction="none").sum(1).mean()
                     a_loss.backward()
                     self.opts[f"a{i}"].step()
-                    l_aux = ((ex.aux(fake1) - self.peak[idx][m]) ** 2).sum(1)
+                    l_aux = ((ex.aux(fake1) - peak) ** 2).sum(1)
                     per = per + lam_aux * l_aux
                     stats["aux"] += l_aux.mean().item()
                 # the router learns through the gate value (1 forward, softmax gradient backward)
