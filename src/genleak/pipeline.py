@@ -288,6 +288,7 @@ def check_target_split(target_dir: str | Path, split: MembershipSplit, *, allow_
     and shown in the report) then says so. A target without ``split.json`` returns status
     "not recorded".
     """
+    from genleak.data.split import manifest_fingerprint
     from genleak.errors import SplitError
 
     record = Path(target_dir) / TARGET_SPLIT_FILE
@@ -297,8 +298,7 @@ def check_target_split(target_dir: str | Path, split: MembershipSplit, *, allow_
         manifest = json.loads(record.read_text(encoding="utf-8"))
         rec_m = {str(e["sha256"]) for e in manifest["members"]}
         rec_n = {str(e["sha256"]) for e in manifest["nonmembers"]}
-        rec_fp = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                           allow_nan=False).encode("utf-8")).hexdigest()
+        rec_fp = manifest_fingerprint(manifest)
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
         raise SplitError(f"'{record}' (the target's training split) is not a readable split manifest "
                          f"({type(err).__name__}); restore it or retrain the target") from None
