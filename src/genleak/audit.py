@@ -372,9 +372,11 @@ def run_audit(
     command: str = "",
     target_path: str | Path | None = None,
     split_path: str | Path | None = None,
+    split_check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Attacks -> extra CIs -> sections -> verdict -> ``results.json`` + ``report.html`` in ``out``.
 
+    ``split_check`` (``pipeline.check_target_split``'s record) is stored as ``results.json["split_check"]``.
     Returns the results dict as written. Resumable like ``run_attacks``: cached scores are reused.
     """
     from genleak.pipeline import run_attacks
@@ -391,7 +393,10 @@ def run_audit(
         "attacks": names, "attack_params": attack_params or {}, "seed": seed, "batch_size": batch_size,
         "bootstrap": bootstrap, "sections": [s.name for s in specs],
     }
-    write_results(result, out, extra={"settings": settings, "audit": _audit_inputs(target_path, split_path)})
+    extra = {"settings": settings, "audit": _audit_inputs(target_path, split_path)}
+    if split_check is not None:
+        extra["split_check"] = split_check
+    write_results(result, out, extra=extra)
     data = json.loads((out / "results.json").read_text())
     if bootstrap:
         _add_audit_bounds(data, result, evaluation_masks(split.members.ids, split.nonmembers.ids, data["split"]),

@@ -63,8 +63,6 @@ def register(app: typer.Typer) -> None:
         from genleak.audit import run_audit
         from genleak.data import MembershipSplit
         from genleak.pipeline import check_target_split
-        from genleak.report.html import REPORT_FILE, write_report
-        from genleak.report.results import update_results
         from genleak.report.table import print_results
         from genleak.report.verdict import compute_verdict
         from genleak.targets.loading import load_target
@@ -76,9 +74,7 @@ def register(app: typer.Typer) -> None:
         t = load_target(target, device=device)
         data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
-                         target_path=target, split_path=split)
-        data = update_results(out, {"split_check": check})  # run_audit takes no such record: add it, re-render
-        write_report([out], out / REPORT_FILE)
+                         target_path=target, split_path=split, split_check=check)
         print_results(data)
         verdict = compute_verdict(data)
         typer.echo(f"verdict: {verdict['label']}: {verdict['headline']} (confidence {verdict['confidence']})")
