@@ -79,34 +79,29 @@ def _load_inputs(v: Verification, recorded: dict[str, Any], target: str | Path |
     from genleak.data import MembershipSplit
     from genleak.targets.loading import load_target
 
-    t = s = None
     tpath = target if target is not None else recorded.get("target_path")
-    if tpath is None:
-        v.differences.append("target: not checked: give --target (the run recorded no target path)")
-    else:
-        try:
-            t = load_target(tpath, guidance_scale=guidance_scale)
-        except GenleakError as err:
-            v.differences.append(f"target: cannot load '{tpath}': {err}")
-        else:
-            fp = t.fingerprint()
-            v.check(fp == target_fp, f"target fingerprint {fp[:12]} ({tpath})",
-                    f"target fingerprint: the result records {str(target_fp)[:12]}, '{tpath}' has {fp[:12]}")
+    t = _load_matching(v, "target", tpath, lambda p: load_target(p, guidance_scale=guidance_scale), target_fp)
     spath = split if split is not None else recorded.get("split_path")
     if split_fp is None and spath is None:
-        return t, s
-    if spath is None:
-        v.differences.append("split: not checked: give --split (the run recorded no split path)")
-    else:
-        try:
-            s = MembershipSplit.load(spath)
-        except GenleakError as err:
-            v.differences.append(f"split: cannot load '{spath}': {err}")
-        else:
-            fp = s.fingerprint()
-            v.check(fp == split_fp, f"split fingerprint {fp[:12]} ({spath})",
-                    f"split fingerprint: the result records {str(split_fp)[:12]}, '{spath}' has {fp[:12]}")
-    return t, s
+        return t, None
+    return t, _load_matching(v, "split", spath, MembershipSplit.load, split_fp)
+
+
+def _load_matching(v: Verification, what: str, path: Any, load: Any, recorded_fp: str | None) -> Any:
+    """``load(path)`` and compare its fingerprint with the recorded one; None (and a difference) if
+    there is no path or it does not load."""
+    if path is None:
+        v.differences.append(f"{what}: not checked: give --{what} (the run recorded no {what} path)")
+        return None
+    try:
+        obj = load(path)
+    except GenleakError as err:
+        v.differences.append(f"{what}: cannot load '{path}': {err}")
+        return None
+    fp = obj.fingerprint()
+    v.check(fp == recorded_fp, f"{what} fingerprint {fp[:12]} ({path})",
+            f"{what} fingerprint: the result records {str(recorded_fp)[:12]}, '{path}' has {fp[:12]}")
+    return obj
 
 
 # ----------------------------------------------------------------------------------------------
