@@ -221,14 +221,10 @@ def run_attacks(
                         keys=np.array(json.dumps(keys)),
                         seconds=np.array(res.seconds),
                     )
-            ms, ns = res.member_scores, res.nonmember_scores
-            if ms.ndim > 1:  # multi-column features: the first column is the attack's score
-                ms, ns = ms[:, 0], ns[:, 0]
-            res.metrics = evaluate(ms[eval_m], ns[eval_n], bootstrap=bootstrap, seed=seed)
-            if len(cal_m) and len(cal_n):
-                res.asr_calibrated = asr_calibrated(ms[cal_m], ns[cal_n], ms[eval_m], ns[eval_n])
+            res.metrics, res.asr_calibrated = score_metrics(res.member_scores, res.nonmember_scores, (eval_m, eval_n),
+                                                            (cal_m, cal_n), bootstrap=bootstrap, seed=seed)
             for alpha in (0.01, 0.001):
-                warning = fpr_resolution_warning(len(ns), alpha)
+                warning = fpr_resolution_warning(len(res.nonmember_scores), alpha)
                 if warning:
                     res.warnings.append(warning)
         except GenleakError:
@@ -241,6 +237,20 @@ def run_attacks(
         results.append(res)
     return AuditResult(target=target_info, split=split_info, attacks=results, seed=seed, command=command,
                        bootstrap=bootstrap)
+
+
+def score_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray, evaluation: tuple[Any, Any],
+                  calibration: tuple[Any, Any], *, bootstrap: int, seed: int) -> tuple[MetricReport, float | None]:
+    """One attack's metrics on the evaluation part and its calibrated ASR (None without a calibration
+    part); ``evaluation`` / ``calibration`` index (or mask) members and non-members. Multi-column
+    scores: the first column is the attack's score. ``genleak verify`` recomputes with this too."""
+    ms, ns = member_scores, nonmember_scores
+    if ms.ndim > 1:
+        ms, ns = ms[:, 0], ns[:, 0]
+    em, en = ms[evaluation[0]], ns[evaluation[1]]
+    cm, cn = ms[calibration[0]], ns[calibration[1]]
+    report = evaluate(em, en, bootstrap=bootstrap, seed=seed)
+    return report, (asr_calibrated(cm, cn, em, en) if len(cm) and len(cn) else None)
 
 
 def _calibration_indices(n: int, fraction: float, seed: int, side: str) -> tuple[np.ndarray, np.ndarray]:

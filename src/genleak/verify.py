@@ -140,8 +140,7 @@ def _verify_mia(folder: Path, v: Verification, target: Any, split: Any, rescore:
 def _check_metrics(folder: Path, data: dict[str, Any], v: Verification) -> dict[str, tuple[np.ndarray, ...]]:
     """Recompute every recorded metric of every successful attack; return the saved scores."""
     from genleak.audit import _add_audit_bounds
-    from genleak.metrics import asr_calibrated, evaluate
-    from genleak.pipeline import scores_sha256
+    from genleak.pipeline import score_metrics, scores_sha256
     from genleak.report.results import SCORES_DIR, evaluation_masks
 
     bootstrap = data.get("bootstrap", (data.get("settings") or {}).get("bootstrap"))
@@ -174,12 +173,9 @@ def _check_metrics(folder: Path, data: dict[str, Any], v: Verification) -> dict[
                     f"attacks.{name}: {SCORES_DIR}/{name}.npz has sha256 {got[:12]}, results.json records "
                     f"{a['scores_sha256'][:12]} (the scores were changed after the run)")
         scores[name] = (ms, ns, mid, nid)
-        m1, n1 = (ms[:, 0], ns[:, 0]) if ms.ndim > 1 else (ms, ns)
         mm, nm = evaluation_masks(list(mid), list(nid), data["split"])
-        rep = evaluate(m1[mm], n1[nm], bootstrap=int(bootstrap or 0), seed=seed).to_dict()
-        rep["asr_calibrated"] = (asr_calibrated(m1[~mm], n1[~nm], m1[mm], n1[nm])
-                                 if (~mm).any() and (~nm).any() else None)
-        expected[name] = rep
+        report, asr = score_metrics(ms, ns, (mm, nm), (~mm, ~nm), bootstrap=int(bootstrap or 0), seed=seed)
+        expected[name] = {**report.to_dict(), "asr_calibrated": asr}
     recorded_extra = any("simultaneous_lower" in (data["attacks"][n].get("metrics") or {}) for n in expected)
     if expected and recorded_extra and bootstrap:
         first = next(iter(scores.values()))
