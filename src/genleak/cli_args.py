@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from typing import Any
 
 from genleak.errors import GenleakError
 
@@ -45,3 +46,19 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def load_checked_split(target: Any, split: Any, allow_mismatch: bool) -> tuple[Any, dict[str, Any]]:
+    """Load the split manifest ``split`` and check it against the target folder's recorded training
+    split (``pipeline.check_target_split``), warning on stderr when a mismatch is allowed; the one
+    split check of ``attack``, ``audit`` and ``infer --split``. Returns (split, check record)."""
+    import typer
+
+    from genleak.data import MembershipSplit
+    from genleak.pipeline import check_target_split
+
+    s = MembershipSplit.load(split)
+    check = check_target_split(target, s, allow_mismatch=allow_mismatch)
+    if check.get("message"):
+        typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
+    return s, check

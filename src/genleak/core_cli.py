@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import command_line, parse_ints, set_threads, split_csv
+from genleak.cli_args import command_line, load_checked_split, parse_ints, set_threads, split_csv
 
 
 def register(app: typer.Typer) -> None:
@@ -76,16 +76,12 @@ def register(app: typer.Typer) -> None:
         allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="Run even if --split contradicts the target's recorded training split (recorded in the results)."),
     ) -> None:
         """Score members and non-members; write per-sample scores, metrics and a ROC plot."""
-        from genleak.data import MembershipSplit
-        from genleak.pipeline import check_target_split, run_attacks
+        from genleak.pipeline import run_attacks
         from genleak.report.results import write_results
         from genleak.report.table import print_results
         from genleak.targets.loading import load_target
 
-        s = MembershipSplit.load(split)
-        check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
-        if check.get("message"):
-            typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
+        s, check = load_checked_split(target, split, allow_split_mismatch)
         t = load_target(target, device=device, guidance_scale=guidance_scale)
         result = run_attacks(t, s, split_csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
                              command=command_line(), calibration_fraction=calibration)

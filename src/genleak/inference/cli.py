@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from genleak.cli_args import command_line, set_threads
+from genleak.cli_args import command_line, load_checked_split, set_threads
 from genleak.errors import GenleakError
 
 
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         if split is None and (suspect is None or reference is None):
             raise GenleakError("give --suspect P and --reference U (or --split SPLIT.json)")
 
-        from genleak.data import MembershipSplit, load_source
+        from genleak.data import load_source
         from genleak.inference.cdi import CDIConfig, format_result, run_cdi, write_cdi
         from genleak.targets import DiffusionTarget
 
@@ -101,12 +101,7 @@ def register(app: typer.Typer) -> None:
         )
         check = None
         if split is not None:
-            from genleak.pipeline import check_target_split
-
-            s = MembershipSplit.load(split)
-            check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
-            if check.get("message"):
-                typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
+            s, check = load_checked_split(target, split, allow_split_mismatch)
             p_set, u_set = s.members, s.nonmembers
         else:
             p_set, u_set = load_source(suspect), load_source(reference)

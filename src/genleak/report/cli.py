@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import command_line, split_csv
+from genleak.cli_args import command_line, load_checked_split, split_csv
 from genleak.errors import GenleakError
 
 
@@ -61,16 +61,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the standard audit and write results.json and a self-contained report.html."""
         from genleak.audit import run_audit
-        from genleak.data import MembershipSplit
-        from genleak.pipeline import check_target_split
         from genleak.report.table import print_results
         from genleak.report.verdict import compute_verdict
         from genleak.targets.loading import load_target
 
-        s = MembershipSplit.load(split)
-        check = check_target_split(target, s, allow_mismatch=allow_split_mismatch)
-        if check.get("message"):
-            typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
+        s, check = load_checked_split(target, split, allow_split_mismatch)
         t = load_target(target, device=device)
         data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
