@@ -69,14 +69,6 @@ def save_results(data: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def update_results(out_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
-    """Read ``out_dir/results.json``, set the given top-level keys, write it back; return the dict."""
-    data = load_results(out_dir)
-    data.update(updates)
-    save_results(data, out_dir)
-    return data
-
-
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a results folder or file; refuse unknown formats and versions with a clear message."""
     p = Path(path)
