@@ -288,7 +288,7 @@ def test_memorization_cli_ranks_images_with_labels(overfit_ddpm, tmp_path, cli):
 
 
 def test_read_prompts_file(tmp_path):
-    from genleak.extraction.cli import read_prompts
+    from genleak.cli.extraction import read_prompts
 
     p = tmp_path / "p.txt"
     p.write_text("# class\tlabel\n3\tmemorised\n\n5\t0\n")

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from genleak.b4b.cli import register
+from genleak.cli.b4b import register
 from genleak.b4b.store import StateStore
 from genleak.errors import GenleakError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import command_line, parse_floats, set_threads, split_csv
+from genleak.cli.args import command_line, parse_floats, set_threads, split_csv
 from genleak.errors import GenleakError
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from genleak.cli_args import command_line, load_checked_split, set_threads
+from genleak.cli.args import command_line, load_checked_split, set_threads
 from genleak.errors import GenleakError
 
 

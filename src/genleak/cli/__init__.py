@@ -31,18 +31,9 @@ app = typer.Typer(
 )
 
 # Modules that add commands to ``app``; each defines ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "genleak.core_cli",
-    "genleak.inference.cli",
-    "genleak.latent_cli",
-    "genleak.b4b.cli",
-    "genleak.defenses.cli",
-    "genleak.report.cli",
-    "genleak.extraction.cli",
-    "genleak.s2l.cli",
-    "genleak.iar.cli",
-    "genleak.sim.cli",
-    "genleak.verify",
+COMMAND_MODULES: tuple[str, ...] = tuple(
+    f"genleak.cli.{m}" for m in ("core", "inference", "latent", "b4b", "defenses", "report", "extraction", "s2l",
+                                 "iar", "sim", "verify")
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import command_line, load_checked_split, parse_ints, set_threads, split_csv
+from genleak.cli.args import command_line, load_checked_split, parse_ints, set_threads, split_csv
 
 
 def register(app: typer.Typer) -> None:
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
     ) -> None:
         """End-to-end audit on the built-in data: split, train a tiny DDPM, run every attack, report."""
-        from genleak.demo import run_demo
+        from genleak.cli.demo import run_demo
 
         run_demo(out, steps=steps, members=members, nonmembers=nonmembers, size=size, seed=seed,
                  command=command_line())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import command_line, set_threads, split_csv
+from genleak.cli.args import command_line, set_threads, split_csv
 from genleak.errors import GenleakError
 
 _TRUE = {"1", "true", "yes", "memorised", "memorized", "m"}

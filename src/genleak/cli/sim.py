@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import set_threads
+from genleak.cli.args import set_threads
 from genleak.errors import GenleakError
 
 sim = typer.Typer(help="Fast detector simulation with SDI-GAN and ExpertSim (thesis ch. 4-5).", no_args_is_help=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from genleak.cli_args import parse_ints, set_threads
+from genleak.cli.args import parse_ints, set_threads
 from genleak.errors import GenleakError
 
 

@@ -1,4 +1,4 @@
-"""Argument helpers shared by the command modules (``core_cli``, ``defenses.cli``, ...).
+"""Argument helpers shared by the command modules (``cli.core``, ``cli.defenses``, ...).
 
 Kept free of torch and diffusers at import time: ``genleak --help`` imports every command module.
 """

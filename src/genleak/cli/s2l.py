@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli_args import command_line, parse_floats, parse_ints, set_threads, split_csv
+from genleak.cli.args import command_line, parse_floats, parse_ints, set_threads, split_csv
 
 
 def _print(comparison, path: Path) -> None:
