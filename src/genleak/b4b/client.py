@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from genleak._extras import needs_extra
 from genleak.b4b.wire import decode_array, encode_array
 
 
@@ -39,7 +40,8 @@ class B4BClient(_Batching):
     """
 
     def __init__(self, url: str, api_key: str, *, batch_size: int = 256, timeout: float = 120.0) -> None:
-        import httpx
+        with needs_extra("serve"):
+            import httpx
 
         self.url = url.rstrip("/")
         self.batch_size = batch_size

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genleak._extras import needs_extra
 from genleak.errors import GenleakError
 
 TRANSFORM_KINDS: tuple[str, ...] = ("affine", "pad", "add", "shuffle", "binary")
@@ -104,7 +105,8 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     text = p.read_text()
     try:
         if p.suffix in (".yaml", ".yml"):
-            import yaml
+            with needs_extra("serve"):
+                import yaml
 
             data = yaml.safe_load(text)
         elif p.suffix == ".toml":

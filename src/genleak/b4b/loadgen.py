@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from genleak._extras import needs_extra
 from genleak.b4b.wire import encode_array
 
 
@@ -67,7 +68,8 @@ def run_load(url: str, keys: list[str], *, concurrency: int = 8, duration_s: flo
     Bounded twice (``duration_s`` and ``max_requests`` per thread) so it always ends; a connection
     error ends that thread (the server is gone), it is recorded with status 0.
     """
-    import httpx
+    with needs_extra("serve"):
+        import httpx
 
     requests: list[Request] = []
     lock = threading.Lock()
