@@ -11,11 +11,12 @@ from genleak.data.sources import (
     digits_source,
     folder_source,
     hf_source,
+    list_source,
     load_source,
     npz_source,
     parse_source_spec,
 )
-from genleak.data.split import MembershipSplit, make_split, split_from_index_file
+from genleak.data.split import MembershipSplit, make_split, split_from_index_file, split_from_sources
 
 __all__ = [
     "ImageSet",
@@ -25,10 +26,12 @@ __all__ = [
     "folder_source",
     "hf_source",
     "iter_batches",
+    "list_source",
     "load_source",
     "make_split",
     "npz_source",
     "parse_source_spec",
     "sample_hash",
     "split_from_index_file",
+    "split_from_sources",
 ]

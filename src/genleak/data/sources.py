@@ -25,7 +25,7 @@ import torch
 
 from genleak.data.images import ImageSet
 from genleak.data.transforms import quantize_uint8, resize, to_model_range, to_nchw
-from genleak.errors import DataError
+from genleak.errors import DataError, SplitError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -34,6 +34,9 @@ __all__ = [
     "digits_source",
     "folder_source",
     "hf_source",
+    "join_sides",
+    "known_source",
+    "list_source",
     "load_source",
     "npz_source",
     "parse_source_spec",
@@ -199,8 +202,6 @@ def folder_source(path: str | os.PathLike[str], size: int | None = None, channel
     warning) when others have one, and ``captions`` is None when none has. Greyscale stays 1 channel
     unless another image is colour or ``channels=3``; alpha is dropped. Mixed sizes need ``size``.
     """
-    from PIL import Image
-
     root = _abs(path)
     where = f"folder '{root}'"
     size, channels = _check_size(size, where), _check_channels(channels, where)
@@ -218,7 +219,20 @@ def folder_source(path: str | os.PathLike[str], size: int | None = None, channel
     )
     if not files:
         raise DataError(f"{where}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) found; check the path")
-    rel = [f.relative_to(root).as_posix() for f in files]
+    images, captions = _decode_files(root, files, size, channels, where)
+    return ImageSet(
+        images=images,
+        ids=[f"folder/{f.relative_to(root).as_posix()}" for f in files],
+        captions=captions,
+        source={"kind": "folder", "path": str(root), "size": size, "channels": channels},
+    )
+
+
+def _decode_files(
+    root: Path, files: list[Path], size: int | None, channels: int | None, where: str
+) -> tuple[torch.Tensor, list[str] | None]:
+    """Images and captions of ``files`` under ``root`` (folder rules: see :func:`folder_source`)."""
+    from PIL import Image
 
     def opener(f: Path) -> Callable[[], Any]:
         def _open() -> Any:
@@ -229,7 +243,7 @@ def folder_source(path: str | os.PathLike[str], size: int | None = None, channel
 
         return _open
 
-    images = _images_from_pil([(r, opener(f)) for r, f in zip(rel, files, strict=True)], size, channels, where)
+    images = _images_from_pil([(f.relative_to(root).as_posix(), opener(f)) for f in files], size, channels, where)
     found = _read_folder_captions(root, files)
     captions: list[str] | None = None
     if found:
@@ -238,14 +252,79 @@ def folder_source(path: str | os.PathLike[str], size: int | None = None, channel
         if n_missing:
             warnings.warn(
                 f"{where}: {n_missing} of {len(files)} images have no caption; using '' for them",
-                stacklevel=2,
+                stacklevel=3,
             )
-    return ImageSet(
-        images=images,
-        ids=[f"folder/{r}" for r in rel],
-        captions=captions,
-        source={"kind": "folder", "path": str(root), "size": size, "channels": channels},
-    )
+    return images, captions
+
+
+# ----------------------------------------------------------------------------- list
+_LIST_COLUMNS = ("path", "file_name", "filename", "file", "image", "id")
+
+
+def _read_list(file: Path, where: str) -> list[str]:
+    """Entries of a text list (one per line, ``#`` comments) or a CSV (the first of the columns
+    ``_LIST_COLUMNS`` named in a header row, else the first column)."""
+    import csv
+    from collections import Counter
+
+    text = file.read_text(encoding="utf-8-sig")
+    if file.suffix.lower() == ".csv":
+        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+        header = [c.strip().lower() for c in rows[0]] if rows else []
+        col = next((header.index(c) for c in _LIST_COLUMNS if c in header), None)
+        rows = rows[1:] if col is not None else rows
+        entries = [r[col or 0].strip() if len(r) > (col or 0) else "" for r in rows]
+    else:
+        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not entries or "" in entries:
+        raise DataError(f"{where}: {'an entry is empty' if entries else 'the list is empty'}; "
+                        "give one image path or id per line (CSV: a 'path' or 'id' column)")
+    dup = next((e for e, n in Counter(entries).items() if n > 1), None)
+    if dup is not None:
+        raise DataError(f"{where}: {dup!r} is listed more than once; list each image once")
+    return entries
+
+
+def list_source(
+    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, size: int | None = None,
+    channels: int | None = None,
+) -> ImageSet:
+    """The images a text or CSV list names, relative to ``root`` (default: the list's folder).
+
+    When ``root`` is a folder of images the entries are file paths relative to it (ids
+    ``"folder/<path>"``, as :func:`folder_source` gives them; captions as there), and only the
+    listed files are decoded. When ``root`` is another source on disk (an ``.npz``, a
+    ``save_to_disk`` dataset, a CIFAR-10 folder; its kind is guessed from what is there) the
+    entries are that source's ids (``hf/12``) or row numbers (``12``). Order: the list's.
+    """
+    file = _abs(path)
+    where = f"list '{file}'"
+    size, channels = _check_size(size, where), _check_channels(channels, where)
+    if not file.is_file():
+        raise DataError(f"{where} does not exist; check the path")
+    base = _abs(root) if root is not None else file.parent
+    entries = _read_list(file, where)
+    spec = {"kind": "list", "path": str(file), "root": str(base), "size": size, "channels": channels}
+    kind = _infer_kind(base)
+    if kind is None:
+        raise DataError(f"{where}: root '{base}' does not exist; pass root=FOLDER (default: the list's folder)")
+    if kind != "folder":
+        opts = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
+        full = load_source({"kind": kind, "path": str(base), **opts})
+        ids = [full.ids[int(e)] if e.isdigit() and int(e) < len(full) else e for e in entries]
+        picked = full.select_ids(ids)
+        return ImageSet(images=picked.images, ids=picked.ids, captions=picked.captions, labels=picked.labels,
+                        source=spec)
+    files = [(base / e.removeprefix("folder/")).resolve() for e in entries]
+    outside = [e for e, f in zip(entries, files, strict=True) if not f.is_relative_to(base)]
+    missing = [e for e, f in zip(entries, files, strict=True) if not f.is_file()]
+    if outside or missing:
+        bad = outside or missing
+        raise DataError(f"{where}: {len(bad)} entries {'are outside' if outside else 'are not files under'} root "
+                        f"'{base}', e.g. {bad[0]!r}; fix the list or pass root=FOLDER")
+    images, captions = _decode_files(base, files, size, channels, where)
+    return ImageSet(images=images, ids=[f"folder/{f.relative_to(base).as_posix()}" for f in files],
+                    captions=captions, source=spec)
 
 
 # ----------------------------------------------------------------------------- npz
@@ -505,6 +584,37 @@ def cifar10_source(path: str | os.PathLike[str], part: str = "train", size: int 
     )
 
 
+# ----------------------------------------------------------------------------- known membership
+def join_sides(members: ImageSet, nonmembers: ImageSet) -> ImageSet:
+    """Members then non-members as one set, ids prefixed ``members/`` and ``nonmembers/`` (two
+    sources may both have a ``folder/0.png``). Captions on one side only: the other gets ``""``;
+    labels are kept when both sides have them."""
+    if members.shape != nonmembers.shape:
+        raise SplitError(
+            f"members have shape {members.shape} but non-members {nonmembers.shape}; load both sides at one "
+            "size and channel count (source options ?size=N&channels=3, e.g. 'folder:PATH?size=32&channels=3')"
+        )
+    parts = (("members", members), ("nonmembers", nonmembers))
+    no_captions = members.captions is None and nonmembers.captions is None
+    out = ImageSet(
+        images=torch.cat([members.images, nonmembers.images], 0),
+        ids=[f"{side}/{i}" for side, p in parts for i in p.ids],
+        captions=None if no_captions else [c for _, p in parts for c in (p.captions or [""] * len(p))],
+        labels=None if members.labels is None or nonmembers.labels is None else members.labels + nonmembers.labels,
+    )
+    if "hashes" in members.__dict__ and "hashes" in nonmembers.__dict__:
+        out.__dict__["hashes"] = members.hashes + nonmembers.hashes
+    return out
+
+
+def known_source(members: dict[str, Any], nonmembers: dict[str, Any]) -> ImageSet:
+    """The source of a known-membership split (:func:`genleak.data.split.split_from_sources`):
+    both sides' sources, joined by :func:`join_sides`."""
+    full = join_sides(load_source(members), load_source(nonmembers))
+    full.source = {"kind": "known", "members": members, "nonmembers": nonmembers}
+    return full
+
+
 # ----------------------------------------------------------------------------- dispatch
 SOURCES: dict[str, Callable[..., ImageSet]] = {
     "digits": digits_source,
@@ -512,6 +622,8 @@ SOURCES: dict[str, Callable[..., ImageSet]] = {
     "npz": npz_source,
     "hf": hf_source,
     "cifar10": cifar10_source,
+    "list": list_source,
+    "known": known_source,
 }
 
 
@@ -541,7 +653,7 @@ def parse_source_spec(text: str) -> dict[str, Any]:
     """Parse a command-line source string into a spec dict.
 
     Forms: ``"digits"``, ``"digits:16"``, ``"folder:/path"``, ``"npz:/path.npz"``, ``"hf:/path"``,
-    ``"cifar10:/path/to/cifar-10-batches-py"``. Options may follow a ``?``:
+    ``"cifar10:/path/to/cifar-10-batches-py"``, ``"list:/path/members.txt?root=/images"``. Options may follow a ``?``:
     ``"folder:/imgs?size=32&channels=3"``, ``"cifar10:/data?part=test"``. A bare existing path is
     accepted too (kind guessed from what is there).
     """
@@ -573,7 +685,7 @@ def parse_source_spec(text: str) -> dict[str, Any]:
         guessed = _infer_kind(Path(body).expanduser()) if body else None
         if guessed is None:
             raise DataError(
-                f"unknown source {text!r}; use one of digits, digits:SIZE, folder:PATH, npz:PATH, hf:PATH, cifar10:PATH"
+                f"unknown source {text!r}; use one of digits, digits:SIZE, folder:PATH, npz:PATH, hf:PATH, cifar10:PATH, list:FILE"
             )
         spec = {"kind": guessed, "path": body}
     spec.update(options)

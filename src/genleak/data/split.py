@@ -20,7 +20,9 @@ import numpy as np
 from genleak.data.images import ImageSet
 from genleak.errors import DataError, GenleakError, SplitError
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_VERSION", "MembershipSplit", "make_split", "split_from_index_file"]
+__all__ = [
+    "MANIFEST_FORMAT", "MANIFEST_VERSION", "MembershipSplit", "make_split", "split_from_index_file", "split_from_sources",
+]
 
 MANIFEST_FORMAT = "genleak.split"
 MANIFEST_VERSION = 1
@@ -392,5 +394,48 @@ def split_from_index_file(
         name=name,
         metadata={"index_file_sha256": hashlib.sha256(raw).hexdigest()},
     )
+    split.validate()
+    return split
+
+
+def split_from_sources(
+    members: ImageSet | dict[str, Any] | str,
+    nonmembers: ImageSet | dict[str, Any] | str,
+    n_members: int | None = None,
+    n_nonmembers: int | None = None,
+    seed: int = 0,
+    name: str = "split",
+) -> MembershipSplit:
+    """A split whose membership the auditor knows: every image of the ``members`` source was
+    trained on, none of the ``nonmembers`` source (each a source spec or an :class:`ImageSet`).
+
+    ``n_members`` / ``n_nonmembers`` draw that many images of a side at random (sorted back into
+    source order; each side has its own stream of ``seed``, which the manifest records). ids get
+    the prefix ``members/`` or ``nonmembers/``; the source is ``{"kind": "known", "members": spec,
+    "nonmembers": spec}``. The usual checks apply: same shape on both sides, no image on both.
+    """
+    from genleak.data.sources import join_sides, load_source
+
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise SplitError(f"seed must be an integer, got {seed!r}")
+    sides: list[ImageSet] = []
+    specs: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for k, (side, given, n) in enumerate((("members", members, n_members), ("nonmembers", nonmembers, n_nonmembers))):
+        images = given if isinstance(given, ImageSet) else load_source(given)
+        specs[side] = None if images.source is None else _resolve_source(None, images)
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+                raise SplitError(f"n_{side} must be a positive integer, got {n!r}")
+            if n > len(images):
+                raise SplitError(f"{n} {side} asked for, but the {side} source has {len(images)} images; lower it")
+            rows = np.random.default_rng((int(seed), k)).choice(len(images), int(n), replace=False)
+            metadata.setdefault("subsampled", {})[side] = {"from": len(images), "kept": int(n)}
+            images = images[sorted(rows.tolist())]
+        sides.append(images)
+    full = join_sides(*sides)
+    full.source = _MEMORY_SOURCE if None in specs.values() else {"kind": "known", **specs}
+    split = MembershipSplit(members=full[: len(sides[0])], nonmembers=full[len(sides[0]):], source=full.source,
+                            seed=int(seed) if metadata else None, name=name, metadata=metadata)
     split.validate()
     return split
