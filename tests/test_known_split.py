@@ -137,3 +137,20 @@ def test_hf_dataset_sides_and_list_of_rows(tmp_path):
     (tmp_path / "rows.txt").write_text("4\nhf/1\n")
     picked = load_source(f"list:{tmp_path / 'rows.txt'}?root={tmp_path / 'ds'}")
     assert picked.ids == ["hf/4", "hf/1"] and torch.equal(to_uint8(picked.images), _nchw(arr[[4, 1]]))
+
+
+def test_cli_data_split_from_member_and_nonmember_sources(tmp_path, cli):
+    m, n = _folder(tmp_path / "m", _pixels(4, 1)), _folder(tmp_path / "n", _pixels(6, 2))
+    out = tmp_path / "split.json"
+    code, stdout, err = cli("data", "split", "--member-source", f"folder:{m}", "--nonmember-source", f"folder:{n}",
+                            "--nonmembers", "3", "--seed", "2", "--name", "known", "--out", str(out))
+    assert code == 0, err
+    assert stdout.strip() == f"wrote {out}: 4 members, 3 non-members, shape (3, 8, 8)"
+    split = MembershipSplit.load(out)
+    expected = split_from_sources(f"folder:{m}", f"folder:{n}", n_nonmembers=3, seed=2, name="known")
+    assert split.fingerprint() == expected.fingerprint() and split.seed == 2
+    code, _, err = cli("data", "split", "--member-source", f"folder:{m}", "--out", str(out))
+    assert code == 2 and err.strip() == "error: give --member-source and --nonmember-source together, without --index-file"
+    code, _, err = cli("data", "split", "--member-source", f"folder:{m}", "--nonmember-source", f"folder:{m}",
+                       "--out", str(out))
+    assert code == 2 and "4 samples appear in both members and non-members" in err and err.count("\n") == 1
