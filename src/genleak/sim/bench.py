@@ -262,12 +262,12 @@ def _figures(data: SimData, samples: dict[str, np.ndarray], out: Path) -> dict[s
 
 
 def _html(result: dict[str, Any], tables: str, figures: dict[str, str]) -> str:
-    """One self-contained page in the audit report's style (CSS shared with genleak.report.html)."""
-    from genleak.report.html import _CSS, e
+    """One self-contained page in the audit report's style (``genleak.style``, shared with genleak.report.html)."""
+    from genleak.style import CSS, e
 
     body = "".join(f'<h2>{e(name)}</h2><img alt="{e(name)}" style="max-width:100%" '
                    f'src="data:image/png;base64,{b64}">' for name, b64 in figures.items())
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>genleak sim benchmark</title>"
-            f"<style>{_CSS}</style></head><body><header><h1>Simulation benchmark: {e(result['config']['kind'])}</h1>"
+            f"<style>{CSS}</style></head><body><header><h1>Simulation benchmark: {e(result['config']['kind'])}</h1>"
             f"<p class=meta>{result['seconds']:.0f} s in all</p></header><h2>Tables</h2><pre>{e(tables)}</pre>{body}"
             f"<h2>Config</h2><pre>{e(json.dumps(result['config'], indent=2))}</pre></body></html>\n")
