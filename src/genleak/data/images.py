@@ -267,13 +267,6 @@ class ImageSet:
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(path, buffer.getvalue())
 
-    @classmethod
-    def load_npz(cls, path: str | os.PathLike[str]) -> ImageSet:
-        """Load a file written by :meth:`save_npz` (same as ``npz_source(path)``)."""
-        from genleak.data.sources import npz_source
-
-        return npz_source(path)
-
 
 def iter_batches(images: ImageSet | torch.Tensor, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, batch)`` over the rows of ``images`` so attacks can stream large sets.
