@@ -3,7 +3,7 @@
 
 demo:
 	bash scripts/setup-env.sh
-	.venv/bin/genleak demo --out demo-out
+	.venv/bin/genleak demo
 
 test:
 	bash scripts/setup-env.sh dev,mlflow

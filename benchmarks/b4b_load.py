@@ -1,6 +1,6 @@
 """Load benchmark of the B4B encoder API on loopback: latency p50/p99 and throughput.
 
-Starts ``genleak serve-encoder`` in a subprocess (the default victim's architecture: 4-layer CNN,
+Starts ``genleak b4b serve`` in a subprocess (the default victim's architecture: 4-layer CNN,
 width 32, 64-d embeddings, 16x16 images; untrained unless --model is given, the cost is the same),
 creates users in a fresh SQLite database and runs bounded loads (fixed duration, fixed request cap
 per client) at several concurrency levels. Prints a markdown table; --out writes it atomically.

@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-calibration-out}
 mkdir -p "$OUT"
-.venv/bin/genleak split --source digits:8 --members 256 --nonmembers 256 --seed 1 --name shadow --out "$OUT/shadow-split.json"
-.venv/bin/genleak train --split "$OUT/shadow-split.json" --out "$OUT/shadow" --steps 800 --channels 16,32 --seed 1 --threads 1
-.venv/bin/genleak sweep --target "$OUT/shadow" --split "$OUT/shadow-split.json" --attack sima --param t --grid 0,10,20,50,100
+.venv/bin/genleak data split --source digits:8 --members 256 --nonmembers 256 --seed 1 --name shadow --out "$OUT/shadow-split.json"
+.venv/bin/genleak train ddpm --split "$OUT/shadow-split.json" --out "$OUT/shadow" --steps 800 --channels 16,32 --seed 1 --threads 1
+.venv/bin/genleak sweep --target "$OUT/shadow" --split "$OUT/shadow-split.json" --attack sima --vary t --grid 0,10,20,50,100

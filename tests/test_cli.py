@@ -72,7 +72,7 @@ def test_wrong_channel_count_is_refused(overfit_ddpm, tmp_path, cli):
     rgb = np.random.default_rng(0).integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "rgb.npz", images=rgb)
     split = tmp_path / "rgb.json"
-    code, _, err = cli("split", "--source", f"npz:{tmp_path / 'rgb.npz'}", "--members", "10", "--out", str(split))
+    code, _, err = cli("data", "split", "--source", f"npz:{tmp_path / 'rgb.npz'}", "--members", "10", "--out", str(split))
     assert code == 0, err
     out = tmp_path / "o"
     code, _, err = cli("attack", "--target", str(overfit_ddpm.folder), "--split", str(split), "--out", str(out))
@@ -91,7 +91,7 @@ def test_nan_images_are_refused(tmp_path, cli):
     x[3, 0, 2, 2] = np.nan
     np.savez(tmp_path / "nan.npz", images=x)
     out = tmp_path / "split.json"
-    code, _, err = cli("split", "--source", f"npz:{tmp_path / 'nan.npz'}", "--members", "10", "--out", str(out))
+    code, _, err = cli("data", "split", "--source", f"npz:{tmp_path / 'nan.npz'}", "--members", "10", "--out", str(out))
     assert code == 2 and "nan" in err.lower() and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary file left behind"
@@ -100,14 +100,14 @@ def test_nan_images_are_refused(tmp_path, cli):
 def test_help_lists_the_core_commands(cli):
     code, out, _ = cli("--help")
     assert code == 0
-    for cmd in ("split", "train", "attack", "inspect", "demo", "sweep"):
+    for cmd in ("data", "train", "attack", "audit", "demo", "sweep"):
         assert cmd in out
 
 
 @pytest.mark.parametrize("what", ["target", "split"])
 def test_inspect(overfit_ddpm, what, cli):
     path = overfit_ddpm.folder if what == "target" else overfit_ddpm.split_path
-    code, out, err = cli("inspect", str(path))
+    code, out, err = cli("data", "inspect", str(path))
     assert code == 0, err
     info = json.loads(out)
     assert info["fingerprint"]

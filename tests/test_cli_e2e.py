@@ -30,14 +30,14 @@ def _once(key: str, make):
 
 @pytest.fixture
 def tiny(cli, tmp_path_factory) -> dict[str, Path]:
-    """A digits-8 split (32 members vs 64 non-members) and a DDPM that ``genleak train`` fits to it."""
+    """A digits-8 split (32 members vs 64 non-members) and a DDPM that ``genleak train ddpm`` fits to it."""
 
     def make():
         root = tmp_path_factory.mktemp("tiny")
-        code, _, err = cli("split", "--out", str(root / "split.json"), "--source", "digits:8", "--members", "32",
+        code, _, err = cli("data", "split", "--out", str(root / "split.json"), "--source", "digits:8", "--members", "32",
                            "--nonmembers", "64")
         assert code == 0, err
-        code, out, err = cli("train", "--split", str(root / "split.json"), "--out", str(root / "ddpm"), "--steps", "400",
+        code, out, err = cli("train", "ddpm", "--split", str(root / "split.json"), "--out", str(root / "ddpm"), "--steps", "400",
                              "--channels", "16,32", "--batch-size", "32", "--threads", "1")
         assert code == 0, err
         (root / "train.out").write_text(out)
@@ -48,10 +48,10 @@ def tiny(cli, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def encoder(tiny, cli) -> Path:
-    """The feature extractor ``genleak train-encoder`` fits to the digits outside the split."""
+    """The feature extractor ``genleak train encoder`` fits to the digits outside the split."""
 
     def make():
-        code, _, err = cli("train-encoder", "--split", str(tiny["split"]), "--out", str(tiny["root"] / "encoder"),
+        code, _, err = cli("train", "encoder", "--split", str(tiny["split"]), "--out", str(tiny["root"] / "encoder"),
                            "--steps", "60", "--threads", "1")
         assert code == 0, err
         return tiny["root"] / "encoder"
@@ -61,7 +61,7 @@ def encoder(tiny, cli) -> Path:
 
 @pytest.fixture
 def iar_study(cli, tmp_path_factory) -> Path:
-    """``genleak iar-experiment`` on 32 digits: one RAR (and its tokenizer) and a pixel DDPM."""
+    """``genleak iar experiment`` on 32 digits: one RAR (and its tokenizer) and a pixel DDPM."""
 
     def make():
         root = tmp_path_factory.mktemp("iar")
@@ -70,7 +70,7 @@ def iar_study(cli, tmp_path_factory) -> Path:
                   "ddpm": {"steps": 50, "block_out_channels": [16, 32], "attacks": ["loss"]},
                   "di_resamples": 100, "extraction": {"prefix_lens": [4], "top_k_per_class": 2}}
         (root / "config.json").write_text(json.dumps(config))
-        code, out, err = cli("iar-experiment", "--config", str(root / "config.json"), "--out", str(root / "out"))
+        code, out, err = cli("iar", "experiment", "--config", str(root / "config.json"), "--out", str(root / "out"))
         assert code == 0, err
         assert "rar" in out and (root / "out" / "summary.md").is_file()
         return root / "out"
@@ -87,7 +87,7 @@ def test_train_fits_the_members(tiny):
 
 def test_sweep_prints_an_auc_per_grid_value(tiny, cli):
     code, out, err = cli("sweep", "--target", str(tiny["ddpm"]), "--split", str(tiny["split"]), "--attack", "loss",
-                         "--param", "t", "--grid", "10,100")
+                         "--vary", "t", "--grid", "10,100")
     assert code == 0, err
     aucs = {int(t): float(a) for t, a in re.findall(r"loss t=(\d+): AUC ([0-9.]+)", out)}
     assert set(aucs) == {10, 100} and min(aucs.values()) > 0.85  # 0.961 and 0.974 observed
@@ -99,7 +99,7 @@ def test_split_from_an_index_file(cli, tmp_path):
 
     members, nonmembers = [5, 3, 40, 7], [100, 2, 9]
     np.savez(tmp_path / "idx.npz", mia_train_idxs=np.array(members), mia_eval_idxs=np.array(nonmembers))
-    code, out, err = cli("split", "--out", str(tmp_path / "s.json"), "--source", "digits:8",
+    code, out, err = cli("data", "split", "--out", str(tmp_path / "s.json"), "--source", "digits:8",
                          "--index-file", str(tmp_path / "idx.npz"))
     assert code == 0, err
     assert "4 members, 3 non-members" in out
@@ -124,13 +124,13 @@ def test_train_vae_then_ldm_on_it(tiny, cli, tmp_path):
     from genleak.targets.loading import load_target
     from genleak.train.vae import load_vae
 
-    code, _, err = cli("train-vae", "--split", str(tiny["split"]), "--out", str(tmp_path / "vae"), "--steps", "60",
+    code, _, err = cli("train", "vae", "--split", str(tiny["split"]), "--out", str(tmp_path / "vae"), "--steps", "60",
                        "--channels", "8,16", "--batch-size", "32", "--extra", "64", "--threads", "1")
     assert code == 0, err
     vae = json.loads((tmp_path / "vae" / "genleak_vae.json").read_text())
     # 0.139 observed; predicting the mean image scores the pixel variance, 0.293
     assert vae["recon_mse_train"] < 0.2 and vae["recon_mse_heldout"] < 0.25
-    code, _, err = cli("train-ldm", "--split", str(tiny["split"]), "--out", str(tmp_path / "ldm"), "--vae",
+    code, _, err = cli("train", "ldm", "--split", str(tiny["split"]), "--out", str(tmp_path / "ldm"), "--vae",
                        str(tmp_path / "vae"), "--steps", "100", "--channels", "16,32", "--threads", "1")
     assert code == 0, err
     record = json.loads((tmp_path / "ldm" / "genleak_train.json").read_text())
@@ -152,7 +152,7 @@ def test_evaluate_defense_compares_baseline_and_dpsgd(tiny, encoder, cli, tmp_pa
                        "--noise-multiplier", "1", "--steps", "20", "--channels", "16,32", "--batch-size", "16",
                        "--delta", "1e-3", "--threads", "1", "--reproducible-noise")
     assert code == 0, err
-    code, out, err = cli("evaluate-defense", "--baseline", str(tiny["ddpm"]), "--defended", str(tmp_path / "dp"),
+    code, out, err = cli("defend", "evaluate", "--baseline", str(tiny["ddpm"]), "--defended", str(tmp_path / "dp"),
                          "--split", str(tiny["split"]), "--out", str(tmp_path / "ev"), "--attacks", "loss",
                          "--encoder", str(encoder), "--n-quality", "16", "--quality-steps", "5", "--threads", "1")
     assert code == 0, err
@@ -198,7 +198,7 @@ def test_iar_experiment_measures_leakage_of_the_rar(iar_study):
 
 def test_iar_mitigate_output_noise_hides_the_members(iar_study, cli, tmp_path):
     rar = iar_study / "targets" / "rar"
-    code, out, err = cli("iar-mitigate", "--target", str(rar), "--split", str(rar / "split.json"), "--sigma", "0,10",
+    code, out, err = cli("iar", "mitigate", "--target", str(rar), "--split", str(rar / "split.json"), "--sigma", "0,10",
                          "--n-per-class", "2", "--resamples", "100", "--out", str(tmp_path), "--threads", "1")
     assert code == 0, err
     rows = json.loads((tmp_path / "mitigation.json").read_text())["rows"]

@@ -476,7 +476,7 @@ def test_cli_defend_sample_and_errors(defense_setup, tmp_path):
     r = runner.invoke(app, ["defend", "dpsgd", "--split", split, "--out", str(tmp_path / "dp"), "--target-epsilon", "8",
                             "--batch-size", "16", *common])
     assert r.exit_code == 0 and "epsilon = 8.0" in r.output.replace("epsilon = 7.9", "epsilon = 8.0"), r.output
-    r = runner.invoke(app, ["sample", "--target", str(tmp_path / "dual"), "--n", "4", "--steps", "6",
+    r = runner.invoke(app, ["defend", "sample", "--target", str(tmp_path / "dual"), "--n", "4", "--steps", "6",
                             "--out", str(tmp_path / "s.npz")])
     assert r.exit_code == 0 and (tmp_path / "s.png").is_file(), r.output
 
@@ -492,8 +492,8 @@ def test_cli_user_mistakes_exit_2(defense_setup, tmp_path, monkeypatch, capsys):
         (["defend", "dpsgd", "--split", split, "--out", str(tmp_path / "x"), "--steps", "2", "--noise-multiplier", "1",
           "--delta", "0.1"], "1/N"),
         (["defend", "distill", "--teachers", str(tmp_path), "--out", str(tmp_path / "y"), "--steps", "2"], "teachers folder"),
-        (["sample", "--target", str(tmp_path / "nothing")], "does not exist"),
-        (["evaluate-defense", "--baseline", str(defense_setup["root"] / "baseline"), "--defended",
+        (["defend", "sample", "--target", str(tmp_path / "nothing")], "does not exist"),
+        (["defend", "evaluate", "--baseline", str(defense_setup["root"] / "baseline"), "--defended",
           str(defense_setup["root"] / "kd"), "--split", split, "--param", "secmi"], "ATTACK.NAME=VALUE"),
     ]
     for args, message in cases:

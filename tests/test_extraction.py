@@ -262,7 +262,7 @@ def test_t_error_is_minus_the_secmi_score(overfit_ddpm):
 # -- CLI -------------------------------------------------------------------------------------------------------
 def test_extract_cli_writes_report_files(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "ext"
-    code, stdout, err = cli("extract", "--target", str(overfit_ddpm.folder), "--split",
+    code, stdout, err = cli("extract", "generate", "--target", str(overfit_ddpm.folder), "--split",
                                  str(overfit_ddpm.split_path), "--n", "32", "--steps", "10", "--out", str(out))
     assert code == 0, err
     doc = json.loads((out / "extraction.json").read_text())
@@ -279,7 +279,7 @@ def test_memorization_cli_ranks_images_with_labels(overfit_ddpm, tmp_path, cli):
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(overfit_ddpm.split.members.ids[:16]) + "\n")
     out = tmp_path / "mem"
-    code, stdout, err = cli("memorization", "--target", str(overfit_ddpm.folder),
+    code, stdout, err = cli("extract", "memorization", "--target", str(overfit_ddpm.folder),
                                  "--images", str(overfit_ddpm.split_path), "--memorised", str(ids), "--out", str(out))
     assert code == 0, err
     doc = json.loads((out / "memorization.json").read_text())
@@ -301,15 +301,15 @@ def test_read_prompts_file(tmp_path):
 
 
 def test_cli_errors_are_one_line(overfit_ddpm, tmp_path, cli):
-    code, _, err = cli("extract", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("extract", "generate", "--target", str(overfit_ddpm.folder), "--split",
                             str(overfit_ddpm.split_path), "--n", "4", "--tau", "-1", "--out", str(tmp_path / "x"))
     assert code == 2 and "tau" in err and len(err.strip().splitlines()) == 1
-    code, _, err = cli("extract", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("extract", "generate", "--target", str(overfit_ddpm.folder), "--split",
                             str(overfit_ddpm.split_path), "--conditions", "3", "--out", str(tmp_path / "y"))
     assert code == 2 and "unconditional" in err
     prompts = tmp_path / "p.txt"
     prompts.write_text("0\n1\n")
-    code, _, err = cli("memorization", "--target", str(overfit_ddpm.folder), "--prompts",
+    code, _, err = cli("extract", "memorization", "--target", str(overfit_ddpm.folder), "--prompts",
                             str(prompts), "--out", str(tmp_path / "m"))
     assert code == 2 and "--images" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "m").exists()

@@ -105,24 +105,24 @@ def test_damaged_manifests_and_mixed_sizes_are_one_line_errors(cli, tiny, tmp_pa
         code, _, err = cli("attack", "--target", str(tiny / "target"), "--split", str(tmp_path / f"{name}.json"),
                            "--out", str(tmp_path / "out"))
         _one_line_error(code, err, 2, f"{name}.json")
-    assert "larger than 2048" in cli("inspect", str(tmp_path / "absurd-size.json"))[2]
+    assert "larger than 2048" in cli("data", "inspect", str(tmp_path / "absurd-size.json"))[2]
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     Image.new("L", (6, 6)).save(mixed / "a.png")
     Image.new("L", (8, 8), 255).save(mixed / "b.png")
     Image.new("L", (8, 8), 128).save(mixed / "c.png")
-    code, _, err = cli("split", "--source", f"folder:{mixed}", "--members", "1", "--out", str(tmp_path / "s.json"))
+    code, _, err = cli("data", "split", "--source", f"folder:{mixed}", "--members", "1", "--out", str(tmp_path / "s.json"))
     _one_line_error(code, err, 2, "different sizes", "?size=")
     suggested = err[err.rindex("e.g. '") + 6:err.rindex("'")].replace("PATH", str(mixed))
-    code, out, err = cli("split", "--source", suggested, "--members", "1", "--out", str(tmp_path / "s.json"))
+    code, out, err = cli("data", "split", "--source", suggested, "--members", "1", "--out", str(tmp_path / "s.json"))
     assert code == 0 and "shape (1, 6, 6)" in out, (suggested, err)  # the suggested option exists and works
 
 
 def _interrupt(tmp_path: Path, split: Path, sig: int) -> tuple[int, str]:
-    """Start a long `genleak train`, wait until its training loop runs, send ``sig``."""
+    """Start a long `genleak train ddpm`, wait until its training loop runs, send ``sig``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genleak.cli", "train", "--split", str(split), "--out", str(tmp_path / f"t{sig}"),
+        [sys.executable, "-m", "genleak.cli", "train", "ddpm", "--split", str(split), "--out", str(tmp_path / f"t{sig}"),
          "--steps", "1000000", "--channels", "16,32", "--threads", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         # a test runner started in the background may ignore SIGINT; the command must see it as Ctrl-C

@@ -155,7 +155,7 @@ def test_cli_train_validates_and_records_its_split(cli, splits, tmp_path):
     a, _ = splits
     split = tmp_path / "split.json"
     a.save(split)
-    args = ["train", "--split", str(split), "--steps", "5", "--channels", "16,32", "--threads", "1"]
+    args = ["train", "ddpm", "--split", str(split), "--steps", "5", "--channels", "16,32", "--threads", "1"]
     for bad, needle in ((["--batch-size", "0"], "batch_size"), (["--threads", "-1"], "--threads"),
                         (["--lr", "nan"], "lr"), (["--ema", "1"], "ema_decay")):
         code, _, err = cli(*args, "--out", str(tmp_path / "bad"), *bad)

@@ -376,20 +376,20 @@ def test_cli_commands(iar_data, rar_target, tmp_path):
     runner = CliRunner()
     split = str(root / "split.json")
     target = str(root / "rar")
-    res = runner.invoke(app, ["iar-attack", "--target", target, "--split", split, "--attacks",
+    res = runner.invoke(app, ["iar", "attack", "--target", target, "--split", split, "--attacks",
                               "iar-loss,iar-mink-cfg", "--out", str(tmp_path / "a"), "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "a" / "results.json").read_text())
     assert data["attacks"]["iar-loss"]["metrics"]["auc"] > 0.9 and "calibration" in data
-    res = runner.invoke(app, ["iar-infer", "--target", target, "--split", split, "--out", str(tmp_path / "i"),
+    res = runner.invoke(app, ["iar", "infer", "--target", target, "--split", split, "--out", str(tmp_path / "i"),
                               "--resamples", "100"])
     assert res.exit_code == 0, res.output
     assert "cfg-sum" in res.output and (tmp_path / "i" / "di.json").is_file()
-    res = runner.invoke(app, ["iar-extract", "--target", target, "--split", split, "--out", str(tmp_path / "e"),
+    res = runner.invoke(app, ["iar", "extract", "--target", target, "--split", split, "--out", str(tmp_path / "e"),
                               "--prefix-len", "4"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e" / "extracted.png").is_file()
-    res = runner.invoke(app, ["iar-train", "--split", split, "--out", str(tmp_path / "t"), "--kind", "var",
+    res = runner.invoke(app, ["train", "iar", "--split", split, "--out", str(tmp_path / "t"), "--kind", "var",
                               "--steps", "3", "--tokenizer-from", target])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t" / "config.json").is_file()

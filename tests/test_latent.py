@@ -151,10 +151,10 @@ def test_attack_cli_and_inspect_on_sd_folder(tiny_sd, tmp_path, cli):
     _, folder = tiny_sd
 
     npz = tmp_path / "digits_captioned.npz"
-    code, out, err = cli("caption", "--source", "digits:8", "--out", str(npz))
+    code, out, err = cli("data", "caption", "--source", "digits:8", "--out", str(npz))
     assert code == 0, err
     split = tmp_path / "split.json"
-    code, out, err = cli("split", "--source", f"npz:{npz}", "--members", "16", "--nonmembers", "16", "--out", str(split))
+    code, out, err = cli("data", "split", "--source", f"npz:{npz}", "--members", "16", "--nonmembers", "16", "--out", str(split))
     assert code == 0, err
     run = tmp_path / "run"
     code, out, err = cli("attack", "--target", str(folder), "--split", str(split), "--attacks", "loss,clid,dp-baseline",
@@ -165,7 +165,7 @@ def test_attack_cli_and_inspect_on_sd_folder(tiny_sd, tmp_path, cli):
     assert all(results["attacks"][a]["status"] == "ok" for a in ("loss", "clid", "dp-baseline"))
     with np.load(run / "scores" / "clid.npz") as z:
         assert z["member_scores"].shape == (16, 4)  # multi-column: score + discrepancy + both losses
-    code, out, err = cli("inspect", str(folder))
+    code, out, err = cli("data", "inspect", str(folder))
     assert code == 0 and json.loads(out)["latent_shape"] == [4, 4, 4]
     # a split without captions cannot condition a model that has no caption template
     bare = tmp_path / "bare"
@@ -173,7 +173,7 @@ def test_attack_cli_and_inspect_on_sd_folder(tiny_sd, tmp_path, cli):
     t.caption_template = None
     t.save_pretrained(bare)
     plain = tmp_path / "plain.json"
-    assert cli("split", "--source", "digits:8", "--members", "8", "--nonmembers", "8", "--out", str(plain))[0] == 0
+    assert cli("data", "split", "--source", "digits:8", "--members", "8", "--nonmembers", "8", "--out", str(plain))[0] == 0
     code, out, err = cli("attack", "--target", str(bare), "--split", str(plain), "--attacks", "loss", "--out",
                          str(tmp_path / "run2"), "--bootstrap", "0")
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
@@ -340,9 +340,9 @@ def test_dualmd_and_distillmd_on_text_to_image_targets(tiny_sd, tmp_path, cli):
     _, folder = tiny_sd
 
     npz = tmp_path / "captioned.npz"
-    assert cli("caption", "--source", "digits:8", "--out", str(npz))[0] == 0
+    assert cli("data", "caption", "--source", "digits:8", "--out", str(npz))[0] == 0
     split = tmp_path / "split.json"
-    assert cli("split", "--source", f"npz:{npz}", "--members", "12", "--nonmembers", "8", "--out", str(split))[0] == 0
+    assert cli("data", "split", "--source", f"npz:{npz}", "--members", "12", "--nonmembers", "8", "--out", str(split))[0] == 0
     small = ["--steps", "6", "--batch-size", "4", "--channels", "32,64", "--ema", "0"]
     code, _, err = cli("defend", "disjoint", "--split", str(split), "--out", str(tmp_path / "dual"), "--latent", str(folder),
                        "--dual-steps", "10", *small)

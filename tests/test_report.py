@@ -443,12 +443,12 @@ def test_schema_is_documented(audit_dir):
 
 def test_report_and_compare_commands(audit_dir, failed_dir, tmp_path, cli):
     out = tmp_path / "both.html"
-    code, stdout, err = cli("report", str(audit_dir), str(failed_dir), "--out", str(out),
+    code, stdout, err = cli("report", "html", str(audit_dir), str(failed_dir), "--out", str(out),
                                 "--labels", "baseline,broken")
     assert code == 0, err
     page = out.read_text()
     assert 'class="compare-table"' in page and page.count('<article class="run"') == 2
-    code, stdout, err = cli("compare", str(audit_dir), str(failed_dir), "--labels",
+    code, stdout, err = cli("report", "compare", str(audit_dir), str(failed_dir), "--labels",
                                 "baseline,DistillMD", "--out", str(tmp_path / "cmp.html"))
     assert code == 0, err
     assert "baseline" in stdout and "DistillMD" in stdout and "failed" in stdout
@@ -464,7 +464,7 @@ def test_audit_command(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "audit"
     code, stdout, err = cli("audit", "--target", str(overfit_ddpm.folder), "--split",
                                 str(overfit_ddpm.split_path), "--out", str(out), "--attacks", "sima", "--sections", "",
-                                "--params", '{"sima": {"t": 10}}', "--bootstrap", "50")
+                                "--param", "sima.t=10", "--bootstrap", "50")
     assert code == 0, err
     assert "verdict:" in stdout and (out / REPORT_FILE).is_file()
     data = load_results(out)
@@ -478,7 +478,7 @@ def test_audit_command(overfit_ddpm, tmp_path, cli):
 
 def test_report_command_refuses_unknown_version(failed_dir, tmp_path, cli):
     run = _rewrite(failed_dir, tmp_path / "future", version=7)
-    code, _, err = cli("report", str(run), "--out", str(tmp_path / "r.html"))
+    code, _, err = cli("report", "html", str(run), "--out", str(tmp_path / "r.html"))
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "version 7" in lines[0], err
     assert not (tmp_path / "r.html").exists()
@@ -734,7 +734,7 @@ def test_recommendation_for_latent_and_text_targets():
     assert ids[0] == "vae-kl" and "prompt-diversification" not in ids and "dpsgd" not in ids
     kl = latent[0]
     assert kl.priority == "recommended" and f"--kl-weight {KL_WEIGHT_HARDENED:g}" in kl.commands[0]
-    assert kl.commands[0].startswith("genleak train-vae ") and kl.commands[1].startswith("genleak train-ldm ")
+    assert kl.commands[0].startswith("genleak train vae ") and kl.commands[1].startswith("genleak train ldm ")
     assert "--text" not in kl.commands[1]
     assert "0.661" in kl.expected_effect.measured and "did NOT hold" in kl.expected_effect.caveat
     assert "results_latent.md" in kl.expected_effect.source
@@ -785,7 +785,7 @@ def test_a_command_that_does_not_parse_is_reported(monkeypatch):
                        ("genleak defend", "needs a subcommand"), ("genleak no-such-cmd", "no-such-cmd")):
         problem = rec.command_problem(bad)
         assert problem is not None and words in problem, (bad, problem)
-    assert rec.cli_has_option(["train-vae"], "--kl-weight") and not rec.cli_has_option(["train-vae"], "--nope")
+    assert rec.cli_has_option(["train", "vae"], "--kl-weight") and not rec.cli_has_option(["train", "vae"], "--nope")
     monkeypatch.setattr(rec, "_pixel_train_args", lambda training: ["--stepz", "5"])
     sec = rec.section_from_facts(_facts("pixel-ddpm", PIXEL_RECIPE, sima=LEAKY_GRAY))
     assert any("does not parse" in w and "--stepz" in w for w in sec["warnings"])

@@ -136,7 +136,7 @@ def test_unconditional_target_has_only_the_all_domain(overfit_ddpm):
 
 def test_s2l_and_perturb_cli(overfit_ddpm, tmp_path, cli):
     out = tmp_path / "s2l"
-    code, stdout, err = cli("s2l", "--target", str(overfit_ddpm.folder), "--split", str(overfit_ddpm.split_path),
+    code, stdout, err = cli("s2l", "shake", "--target", str(overfit_ddpm.folder), "--split", str(overfit_ddpm.split_path),
         "--domain", "all", "--method", "full,lora", "--rank", "1,2", "--attacks", "sima", "--n-synthetic", "16",
         "--sample-steps", "5", "--steps", "3", "--out", str(out))
     assert code == 0, err
@@ -148,11 +148,11 @@ def test_s2l_and_perturb_cli(overfit_ddpm, tmp_path, cli):
     assert (out / "synthetic_set.png").is_file() and (out / "s2l.md").is_file()
     assert "lora" in stdout and "Δ" not in err
 
-    code, _, err = cli("s2l", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("s2l", "shake", "--target", str(overfit_ddpm.folder), "--split",
                             str(overfit_ddpm.split_path), "--method", "embedding", "--out", str(tmp_path / "e"))
     assert code == 2 and "text-conditioned" in err and len(err.strip().splitlines()) == 1
 
-    code, _, err = cli("perturb", "--target", str(overfit_ddpm.folder), "--split",
+    code, _, err = cli("s2l", "perturb", "--target", str(overfit_ddpm.folder), "--split",
                             str(overfit_ddpm.split_path), "--sigma", "0.01", "--draws", "1", "--attacks", "sima",
                             "--out", str(tmp_path / "p"))
     assert code == 0, err
@@ -381,7 +381,7 @@ def test_s2l_cli_on_an_sd_folder_runs_full_lora_and_embedding(tiny_text_target, 
     split_path = tmp_path / "split.json"
     make_split(digits8, 8, 8, seed=0, source={"kind": "digits", "size": 8}).save(split_path)  # captions: the target's template
     out = tmp_path / "s2l"
-    code, stdout, err = cli("s2l", "--target", str(folder), "--split", str(split_path), "--domain", PROMPT,
+    code, stdout, err = cli("s2l", "shake", "--target", str(folder), "--split", str(split_path), "--domain", PROMPT,
         "--method", "full,lora,embedding", "--rank", "2", "--attacks", "loss", "--n-synthetic", "8",
         "--sample-steps", "3", "--steps", "3", "--batch-size", "4", "--out", str(out))
     assert code == 0, err
@@ -400,7 +400,7 @@ def test_s2l_cli_on_an_sd_folder_runs_full_lora_and_embedding(tiny_text_target, 
         assert base["member_scores"].shape == (8,) and not np.array_equal(base["member_scores"], ti["member_scores"])
     assert (out / "synthetic_set.npz").is_file() and (out / "s2l.md").is_file() and "embedding" in stdout
 
-    code, _, err = cli("s2l", "--target", str(folder), "--split", str(split_path),
+    code, _, err = cli("s2l", "shake", "--target", str(folder), "--split", str(split_path),
                             "--method", "embedding", "--out", str(tmp_path / "bad"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "prompt" in err  # the default domain 'all'
 
@@ -418,7 +418,7 @@ def test_embedding_on_a_pixel_target_is_a_one_line_error(digits8, tmp_path, cli)
     pixel.save_pretrained(tmp_path / "pixel")
     split_path = tmp_path / "split.json"
     make_split(digits8, 4, 4, seed=0, source={"kind": "digits", "size": 8}).save(split_path)
-    code, _, err = cli("s2l", "--target", str(tmp_path / "pixel"), "--split", str(split_path),
+    code, _, err = cli("s2l", "shake", "--target", str(tmp_path / "pixel"), "--split", str(split_path),
                             "--method", "full,embedding", "--out", str(tmp_path / "e"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "text-conditioned" in err
     assert not (tmp_path / "e" / "synthetic_set.npz").exists()  # refused before any generation

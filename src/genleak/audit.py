@@ -187,7 +187,7 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 
     if isinstance(target, IARTarget):
         # IARs have their own dataset inference (thesis ch. 9.5.2: no scoring model on token features)
-        raise SectionSkipped("image autoregressive target: run `genleak iar-infer` for its dataset inference")
+        raise SectionSkipped("image autoregressive target: run `genleak iar infer` for its dataset inference")
     import warnings as _warnings
 
     from genleak.inference import CDIConfig, run_cdi, write_cdi
@@ -373,6 +373,7 @@ def run_audit(
     target_path: str | Path | None = None,
     split_path: str | Path | None = None,
     split_check: dict[str, Any] | None = None,
+    calibration_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Attacks -> extra CIs -> sections -> verdict -> ``results.json`` + ``report.html`` in ``out``.
 
@@ -388,10 +389,11 @@ def run_audit(
     names = applicable_attacks(target, attacks)
     specs = resolve_sections(sections)  # fail on unknown names before hours of scoring
     result = run_attacks(target, split, names, out, attack_params=attack_params, seed=seed,
-                         batch_size=batch_size, bootstrap=bootstrap, progress=progress, command=command)
+                         batch_size=batch_size, bootstrap=bootstrap, progress=progress, command=command,
+                         calibration_fraction=calibration_fraction)
     settings = {
         "attacks": names, "attack_params": attack_params or {}, "seed": seed, "batch_size": batch_size,
-        "bootstrap": bootstrap, "sections": [s.name for s in specs],
+        "bootstrap": bootstrap, "sections": [s.name for s in specs], "calibration_fraction": calibration_fraction,
     }
     extra = {"settings": settings, "audit": _audit_inputs(target_path, split_path)}
     if split_check is not None:

@@ -220,7 +220,7 @@ def load_extractor(path: str | Path, trust_code: bool = False) -> FeatureExtract
     if p.is_dir():
         meta_file = p / ENCODER_FILE
         if not meta_file.is_file():
-            raise GenleakError(f"'{path}' has no {ENCODER_FILE}; train one with `genleak train-encoder`")
+            raise GenleakError(f"'{path}' has no {ENCODER_FILE}; train one with `genleak train encoder`")
         meta = json.loads(meta_file.read_text())
         model = SmallEncoder(**meta["config"])
         model.load_state_dict(load_file(str(p / ENCODER_WEIGHTS)))

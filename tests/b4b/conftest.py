@@ -16,7 +16,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT_CONFIG = REPO / "configs" / "b4b_digits.yaml"
 
-# Victim for the tests = `genleak b4b-train-encoder` defaults (~60 s on one free core). Smaller
+# Victim for the tests = `genleak b4b train-encoder` defaults (~60 s on one free core). Smaller
 # victims spread the broad world over fewer buckets (2^10 buckets: 4000 images x 8 epochs reach 0.51
 # at 6k stealing queries; 6000 x 8 reach 0.64 at 10k vs 0.68 here), so the stealer gets more
 # almost-free queries (6000 x 8: stolen copy 66% vs 49% here, undefended ~90%).

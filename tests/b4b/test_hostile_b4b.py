@@ -67,7 +67,7 @@ def test_crafted_encoder_folder_never_runs_code(tmp_path, make, message):
     with pytest.raises(GenleakError, match=message):
         Encoder.load(tmp_path / "enc")
     StateStore(str(tmp_path / "s.db"))
-    with pytest.raises(GenleakError, match=message):  # what `serve-encoder` runs at start-up
+    with pytest.raises(GenleakError, match=message):  # what `b4b serve` runs at start-up
         build_service(ServerSettings(model=str(tmp_path / "enc"), db=str(tmp_path / "s.db")))
     assert not marker.exists(), "loading the folder ran code from it"
 
@@ -97,7 +97,7 @@ def test_api_docs_are_off_unless_asked_for(app_parts, cli, tiny_encoder_dir):
         assert [client.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [404, 404, 404]
     with TestClient(create_app(service, api_docs=True)) as client:
         assert [client.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [200, 200, 200]
-    assert "--api-docs" in cli("serve-encoder", "--help")[1]
+    assert "--api-docs" in cli("b4b", "serve", "--help")[1]
 
 
 def _one_line_error(result: tuple[int, str, str], message: str) -> None:
@@ -108,21 +108,21 @@ def _one_line_error(result: tuple[int, str, str], message: str) -> None:
 
 def test_db_must_exist_unless_created_with_init(cli, tmp_path, tiny_encoder_dir):
     missing = tmp_path / "typo.db"
-    _one_line_error(cli("b4b-admin", "list", "--db", str(missing)), "b4b-admin init")
-    _one_line_error(cli("b4b-admin", "create", "alice", "--db", str(missing)), "does not exist")
-    with pytest.raises(GenleakError, match="does not exist"):  # serve-encoder's start-up
+    _one_line_error(cli("b4b", "admin", "list", "--db", str(missing)), "b4b admin init")
+    _one_line_error(cli("b4b", "admin", "create", "alice", "--db", str(missing)), "does not exist")
+    with pytest.raises(GenleakError, match="does not exist"):  # b4b serve's start-up
         build_service(ServerSettings(model=str(tiny_encoder_dir), db=str(missing)))
     assert not missing.exists()
-    code, out, err = cli("b4b-admin", "init", "--db", str(missing))
+    code, out, err = cli("b4b", "admin", "init", "--db", str(missing))
     assert code == 0 and "created" in out, err
-    assert cli("b4b-admin", "create", "alice", "--db", str(missing))[0] == 0
-    _one_line_error(cli("b4b-admin", "init", "--db", str(missing)), "already")
+    assert cli("b4b", "admin", "create", "alice", "--db", str(missing))[0] == 0
+    _one_line_error(cli("b4b", "admin", "init", "--db", str(missing)), "already")
 
 
 def test_database_file_is_created_owner_only(cli, tmp_path):
     db = tmp_path / "state.db"
-    assert cli("b4b-admin", "init", "--db", str(db))[0] == 0
-    assert cli("b4b-admin", "create", "alice", "--db", str(db))[0] == 0
+    assert cli("b4b", "admin", "init", "--db", str(db))[0] == 0
+    assert cli("b4b", "admin", "create", "alice", "--db", str(db))[0] == 0
     StateStore(str(tmp_path / "py.db")).create_user("bob")  # the Python API's implicit creation too
     files = [p for p in tmp_path.iterdir() if ".db" in p.name]
     assert {p.name for p in files} >= {"state.db", "py.db"}
@@ -132,7 +132,7 @@ def test_database_file_is_created_owner_only(cli, tmp_path):
 def test_static_sigma_must_be_finite(cli, tmp_path):
     StateStore(str(tmp_path / "s.db"))
     for sigma in ("inf", "nan"):
-        _one_line_error(cli("b4b-admin", "create", f"u{sigma}", "--db", str(tmp_path / "s.db"), "--policy", "static",
+        _one_line_error(cli("b4b", "admin", "create", f"u{sigma}", "--db", str(tmp_path / "s.db"), "--policy", "static",
                             "--sigma", sigma), "finite")
 
 
@@ -161,8 +161,8 @@ def test_revoked_name_message_says_what_is_true(tmp_path):
 def test_non_sqlite_db_and_bad_port_are_one_line_errors(cli, tmp_path, tiny_encoder_dir):
     notdb = tmp_path / "notes.txt"
     notdb.write_text("not a database\n" * 100)
-    _one_line_error(cli("b4b-admin", "list", "--db", str(notdb)), "file is not a database")
+    _one_line_error(cli("b4b", "admin", "list", "--db", str(notdb)), "file is not a database")
     StateStore(str(tmp_path / "s.db"))
     for port in ("-1", "70000"):
-        _one_line_error(cli("serve-encoder", "--model", str(tiny_encoder_dir), "--db", str(tmp_path / "s.db"),
+        _one_line_error(cli("b4b", "serve", "--model", str(tiny_encoder_dir), "--db", str(tmp_path / "s.db"),
                             "--port", port), "--port")

@@ -1,6 +1,6 @@
 """The paper's claims at our scale, measured end to end through a real server (Table 6.4.1 shape).
 
-One simulation run (module-scoped) against ``genleak serve-encoder`` with the shipped experiment
+One simulation run (module-scoped) against ``genleak b4b serve`` with the shipped experiment
 config (configs/b4b_digits.yaml); each test asserts one claim on its numbers. The scale is reduced
 from the config's (one 10k budget, small stolen CNN, 5 epochs) to keep the suite within minutes.
 """

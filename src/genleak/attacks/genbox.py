@@ -6,7 +6,7 @@ query to the timestep s selects and denoise it with DDIM) or from pure noise (s 
 the query by how close the nearest generation comes: score = -min_k d(query, generation_k). An
 overfit model pulls a noised member back onto itself and a noised non-member onto some other
 training image, so members score higher. Distances are measured in pixel space and, with an
-``encoder`` (a genleak encoder folder; ``genleak train-encoder``
+``encoder`` (a genleak encoder folder; ``genleak train encoder``
 trains the offline default on reference data), in its feature space, as Pang & Wang compare
 generations with an image embedding.
 
@@ -64,7 +64,7 @@ class GenBoxAttack(Attack):
         if c.space not in ("pixel", "feature"):
             raise GenleakError(f"{self.name}: space must be 'pixel' or 'feature', got {c.space!r}")
         if c.space == "feature" and not c.encoder:
-            raise GenleakError(f"{self.name}: space='feature' needs encoder=PATH (train one with `genleak train-encoder`)")
+            raise GenleakError(f"{self.name}: space='feature' needs encoder=PATH (train one with `genleak train encoder`)")
         if min(int(c.steps * c.strength), c.steps) < 1:
             raise GenleakError(f"{self.name}: strength {c.strength} x {c.steps} steps runs no denoising step")
         self._extractor: Any = None

@@ -78,7 +78,7 @@ def register_architecture(name: str, cls: type[nn.Module]) -> None:
     ``cls`` must be an ``nn.Module`` subclass whose constructor takes JSON-able keyword arguments;
     an instance saved with :meth:`Encoder.save` stores them from its ``config`` attribute (a dict;
     no attribute means no arguments). Installed packages can register for every process, including
-    ``serve-encoder --workers N``, with an entry point in the ``genleak.b4b_architectures`` group.
+    ``b4b serve --workers N``, with an entry point in the ``genleak.b4b_architectures`` group.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise GenleakError(f"architecture {name!r} must be an nn.Module subclass, got {cls!r}")
@@ -169,7 +169,7 @@ class Encoder:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Encoder:
-        """Load an encoder folder written by :meth:`save` (or by ``genleak b4b-train-encoder``).
+        """Load an encoder folder written by :meth:`save` (or by ``genleak b4b train-encoder``).
 
         Only JSON and safetensors are read; the module is built from the registered architecture.
         """
@@ -182,7 +182,7 @@ class Encoder:
             meta_path, weights = directory / LEGACY_META_FILE, directory / LEGACY_WEIGHTS_FILE
         if not meta_path.is_file():
             raise GenleakError(f"{directory} is not an encoder folder (no {META_FILE}); "
-                               "create one with `genleak b4b-train-encoder --out DIR` or Encoder.save()")
+                               "create one with `genleak b4b train-encoder --out DIR` or Encoder.save()")
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("format") == "torch-export":

@@ -1,4 +1,4 @@
-"""Run ``genleak serve-encoder`` as a child process on loopback (simulation, benchmarks, tests).
+"""Run ``genleak b4b serve`` as a child process on loopback (simulation, benchmarks, tests).
 
 A real process, not a thread, so it can be killed with SIGKILL mid-request: that is how the
 durability claim ("every acknowledged request survives a crash") is checked.
@@ -28,7 +28,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    """``genleak serve-encoder`` in a subprocess; ``start()`` returns once ``/healthz`` answers."""
+    """``genleak b4b serve`` in a subprocess; ``start()`` returns once ``/healthz`` answers."""
 
     def __init__(self, model: str | Path, db: str, *, config: str | Path | None = None, port: int | None = None,
                  host: str = "127.0.0.1", extra_args: tuple[str, ...] = (), log_file: str | Path | None = None) -> None:
@@ -52,7 +52,7 @@ class ServerProcess:
     def start(self, timeout: float = 180.0) -> ServerProcess:
         import httpx
 
-        cmd = [sys.executable, "-m", "genleak.cli", "serve-encoder", "--model", self.model, "--db", self.db,
+        cmd = [sys.executable, "-m", "genleak.cli", "b4b", "serve", "--model", self.model, "--db", self.db,
                "--host", self.host, "--port", str(self.port), "--log-level", "warning", *self.extra_args]
         if self.config:
             cmd += ["--config", str(self.config)]

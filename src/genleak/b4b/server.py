@@ -11,7 +11,7 @@ Endpoints:
   name: a key only ever reaches its own state, and nothing resets it. Coverage and sigma are not
   shown to users (Section A.3.2: revealing the cost lets an adversary learn the cost function).
 * ``GET /healthz`` - liveness, no authentication, no state.
-* ``/docs``, ``/redoc``, ``/openapi.json`` only with ``api_docs=True`` (``serve-encoder --api-docs``):
+* ``/docs``, ``/redoc``, ``/openapi.json`` only with ``api_docs=True`` (``b4b serve --api-docs``):
   the doc pages load their JavaScript from a CDN, and the schema maps the API for anyone asking.
 
 The key is checked before the body is read, so a caller without a valid key learns nothing, not

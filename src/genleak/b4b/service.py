@@ -92,7 +92,7 @@ def sigma_for(user: UserRecord, coverage: float, cost: CostFunction) -> float:
 
 
 def user_status(user: UserRecord, config: B4BConfig) -> UserStatus:
-    """Admin view of a user; needs only the config (no encoder), so `b4b-admin` stays light."""
+    """Admin view of a user; needs only the config (no encoder), so `b4b admin` stays light."""
     coverage = user.n_occupied / config.n_buckets
     cost = CostFunction(config.lam, config.alpha, config.beta, config.max_sigma)
     kinds = (user.transforms if user.transforms is not None else config.transforms) if user.policy == "b4b" else ()

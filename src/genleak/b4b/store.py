@@ -158,7 +158,7 @@ class StateStore:
         self.is_sqlite = u.get_backend_name() == "sqlite"
         if sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise GenleakError(f"sqlite synchronous must be OFF, NORMAL, FULL or EXTRA, got {sqlite_synchronous!r}")
-        init_hint = f"create it with `genleak b4b-admin init --db {url}`"
+        init_hint = f"create it with `genleak b4b admin init --db {url}`"
         path = Path(u.database).expanduser() if self.is_sqlite and u.database not in (None, "", ":memory:") else None
         if path is not None and not path.exists():
             if not create:
@@ -301,7 +301,7 @@ class StateStore:
         if not name or len(name) > 128:
             raise GenleakError("user name must be 1..128 characters")
         # Control and format characters (ESC, bidi overrides, zero-width) would let a name rewrite the
-        # admin's terminal or pose as another user in `b4b-admin list`.
+        # admin's terminal or pose as another user in `b4b admin list`.
         bad = [f"U+{ord(c):04X}" for c in name if unicodedata.category(c).startswith("C")]
         if bad:
             raise GenleakError(f"user name must not contain control or format characters (found {', '.join(bad[:3])})")
@@ -338,7 +338,7 @@ class StateStore:
         with self._tx(write=True) as conn:
             row = conn.execute(select(users).where(users.c.name == name)).one_or_none()
             if row is None:
-                raise GenleakError(f"no user named {name!r}; see `genleak b4b-admin list`")
+                raise GenleakError(f"no user named {name!r}; see `genleak b4b admin list`")
             if row.revoked_at is None:
                 conn.execute(update(users).where(users.c.id == row.id).values(revoked_at=time.time()))
             row = conn.execute(select(users).where(users.c.id == row.id)).one()
@@ -348,7 +348,7 @@ class StateStore:
         with self._tx(write=False) as conn:
             row = conn.execute(select(users).where(users.c.name == name)).one_or_none()
         if row is None:
-            raise GenleakError(f"no user named {name!r}; see `genleak b4b-admin list`")
+            raise GenleakError(f"no user named {name!r}; see `genleak b4b admin list`")
         return self._record(row)
 
     def list_users(self) -> list[UserRecord]:

@@ -1,8 +1,9 @@
 """The ``genleak`` command line: parses arguments, calls library functions, prints results.
 
 No logic of its own lives here. Each feature area contributes its commands through a
-``register(app)`` function in its own ``cli`` module (listed in ``COMMAND_MODULES``); those
-modules import torch/diffusers inside the command bodies so ``genleak --help`` stays fast.
+``register(app)`` function in its own module of this package (listed in ``COMMAND_MODULES``), into
+the groups of ``args.GROUPS``; those modules import torch/diffusers inside the command bodies so
+``genleak --help`` stays fast. Nothing outside this package imports it.
 """
 
 from __future__ import annotations
@@ -38,15 +39,22 @@ COMMAND_MODULES: tuple[str, ...] = tuple(
 
 
 def _register_all(target: typer.Typer = app, modules: tuple[str, ...] = COMMAND_MODULES) -> None:
-    """Add every module's commands to ``target``; two commands or groups with one name raise (typer
-    would silently keep only the last one)."""
+    """Add every module's commands to ``target``; two commands or groups with one name, at the top or
+    inside a group, raise (typer would silently keep only the last one)."""
     for name in modules:
         importlib.import_module(name).register(target)
-    names = [c.name or get_command_name(c.callback.__name__) for c in target.registered_commands]
-    names += [g.name or g.typer_instance.info.name for g in target.registered_groups]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = _duplicates(target)
     if duplicates:
         raise RuntimeError(f"duplicate genleak command names: {', '.join(duplicates)}")
+
+
+def _duplicates(t: typer.Typer, prefix: str = "") -> list[str]:
+    names = [c.name or get_command_name(c.callback.__name__) for c in t.registered_commands]
+    names += [g.name or g.typer_instance.info.name for g in t.registered_groups]
+    found = sorted({prefix + n for n in names if names.count(n) > 1})
+    for g in t.registered_groups:
+        found += _duplicates(g.typer_instance, f"{prefix}{g.name} ")
+    return found
 
 
 _register_all()

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
+
+import typer
 
 from genleak.errors import GenleakError
 
@@ -52,8 +55,6 @@ def load_checked_split(target: Any, split: Any, allow_mismatch: bool) -> tuple[A
     """Load the split manifest ``split`` and check it against the target folder's recorded training
     split (``pipeline.check_target_split``), warning on stderr when a mismatch is allowed; the one
     split check of ``attack``, ``audit`` and ``infer --split``. Returns (split, check record)."""
-    import typer
-
     from genleak.data import MembershipSplit
     from genleak.pipeline import check_target_split
 
@@ -62,3 +63,71 @@ def load_checked_split(target: Any, split: Any, allow_mismatch: bool) -> tuple[A
     if check.get("message"):
         typer.secho(f"warning: {check['message']}", err=True, fg=typer.colors.YELLOW)
     return s, check
+
+
+# The sub-command groups of ``genleak`` and their help; several command modules add to one group
+# (``train`` gets ddpm from ``core``, vae/ldm from ``latent``, iar from ``iar``, encoder from ``defenses``).
+GROUPS: dict[str, str] = {
+    "data": "Build and look at data: membership splits, captions, target and split summaries.",
+    "train": "Train target models: pixel DDPM, VAE, latent diffusion, image autoregressive, feature encoder.",
+    "report": "Render result folders: an HTML report, a side-by-side comparison.",
+    "defend": "Train defended models (disjoint teachers / DualMD, DistillMD, KD, DP-SGD), evaluate and sample them.",
+    "extract": "Training-data extraction: generate-and-filter, memorization ranking.",
+    "s2l": "Shake-to-Leak: fine-tuning or perturbing the target, then attacking again.",
+    "iar": "Image autoregressive models (VAR/RAR/MAR): attacks, dataset inference, extraction, mitigation.",
+    "b4b": "The B4B encoder API: serve an encoder with the defense, manage users, simulate stealing.",
+}
+
+
+def group(app: typer.Typer, name: str) -> typer.Typer:
+    """The sub-command group ``name`` of ``app`` (one of ``GROUPS``), created on first use."""
+    for g in app.registered_groups:
+        if g.name == name:
+            return g.typer_instance
+    sub = typer.Typer(help=GROUPS[name], no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--param`` values ``["secmi.t_sec=20", "multiloss.timesteps=[0,100]"]`` ->
+    ``{"secmi": {"t_sec": 20}, "multiloss": {...}}``; values are read as JSON when they parse
+    (numbers, lists, true/false), else kept as strings."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not eq or not dot or not name or not param:
+            raise GenleakError(f"--param {item!r} must look like ATTACK.NAME=VALUE, e.g. secmi.t_sec=20")
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(name.strip(), {})[param.strip()] = parsed
+    return out
+
+
+def default_out(command: str) -> Path:
+    """The one rule for default output folders: ``genleak-out/<group>-<command>`` (``genleak-out/<command>``
+    for top-level commands), so runs of different commands never overwrite each other."""
+    return Path("genleak-out") / command.replace(" ", "-")
+
+
+def out_option(command: str, what: str) -> Any:
+    """``--out`` of a command that writes a folder; ``what`` lists what goes in it."""
+    return typer.Option(default_out(command), "--out", help=f"Output folder ({what}); default genleak-out/"
+                        f"{command.replace(' ', '-')}.")
+
+
+
+# The options every scoring command (attack, sweep, audit, infer, iar attack, defend evaluate) shares.
+PARAM = typer.Option([], "--param", help="Attack hyperparameter ATTACK.NAME=VALUE (repeatable), e.g. secmi.t_sec=20; "
+                     "values are read as JSON when they parse.")
+DEVICE = typer.Option(None, "--device", help="torch device (default: cuda if available).")
+THREADS = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default).")
+BATCH = typer.Option(64, "--batch-size", help="Samples scored per forward pass (a score does not depend on it).")
+SEED = typer.Option(0, "--seed", help="Seed of every random choice (noise, resamples, held-out parts).")
+CALIBRATION = typer.Option(0.0, "--calibration", help="Fraction of each side of the split held out to calibrate "
+                           "the ASR threshold and hyperparameters (metrics use the rest; 0: none).")

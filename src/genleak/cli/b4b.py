@@ -1,7 +1,6 @@
-"""CLI commands of the B4B encoder API: serve-encoder, b4b-train-encoder, b4b-admin, b4b-simulate.
+"""CLI commands of the B4B encoder API: ``genleak b4b {serve,train-encoder,admin,simulate}``.
 
-The training command is ``b4b-train-encoder``, not ``train-encoder``: genleak.defenses.cli
-registers ``train-encoder`` for its FID feature extractor, and typer lets the later one win.
+``b4b train-encoder`` trains the API's victim encoder; ``train encoder`` is the FID feature extractor.
 
 Only typer is imported at module level; torch, FastAPI and SQLAlchemy load inside the commands, so
 ``genleak --help`` stays fast.
@@ -13,10 +12,11 @@ from pathlib import Path
 
 import typer
 
+from genleak.cli.args import group, out_option
 from genleak.errors import GenleakError
 
 DB_HELP = ("state database: a SQLAlchemy URL (sqlite:///b4b.db, postgresql+psycopg://...) or a SQLite file path; "
-           "create it first with `genleak b4b-admin init`")
+           "create it first with `genleak b4b admin init`")
 
 
 def _store(db: str):  # noqa: ANN202 - return type imported lazily
@@ -32,10 +32,11 @@ def _fmt_status(st) -> list[str]:  # noqa: ANN001
 
 def register(app: typer.Typer) -> None:
     """Add the B4B commands to the genleak app."""
+    b4b = group(app, "b4b")
 
-    @app.command("serve-encoder")
+    @b4b.command("serve")
     def serve_encoder(
-        model: Path = typer.Option(..., "--model", help="encoder folder (from `genleak b4b-train-encoder` or Encoder.save)"),
+        model: Path = typer.Option(..., "--model", help="encoder folder (from `genleak b4b train-encoder` or Encoder.save)"),
         db: str = typer.Option("b4b.db", "--db", help=DB_HELP),
         port: int = typer.Option(8000, "--port", help="TCP port"),
         host: str = typer.Option("127.0.0.1", "--host", help="interface to bind (loopback by default)"),
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
         serve(settings, host=host, port=port, workers=workers, log_level=log_level,
               announce=lambda msg: typer.echo(msg, err=True))
 
-    @app.command("b4b-train-encoder")
+    @b4b.command("train-encoder")
     def train_encoder(
         out: Path = typer.Option(..., "--out", help="folder to write the encoder to"),
         n_images: int = typer.Option(6000, "--n-images", help="training images drawn from the built-in broad world"),
@@ -171,15 +172,15 @@ def register(app: typer.Typer) -> None:
                         _fmt_status(st), strict=True):
             typer.echo(f"{k:>10}: {v}")
 
-    app.add_typer(admin, name="b4b-admin")
+    b4b.add_typer(admin, name="admin")
 
-    @app.command("b4b-simulate")
+    @b4b.command("simulate")
     def b4b_simulate(
         db: str = typer.Option(..., "--db", help=DB_HELP + " (the server's; users are created there)"),
         url: str | None = typer.Option(None, "--url", help="running server, e.g. http://127.0.0.1:8000"),
         model: Path | None = typer.Option(None, "--model", help="without --url: start a server for this encoder on a free loopback port"),
         config: Path | None = typer.Option(None, "--config", help="experiment file with `defense:` and `simulation:` sections"),
-        out: Path = typer.Option(Path("runs/b4b-simulate"), "--out", help="folder for results.json and table.md"),
+        out: Path = out_option("b4b simulate", "results.json, table.md"),
         seed: int | None = typer.Option(None, "--seed", help="override simulation.seed"),
         budgets: str | None = typer.Option(None, "--budgets", help="override stealing budgets, e.g. 5000,10000"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),

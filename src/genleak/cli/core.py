@@ -1,4 +1,4 @@
-"""Core commands: split, train, attack, inspect, sweep, demo.
+"""Core commands: data split, data inspect, train ddpm, attack, sweep, demo.
 
 Parsing and printing only; the work is done by library functions. torch/diffusers are imported
 inside the command bodies so that ``genleak --help`` stays fast.
@@ -10,34 +10,62 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, load_checked_split, parse_ints, set_threads, split_csv
+from genleak.cli.args import (
+    BATCH,
+    CALIBRATION,
+    DEVICE,
+    PARAM,
+    SEED,
+    THREADS,
+    command_line,
+    group,
+    load_checked_split,
+    out_option,
+    parse_ints,
+    parse_params,
+    set_threads,
+    split_csv,
+)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("split")
+    data, train = group(app, "data"), group(app, "train")
+
+    @data.command("split")
     def split_cmd(
         out: Path = typer.Option(..., "--out", help="Where to write the split manifest (JSON)."),
-        source: str = typer.Option("digits:16", help="digits[:SIZE] | folder:PATH | npz:PATH | hf:PATH | cifar10:PATH"),
-        members: int = typer.Option(64, help="Number of members."),
-        nonmembers: int = typer.Option(None, help="Number of non-members (default: as many as members)."),
+        source: str = typer.Option("digits:16", help="digits[:SIZE] | folder:PATH | npz:PATH | hf:PATH | cifar10:PATH | list:FILE?root=DIR"),
+        members: int = typer.Option(None, help="Number of members (default 64); with --member-source: draw this many of them."),
+        nonmembers: int = typer.Option(None, help="Number of non-members (default: as many as members); with --nonmember-source: draw this many."),
+        member_source: str = typer.Option(None, "--member-source", help="The images the model was trained on (a --source form); with --nonmember-source, instead of a random split of --source."),
+        nonmember_source: str = typer.Option(None, "--nonmember-source", help="Images the model was not trained on (a --source form)."),
         index_file: Path = typer.Option(None, help="SecMI/PIA index .npz (mia_train_idxs, mia_eval_idxs) instead of a random split."),
         seed: int = typer.Option(0),
         name: str = typer.Option("split"),
     ) -> None:
-        """Build a membership split from a source and save its manifest."""
-        from genleak.data import load_source, make_split, parse_source_spec, split_from_index_file
+        """Build a membership split (random, from an index file, or from known member and non-member sources) and save its manifest."""
+        from genleak.data import (
+            load_source,
+            make_split,
+            parse_source_spec,
+            split_from_index_file,
+            split_from_sources,
+        )
+        from genleak.errors import GenleakError
 
-        spec = parse_source_spec(source)
-        images = load_source(spec)
-        if index_file is not None:
-            split = split_from_index_file(images, index_file, source=spec)
+        if (member_source is None) != (nonmember_source is None) or (member_source and index_file):
+            raise GenleakError("give --member-source and --nonmember-source together, without --index-file")
+        if member_source is not None:
+            split = split_from_sources(member_source, nonmember_source, members, nonmembers, seed=seed)
+        elif index_file is not None:
+            split = split_from_index_file(load_source(source), index_file, source=parse_source_spec(source))
         else:
-            split = make_split(images, members, nonmembers, seed=seed, source=spec)
+            split = make_split(load_source(source), 64 if members is None else members, nonmembers, seed=seed, source=parse_source_spec(source))
         split.name = name
         split.save(out)
         typer.echo(f"wrote {out}: {len(split.members)} members, {len(split.nonmembers)} non-members, shape {split.members.shape}")
 
-    @app.command("train")
+    @train.command("ddpm")
     def train_cmd(
         split: Path = typer.Option(..., help="Split manifest; the target trains on its members."),
         out: Path = typer.Option(..., help="Output diffusers folder (resumes if it holds a checkpoint)."),
@@ -66,12 +94,14 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Option(..., help="diffusers folder of the target model."),
         split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
         attacks: str = typer.Option("loss,secmi,pia,pian,sima", help="Comma-separated attack names."),
-        out: Path = typer.Option(Path("genleak-out"), help="Output folder (scores, results.json, roc.png)."),
-        seed: int = typer.Option(0),
-        batch_size: int = typer.Option(64),
+        param: list[str] = PARAM,
+        out: Path = out_option("attack", "scores/, results.json, roc.png"),
+        seed: int = SEED,
+        batch_size: int = BATCH,
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0: none)."),
-        device: str = typer.Option(None, help="torch device (default: cuda if available)."),
-        calibration: float = typer.Option(0.0, help="Fraction of each side held out to calibrate the ASR threshold."),
+        device: str = DEVICE,
+        threads: int = THREADS,
+        calibration: float = CALIBRATION,
         guidance_scale: float = typer.Option(None, "--guidance-scale", help="CFG scale for text-to-image targets (default 1: conditional only)."),
         allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="Run even if --split contradicts the target's recorded training split (recorded in the results)."),
     ) -> None:
@@ -81,16 +111,18 @@ def register(app: typer.Typer) -> None:
         from genleak.report.table import print_results
         from genleak.targets.loading import load_target
 
+        set_threads(threads)
         s, check = load_checked_split(target, split, allow_split_mismatch)
         t = load_target(target, device=device, guidance_scale=guidance_scale)
-        result = run_attacks(t, s, split_csv(attacks), out, seed=seed, batch_size=batch_size, bootstrap=bootstrap,
-                             command=command_line(), calibration_fraction=calibration)
+        result = run_attacks(t, s, split_csv(attacks), out, attack_params=parse_params(param), seed=seed,
+                             batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
+                             calibration_fraction=calibration)
         inputs = {"target_path": str(target.resolve()), "split_path": str(split.resolve())}
         path = write_results(result, out, extra={"split_check": check, "inputs": inputs})
         print_results(result.to_dict())
         typer.echo(f"wrote {path} and {out / 'roc.png'}")
 
-    @app.command("inspect")
+    @data.command("inspect")
     def inspect_cmd(path: Path = typer.Argument(..., help="A target folder or a split manifest.")) -> None:
         """Print a target's or a split's summary."""
         import json
@@ -110,32 +142,43 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Option(..., help="Target folder (use a shadow/calibration model)."),
         split: Path = typer.Option(..., help="A CALIBRATION split, never the evaluation split."),
         attack: str = typer.Option("sima"),
-        param: str = typer.Option("t"),
-        grid: str = typer.Option("0,10,20,50,100"),
-        seed: int = typer.Option(0),
+        vary: str = typer.Option("t", help="The hyperparameter swept."),
+        grid: str = typer.Option("0,10,20,50,100", help="Comma-separated values of --vary."),
+        param: list[str] = PARAM,
+        out: Path = out_option("sweep", "sweep.json"),
+        seed: int = SEED,
+        batch_size: int = BATCH,
+        device: str = DEVICE,
+        threads: int = THREADS,
     ) -> None:
-        """Sweep one attack hyperparameter on a calibration split and print AUC per value."""
+        """Sweep one attack hyperparameter on a calibration split and print AUC per value (--param fixes others)."""
         from genleak.attacks.calibrate import sweep_parameter
         from genleak.data import MembershipSplit
+        from genleak.io import atomic_write_json
         from genleak.targets.loading import load_target
 
-        rows = sweep_parameter(load_target(target), MembershipSplit.load(split), attack, param,
-                               [float(v) if "." in v else int(v) for v in split_csv(grid)], seed=seed)
+        set_threads(threads)
+        rows = sweep_parameter(load_target(target, device=device), MembershipSplit.load(split), attack, vary,
+                               [float(v) if "." in v else int(v) for v in split_csv(grid)], seed=seed,
+                               batch_size=batch_size, params=parse_params(param).get(attack))
         for value, m in rows.items():
-            typer.echo(f"{attack} {param}={value}: AUC {m['auc']:.4f}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}")
+            typer.echo(f"{attack} {vary}={value}: AUC {m['auc']:.4f}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}")
         best = max(rows, key=lambda v: (rows[v]["auc"], rows[v]["tpr_at_1pct_fpr"]))
-        typer.echo(f"best {param} = {best} (by AUC, then TPR@1%FPR)")
+        typer.echo(f"best {vary} = {best} (by AUC, then TPR@1%FPR)")
+        atomic_write_json(out / "sweep.json", {"command": command_line(), "attack": attack, "vary": vary, "best": best,
+                                               "rows": [{"value": v, **m} for v, m in rows.items()]})
+        typer.echo(f"wrote {out / 'sweep.json'}")
 
     @app.command("demo")
     def demo_cmd(
-        out: Path = typer.Option(Path("demo-out"), help="Output folder."),
+        out: Path = out_option("demo", "split.json, target/, results.json, roc.png, report.html"),
         steps: int = typer.Option(2000, help="Training steps (2000 overfits 64 digits at 16x16)."),
         members: int = typer.Option(64),
         nonmembers: int = typer.Option(512),
         size: int = typer.Option(16),
         seed: int = typer.Option(0),
     ) -> None:
-        """End-to-end audit on the built-in data: split, train a tiny DDPM, run every attack, report."""
+        """End-to-end audit on the built-in data: split, train a tiny DDPM, run `genleak audit` on it."""
         from genleak.cli.demo import run_demo
 
         run_demo(out, steps=steps, members=members, nonmembers=nonmembers, size=size, seed=seed,

@@ -1,5 +1,5 @@
-"""Defense commands: ``genleak defend ...``, ``genleak evaluate-defense``, ``genleak sample``,
-``genleak train-encoder``.
+"""Defense commands: ``genleak defend {disjoint,distill,kd,dpsgd,experiment,evaluate,sample}`` and
+``genleak train encoder``.
 
 Parsing and printing only; the work is done in ``genleak.defenses``. torch/diffusers/opacus are
 imported inside the command bodies so ``genleak --help`` stays fast.
@@ -11,7 +11,18 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, parse_ints, set_threads, split_csv
+from genleak.cli.args import BATCH as SCORE_BATCH
+from genleak.cli.args import (
+    PARAM,
+    THREADS,
+    command_line,
+    group,
+    out_option,
+    parse_ints,
+    parse_params,
+    set_threads,
+    split_csv,
+)
 from genleak.errors import GenleakError
 
 
@@ -32,13 +43,10 @@ LR = typer.Option(1e-3)
 BATCH = typer.Option(32, help="Batch size (DistillMD: per step, drawn from one half).")
 EMA = typer.Option(0.995, help="EMA decay; 0 disables EMA.")
 SEED = typer.Option(0)
-THREADS = typer.Option(0, help="torch CPU threads (0: torch's default).")
 
 
 def register(app: typer.Typer) -> None:
-    defend = typer.Typer(help="Train defended models: disjoint teachers / DualMD, DistillMD, KD, DP-SGD.",
-                         no_args_is_help=True)
-    app.add_typer(defend, name="defend")
+    defend = group(app, "defend")
 
     @defend.command("disjoint")
     def disjoint_cmd(
@@ -155,15 +163,15 @@ def register(app: typer.Typer) -> None:
         print_table(result)
         typer.echo(f"wrote {out / 'defense_eval.json'} and {out / 'defense_eval.md'}")
 
-    @app.command("evaluate-defense")
+    @defend.command("evaluate")
     def evaluate_cmd(
         baseline: Path = typer.Option(..., help="Undefended model folder."),
         defended: list[Path] = typer.Option(..., help="Defended model folder(s) (diffusers or DualMD); repeat the option."),
         split: Path = typer.Option(..., help="Split manifest the baseline was trained on."),
-        out: Path = typer.Option(Path("defense-eval"), help="Output folder."),
+        out: Path = out_option("defend evaluate", "defense_eval.json, defense_eval.md, per-model scores"),
         attacks: str = typer.Option("loss,secmi,pia,sima,genbox", help="Comma-separated attack names."),
         adaptive_rounds: str = typer.Option("", help="Also run the appendix A.5 adaptive attack, e.g. 2,3."),
-        param: list[str] = typer.Option([], help="Attack parameter ATTACK.NAME=VALUE, e.g. secmi.t_sec=20 (repeatable)."),
+        param: list[str] = PARAM,
         encoder: Path = typer.Option(None, help="Feature extractor: genleak encoder folder or TorchScript Inception file."),
         trust_torchscript: bool = typer.Option(False, help="Allow a TorchScript --encoder file: it is code and runs on load."),
         reference: str = typer.Option(None, help="Source of reference images (default: the split's source minus the split)."),
@@ -171,6 +179,7 @@ def register(app: typer.Typer) -> None:
         quality_steps: int = typer.Option(50, help="DDIM steps for the quality generations."),
         seed: int = SEED,
         bootstrap: int = typer.Option(0, help="Bootstrap resamples for CIs (0: none)."),
+        batch_size: int = SCORE_BATCH,
         threads: int = THREADS,
     ) -> None:
         """Each attack's AUC and TPR@1%/0.1% FPR for baseline vs defended models, plus each model's quality."""
@@ -185,11 +194,11 @@ def register(app: typer.Typer) -> None:
                                   adaptive_rounds=parse_ints(adaptive_rounds), encoder=encoder,
                                   trust_torchscript=trust_torchscript, reference=ref,
                                   n_quality=n_quality, quality_steps=quality_steps, seed=seed, bootstrap=bootstrap,
-                                  command=command_line())
+                                  batch_size=batch_size, command=command_line())
         print_table(result)
         typer.echo(f"wrote {out / 'defense_eval.json'} and {out / 'defense_eval.md'}")
 
-    @app.command("sample")
+    @defend.command("sample")
     def sample_cmd(
         target: Path = typer.Option(..., help="Model folder: diffusers or DualMD (alternates its two models)."),
         out: Path = typer.Option(Path("samples.npz"), help="Output .npz (images in [-1, 1]); a .png grid is written beside it."),
@@ -225,7 +234,7 @@ def register(app: typer.Typer) -> None:
         save_grid(x, png)
         typer.echo(f"wrote {n} images to {out} and {png}")
 
-    @app.command("train-encoder")
+    @group(app, "train").command("encoder")
     def encoder_cmd(
         split: Path = typer.Option(..., help="Split manifest; the encoder trains on source images outside it."),
         out: Path = typer.Option(..., help="Output folder (encoder.json + encoder.safetensors)."),
@@ -244,24 +253,6 @@ def register(app: typer.Typer) -> None:
         ref = reference_images(s, seed=seed, source=parse_source_spec(reference) if reference else None)
         ext = train_encoder(ref.images, ref.labels, steps=steps, seed=seed, out_dir=out, progress=True)
         typer.echo(f"wrote {out} ({ext.meta['kind']} on {ext.meta['trained_on']} reference images)")
-
-
-def parse_params(items: list[str]) -> dict[str, dict]:
-    """``["secmi.t_sec=20", "genbox.strength=0.3"]`` -> ``{"secmi": {"t_sec": 20}, "genbox": {"strength": 0.3}}``."""
-    import json
-
-    params: dict[str, dict] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        attack, dot, name = key.partition(".")
-        if not sep or not dot or not attack or not name:
-            raise GenleakError(f"--param '{item}' must look like ATTACK.NAME=VALUE, e.g. secmi.t_sec=20")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        params.setdefault(attack.strip(), {})[name.strip()] = value
-    return params
 
 
 def save_grid(images, path: Path, columns: int = 8) -> None:

@@ -1,12 +1,10 @@
-"""The demo audit: the built-in digits, a tiny DDPM that overfits, every core attack, a report."""
+"""The demo audit: the built-in digits, a tiny DDPM that overfits, then ``genleak audit``'s own code on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
-
-from genleak.attacks import DEFAULT_ATTACKS
 
 
 def run_demo(
@@ -19,13 +17,14 @@ def run_demo(
     seed: int = 0,
     command: str = "",
 ) -> dict:
-    """Split -> train -> attack -> results.json + roc.png in ``out``; resumable (reruns reuse work)."""
+    """Split -> train -> ``run_audit`` (what ``genleak audit`` runs) -> results.json, roc.png and
+    report.html in ``out``; resumable (reruns reuse the split, the checkpoint and cached scores)."""
     import torch
 
+    from genleak.audit import applicable_attacks, run_audit
+    from genleak.cli.args import load_checked_split
+    from genleak.cli.report import print_audit
     from genleak.data import MembershipSplit, load_source, make_split
-    from genleak.pipeline import run_attacks
-    from genleak.report.results import write_results
-    from genleak.report.table import print_results
     from genleak.train import TrainConfig, train_ddpm
 
     console = Console(width=max(Console().width, 120))
@@ -45,12 +44,11 @@ def run_demo(
     # (32, 64) channels, EMA 0.995: ../shared/CALIBRATION.md's 16x16 setup; EMA also steadies SecMI (README).
     config = TrainConfig(steps=steps, block_out_channels=(32, 64), ema_decay=0.995, seed=seed, checkpoint_every=500)
     target = train_ddpm(split.members.images, config, out / "target", split_manifest=split.to_manifest())
-    console.print(f"[bold]3/3[/bold] attacks: {', '.join(DEFAULT_ATTACKS)}")
+    console.print(f"[bold]3/3[/bold] audit (as `genleak audit`): {', '.join(applicable_attacks(target, None))}, "
+                  "then the default sections")
     # A quarter of each side calibrates the ASR threshold; metrics use the other three quarters.
-    result = run_attacks(target, split, DEFAULT_ATTACKS, out, seed=seed, bootstrap=1000, command=command,
-                         calibration_fraction=0.25)
-    write_results(result, out)
-    data = result.to_dict()
-    print_results(data, console)
-    console.print(f"results: {out / 'results.json'}   ROC: {out / 'roc.png'}   target: {out / 'target'}")
+    split, check = load_checked_split(out / "target", split_path, allow_mismatch=False)
+    data = run_audit(target, split, out, seed=seed, bootstrap=1000, command=command, calibration_fraction=0.25,
+                     target_path=out / "target", split_path=split_path, split_check=check)
+    print_audit(data, out)
     return data

@@ -1,4 +1,4 @@
-"""Extraction commands: ``genleak extract`` (generate-and-filter) and ``genleak memorization``.
+"""Extraction commands: ``genleak extract generate`` (generate-and-filter) and ``genleak extract memorization``.
 
 Parsing and printing only; the work is done in ``genleak.extraction``. torch/diffusers are imported
 inside the command bodies so ``genleak --help`` stays fast.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, set_threads, split_csv
+from genleak.cli.args import command_line, group, out_option, set_threads, split_csv
 from genleak.errors import GenleakError
 
 _TRUE = {"1", "true", "yes", "memorised", "memorized", "m"}
@@ -58,12 +58,14 @@ def _load_images(spec: str):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("extract")
+    extract = group(app, "extract")
+
+    @extract.command("generate")
     def extract_cmd(
         target: Path = typer.Option(..., help="Target folder (pixel DDPM, latent, DualMD)."),
         split: Path = typer.Option(..., help="Split manifest: members = training set, non-members = held-out guard."),
         n: int = typer.Option(1000, help="Generations (per condition for class/prompt-conditioned targets)."),
-        out: Path = typer.Option(Path("extraction-out"), help="Writes extraction.json, extraction_grid.png, extraction_samples.npz."),
+        out: Path = out_option("extract generate", "extraction.json, extraction_grid.png, extraction_samples.npz"),
         steps: int = typer.Option(50, help="DDIM steps per generation."),
         tau: float = typer.Option(0.15, help="Normalised-l2 threshold (S2L's 0.15)."),
         ratio: float = typer.Option(0.5, help="Also require d_train < ratio * d_heldout (Carlini et al.'s 0.5)."),
@@ -97,13 +99,13 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(f"wrote {path} and {out / 'extraction_grid.png'}")
 
-    @app.command("memorization")
+    @extract.command("memorization")
     def memorization_cmd(
         target: Path = typer.Option(..., help="Target folder."),
         prompts: Path = typer.Option(None, help="Conditions file: one class label / prompt per line, optional TAB label 1/0."),
         images: str = typer.Option(None, help="Rank images instead: a split manifest (.json) or a source spec (npz:PATH)."),
         memorised: Path = typer.Option(None, help="With --images: file of ids known to be memorised, one per line."),
-        out: Path = typer.Option(Path("memorization-out"), help="Writes memorization.json (+ memorization_hist.png with labels)."),
+        out: Path = out_option("extract memorization", "memorization.json, + memorization_hist.png with labels"),
         k: int = typer.Option(8, help="Generations per condition (--prompts)."),
         steps: int = typer.Option(50, help="DDIM steps for those generations."),
         t_sec: int = typer.Option(100, help="SecMI timestep (001 app. A.2.3: 100; 20 was the reliable choice on tiny DDPMs, see benchmarks/RESULTS.md, t-error claim)."),

@@ -1,6 +1,6 @@
-"""IAR commands: iar-train, iar-attack, iar-infer, iar-extract, iar-mitigate, iar-experiment.
+"""IAR commands: ``genleak iar {train,attack,infer,extract,mitigate,experiment}`` (``train iar`` too).
 
-They are separate ``iar-*`` commands (not a dispatch inside ``genleak attack``/``extract``) because
+They are a separate group (not a dispatch inside ``genleak attack``/``extract``) because
 IAR targets need class labels, calibration of the "best K" hyperparameters and different outputs
 (DI tables, prefix completions). Parsing and printing only; heavy imports stay in the bodies.
 """
@@ -12,7 +12,20 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, parse_floats, set_threads, split_csv
+from genleak.cli.args import (
+    BATCH,
+    DEVICE,
+    PARAM,
+    SEED,
+    THREADS,
+    command_line,
+    group,
+    out_option,
+    parse_floats,
+    parse_params,
+    set_threads,
+    split_csv,
+)
 from genleak.errors import GenleakError
 
 
@@ -24,7 +37,10 @@ def _load(target: Path, split: Path, device: str | None = None):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("iar-train")
+    iar = group(app, "iar")
+
+    @group(app, "train").command("iar")
+    @iar.command("train")
     def train_cmd(
         split: Path = typer.Option(..., help="Split manifest; the IAR trains on its members (class labels needed)."),
         out: Path = typer.Option(..., help="Output IAR target folder."),
@@ -71,20 +87,22 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"trained {out}: {d['kind']}, {d['parameters']} parameters, {d['sequence_length']} tokens, "
                    f"fingerprint {d['fingerprint'][:12]}")
 
-    @app.command("iar-attack")
+    @iar.command("attack")
     def attack_cmd(
         target: Path = typer.Option(..., help="IAR target folder."),
         split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
         attacks: str = typer.Option("", help="Comma-separated iar-* attacks (default: all, plain and -cfg)."),
-        out: Path = typer.Option(Path("genleak-iar-out"), help="Output folder (scores, results.json, roc.png)."),
-        calibration: Path = typer.Option(None, help="A separate CALIBRATION split of the same target; default: "
-                                         "--calibration-fraction of both sides of --split is held out for it."),
-        calibration_fraction: float = typer.Option(0.5, help="Share of each side used to choose K/eps/signal."),
-        seed: int = typer.Option(0),
-        batch_size: int = typer.Option(64),
-        bootstrap: int = typer.Option(1000),
-        device: str = typer.Option(None),
-        threads: int = typer.Option(0),
+        param: list[str] = PARAM,
+        out: Path = out_option("iar attack", "scores/, results.json, roc.png"),
+        calibration_split: Path = typer.Option(None, help="A separate CALIBRATION split of the same target; default: "
+                                               "--calibration of both sides of --split is held out for it."),
+        calibration: float = typer.Option(0.5, "--calibration", help="Fraction of each side of the split held out "
+                                          "to choose K/eps/signal (metrics use the rest)."),
+        seed: int = SEED,
+        batch_size: int = BATCH,
+        bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0: none)."),
+        device: str = DEVICE,
+        threads: int = THREADS,
     ) -> None:
         """MIAs on an IAR: hyperparameters chosen on calibration data, metrics on the rest."""
         from genleak.data import MembershipSplit
@@ -97,17 +115,18 @@ def register(app: typer.Typer) -> None:
         set_threads(threads)
         t, s = _load(target, split, device)
         names = split_csv(attacks) or iar_attack_names(t.discrete)
-        if calibration is not None:
-            cal = MembershipSplit.load(calibration)
+        if calibration_split is not None:
+            cal = MembershipSplit.load(calibration_split)
             eval_split = s
         else:
-            data = AuditData.from_split(s, cal_fraction=calibration_fraction, seed=seed)
+            data = AuditData.from_split(s, cal_fraction=calibration, seed=seed)
             cal = MembershipSplit(data.cal_members, data.cal_nonmembers, s.source, s.seed, f"{s.name}-calibration")
             eval_split = MembershipSplit(data.eval_members, data.eval_nonmembers, s.source, s.seed, f"{s.name}-evaluation")
         fm = iar_features(t, cal.members.images, cal.members.labels, cal.members.ids, seed=seed)
         fn = iar_features(t, cal.nonmembers.images, cal.nonmembers.labels, cal.nonmembers.ids, seed=seed)
         chosen = calibrate(fm, fn)
-        params = {a: {k: v for k, v in chosen.params.get(a, {}).items()} for a in names}
+        given = parse_params(param)  # --param overrides the calibrated choice
+        params = {a: {**chosen.params.get(a, {}), **given.get(a, {})} for a in names}
         result = run_attacks(t, eval_split, names, out, attack_params=params, seed=seed, batch_size=batch_size,
                              bootstrap=bootstrap, command=command_line())
         path = write_results(result, out, extra={"calibration": {"split": cal.name, "n_members": len(cal.members),
@@ -115,11 +134,11 @@ def register(app: typer.Typer) -> None:
         print_results(result.to_dict())
         typer.echo(f"wrote {path}")
 
-    @app.command("iar-infer")
+    @iar.command("infer")
     def infer_cmd(
         target: Path = typer.Option(..., help="IAR target folder."),
         split: Path = typer.Option(..., help="Split: members = suspect set P, non-members = validation set U."),
-        out: Path = typer.Option(Path("genleak-iar-infer"), help="Output folder (di.json)."),
+        out: Path = out_option("iar infer", "di.json"),
         resamples: int = typer.Option(1000, help="Random subsets per suspect-set size (supp. C.5)."),
         seed: int = typer.Option(0),
         threads: int = typer.Option(0),
@@ -142,11 +161,11 @@ def register(app: typer.Typer) -> None:
                                             "rows": {k: v.to_dict() for k, v in rows.items()}})
         typer.echo(f"wrote {out / 'di.json'}")
 
-    @app.command("iar-extract")
+    @iar.command("extract")
     def extract_cmd(
         target: Path = typer.Option(..., help="IAR target folder."),
         split: Path = typer.Option(..., help="Members = training images; non-members = validation (false-positive check)."),
-        out: Path = typer.Option(Path("genleak-iar-extract"), help="Output folder (extraction.json, extracted.png)."),
+        out: Path = out_option("iar extract", "extraction.json, extracted.png"),
         prefix_len: int = typer.Option(None, help="Prefix tokens kept (default: a quarter of the sequence)."),
         top_k: int = typer.Option(5, help="Candidates per class (ch. 9.5.3: top-5)."),
         threshold: float = typer.Option(0.95, help="Similarity (1 - RMS distance in [0,1]) counted as extracted."),
@@ -174,12 +193,12 @@ def register(app: typer.Typer) -> None:
                         "use a shorter --prefix-len", fg=typer.colors.YELLOW)
         typer.echo(f"wrote {out / 'extraction.json'}")
 
-    @app.command("iar-mitigate")
+    @iar.command("mitigate")
     def mitigate_cmd(
         target: Path = typer.Option(..., help="IAR target folder."),
         split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
         sigma: str = typer.Option("0,1,3,10", help="Output-noise scales (logits for VAR/RAR, tokens for MAR)."),
-        out: Path = typer.Option(Path("genleak-iar-mitigate"), help="Output folder (mitigation.json, table.md)."),
+        out: Path = out_option("iar mitigate", "mitigation.json, table.md"),
         n_per_class: int = typer.Option(20, help="Samples per class for the quality figures."),
         resamples: int = typer.Option(1000),
         seed: int = typer.Option(0),
@@ -203,7 +222,7 @@ def register(app: typer.Typer) -> None:
         atomic_write_text(out / "table.md", table + "\n")
         typer.echo(table)
 
-    @app.command("iar-experiment")
+    @iar.command("experiment")
     def experiment_cmd(
         config: Path = typer.Option(..., help="Experiment JSON (configs/iar_*.json)."),
         out: Path = typer.Option(..., help="Output folder (results.json, summary.md, targets/)."),

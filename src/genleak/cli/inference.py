@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from genleak.cli.args import command_line, load_checked_split, set_threads
+from genleak.cli.args import (
+    BATCH,
+    DEVICE,
+    PARAM,
+    SEED,
+    THREADS,
+    command_line,
+    default_out,
+    load_checked_split,
+    out_option,
+    parse_params,
+    set_threads,
+)
 from genleak.errors import GenleakError
-
-
-def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["loss.t=50", "multiloss.timesteps=[0,100]"]`` -> ``{"loss": {"t": 50}, "multiloss": {...}}``.
-
-    Values are read as JSON when they parse (numbers, lists, true/false), else kept as strings.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        name, dot, param = key.strip().partition(".")
-        if not eq or not dot or not name or not param:
-            raise GenleakError(f"--param {item!r} must look like FEATURE.NAME=VALUE, e.g. loss.t=50")
-        try:
-            parsed: Any = json.loads(value)
-        except ValueError:
-            parsed = value
-        out.setdefault(name, {})[param] = parsed
-    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -39,8 +31,8 @@ def register(app: typer.Typer) -> None:
         reference: str = typer.Option(None, help="U: unpublished images from the same distribution (known non-members)."),
         split: Path = typer.Option(None, help="Use a split manifest's members as P and non-members as U (experiments)."),
         features: str = typer.Option("gray", help="gray | white | comma-separated: loss,secmi,pia,pian,multiloss,gradmask,noiseopt."),
-        param: list[str] = typer.Option([], "--param", help="Feature hyperparameter FEATURE.NAME=VALUE (repeatable), e.g. loss.t=50."),
-        out: Path = typer.Option(None, help="Output folder (cdi.json, min_p_curve.png, scores.npz); default cdi-out."),
+        param: list[str] = PARAM,
+        out: Path = out_option("infer", "cdi.json, min_p_curve.png, scores.npz"),
         cache: Path = typer.Option(None, help="Feature cache folder, reused across runs (default OUT/feature-cache)."),
         alpha: float = typer.Option(0.01, help="Significance level of the verdict (thesis ch. 8.4.3: 0.01)."),
         two_sided: bool = typer.Option(False, help="Two-sided test instead of H1: mean score(P) > mean score(U)."),
@@ -51,12 +43,12 @@ def register(app: typer.Typer) -> None:
         folds: int = typer.Option(5, help="k of the k-fold scoring model (thesis ch. 8.5: 5)."),
         reference_ratio: float = typer.Option(None, help="|U| / |P| at each curve size (default: the inputs' ratio)."),
         max_samples: int = typer.Option(None, help="Randomly keep at most this many images per side."),
-        seed: int = typer.Option(0),
-        batch_size: int = typer.Option(64),
+        seed: int = SEED,
+        batch_size: int = BATCH,
         chunk_size: int = typer.Option(256, help="Samples per feature-cache flush (a crash loses at most one chunk)."),
         fail_on_shift: bool = typer.Option(False, help="Stop with an error when the blind classifier detects a P/U shift."),
-        device: str = typer.Option(None, help="torch device (default: cuda if available)."),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        device: str = DEVICE,
+        threads: int = THREADS,
         config: Path = typer.Option(None, help="Run an experiment config (configs/cdi_*.json|toml) instead."),
         quiet: bool = typer.Option(False, help="No progress bars."),
         allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="With --split: run even if it contradicts the target's recorded training split (recorded in cdi.json)."),
@@ -68,7 +60,8 @@ def register(app: typer.Typer) -> None:
         if config is not None:
             from genleak.inference.experiments import run_experiment
 
-            summary = run_experiment(config, out, progress=not quiet)
+            # a config names its own output folder; --out overrides it only when given
+            summary = run_experiment(config, None if out == default_out("infer") else out, progress=not quiet)
             typer.echo(summary.get("summary") or json.dumps({k: v for k, v in summary.items() if k not in ("config", "target") and not k.endswith("_values")}, indent=1, default=str))
             return
         if target is None:
@@ -105,7 +98,6 @@ def register(app: typer.Typer) -> None:
             p_set, u_set = s.members, s.nonmembers
         else:
             p_set, u_set = load_source(suspect), load_source(reference)
-        out = out or Path("cdi-out")
         t = DiffusionTarget.from_pretrained(target, device=device)
         result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet,
                          command=command_line())

@@ -1,6 +1,6 @@
-"""Latent diffusion commands: caption, train-vae, train-ldm.
+"""Latent diffusion commands: data caption, train vae, train ldm.
 
-``genleak attack`` / ``inspect`` open SD-style folders through ``genleak.targets.loading`` (no
+``genleak attack`` / ``data inspect`` open SD-style folders through ``genleak.targets.loading`` (no
 command here). Parsing and printing only; torch/diffusers are imported inside the command bodies.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from genleak.cli.args import parse_ints, set_threads
+from genleak.cli.args import group, parse_ints, set_threads
 from genleak.errors import GenleakError
 
 
@@ -59,7 +59,9 @@ def vae_training_images(split: Any, extra: int, seed: int = 0) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("caption")
+    train = group(app, "train")
+
+    @group(app, "data").command("caption")
     def caption_cmd(
         out: Path = typer.Option(..., help="Output .npz (images, ids, labels, captions) usable as --source npz:OUT."),
         source: str = typer.Option("digits:8", help="A labelled source: digits:SIZE, npz:PATH, ..."),
@@ -74,7 +76,7 @@ def register(app: typer.Typer) -> None:
         images.save_npz(out)
         typer.echo(f"wrote {out}: {len(images)} images with captions, e.g. {images.captions[0]!r}")
 
-    @app.command("train-vae")
+    @train.command("vae")
     def train_vae_cmd(
         split: Path = typer.Option(..., help="Split manifest; the VAE trains on its members (reconstruction is also measured on the non-members)."),
         out: Path = typer.Option(..., help="Output VAE folder (diffusers AutoencoderKL; resumes from a checkpoint)."),
@@ -107,11 +109,11 @@ def register(app: typer.Typer) -> None:
                    f"{record['recon_mse_heldout']:.4f} (non-members), KL {record['final_kl']:.1f}, "
                    f"scaling factor {record['scaling_factor']:.4f}")
 
-    @app.command("train-ldm")
+    @train.command("ldm")
     def train_ldm_cmd(
         split: Path = typer.Option(..., help="Split manifest; the model trains on its members."),
         out: Path = typer.Option(..., help="Output SD-style folder: vae/ unet/ scheduler/, plus text_encoder/ tokenizer/ for text models."),
-        vae: Path = typer.Option(None, help="VAE folder (`genleak train-vae`) or SD-style folder; not needed with --init."),
+        vae: Path = typer.Option(None, help="VAE folder (`genleak train vae`) or SD-style folder; not needed with --init."),
         text: bool = typer.Option(False, "--text", help="Text-to-image: a cross-attention UNet conditioned on the members' captions."),
         init: Path = typer.Option(None, help="Fine-tune this SD-style folder instead of training from scratch."),
         lora_rank: int = typer.Option(None, help="Fine-tune LoRA adapters of this rank (peft) instead of the full UNet."),
@@ -144,7 +146,7 @@ def register(app: typer.Typer) -> None:
         s = MembershipSplit.load(split)
         base = LatentDiffusionTarget.from_pretrained(init) if init is not None else None
         if base is None and vae is None:
-            raise GenleakError("train-ldm needs --vae (train one with `genleak train-vae`) or --init")
+            raise GenleakError("train ldm needs --vae (train one with `genleak train vae`) or --init")
         if lora_rank is not None and base is None:
             raise GenleakError("--lora-rank fine-tunes an existing model: give --init")
         conditional = text or (base is not None and base.conditional)
@@ -157,7 +159,7 @@ def register(app: typer.Typer) -> None:
             if captions_file is not None:
                 captions = _read_caption_file(captions_file, members.ids)
             elif members.captions is None and template is None:
-                raise GenleakError("the members carry no captions or labels: give --captions-file or build the split from `genleak caption` output")
+                raise GenleakError("the members carry no captions or labels: give --captions-file or build the split from `genleak data caption` output")
             else:
                 from genleak.targets.latent import template_captions
 

@@ -1,4 +1,4 @@
-"""Report commands: ``genleak audit``, ``genleak report``, ``genleak compare``.
+"""Report commands: ``genleak audit``, ``genleak report html``, ``genleak report compare``.
 
 Parsing and printing only; the work is in ``genleak.audit`` and ``genleak.report.html``. Heavy
 imports (torch, matplotlib, mlflow) stay inside the command bodies so ``genleak --help`` is fast.
@@ -6,32 +6,32 @@ imports (torch, matplotlib, mlflow) stay inside the command bodies so ``genleak 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from genleak.cli.args import command_line, load_checked_split, split_csv
-from genleak.errors import GenleakError
+from genleak.cli.args import (
+    BATCH,
+    CALIBRATION,
+    DEVICE,
+    PARAM,
+    SEED,
+    THREADS,
+    command_line,
+    group,
+    load_checked_split,
+    out_option,
+    parse_params,
+    set_threads,
+    split_csv,
+)
 
 
 def _csv(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return split_csv(text)
-
-
-def _params(text: str | None) -> dict[str, dict]:
-    """``--params '{"sima": {"t": 10}}'``: per-attack hyperparameter overrides (JSON)."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise GenleakError(f"--params is not valid JSON ({err.msg}); e.g. '{{\"sima\": {{\"t\": 10}}}}'") from None
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise GenleakError("--params must map attack names to objects of parameters, e.g. '{\"sima\": {\"t\": 10}}'")
-    return value
 
 
 def _log_mlflow(run_dir: Path, uri: str | None, experiment: str) -> None:
@@ -41,19 +41,43 @@ def _log_mlflow(run_dir: Path, uri: str | None, experiment: str) -> None:
     typer.echo(f"logged to MLflow run {run_id} ({used}, experiment '{experiment}')")
 
 
+def print_audit(data: dict[str, Any], out: Path) -> None:
+    """The audit's output: the results table, the verdict, failed sections and the defense recommendation."""
+    from genleak.report.table import print_results
+    from genleak.report.verdict import compute_verdict
+
+    print_results(data)
+    verdict = compute_verdict(data)
+    typer.echo(f"verdict: {verdict['label']}: {verdict['headline']} (confidence {verdict['confidence']})")
+    for name, sec in data.get("sections", {}).items():
+        if sec["status"] != "ok":
+            typer.echo(f"section {name}: {sec['status']}: {sec.get('error') or sec.get('reason')}")
+    for sec in data.get("sections", {}).values():  # the defense recommendation ends the audit's output
+        if sec.get("kind") == "defense" and sec["status"] == "ok":
+            typer.echo(f"defense: {sec.get('summary', '')}")
+            for rec in sec.get("recommendations") or []:
+                typer.echo(f"  [{rec['priority']}] {rec['name']}")
+                for command in rec.get("commands") or []:
+                    typer.echo(f"    $ {command}")
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'roc.png'}")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit_cmd(
         target: Path = typer.Option(..., help="Target model folder (diffusers)."),
         split: Path = typer.Option(..., help="Split manifest (members vs non-members)."),
-        out: Path = typer.Option(..., help="Output folder: results.json, report.html, scores/, roc.png."),
+        out: Path = out_option("audit", "results.json, report.html, scores/, roc.png"),
         attacks: str = typer.Option(None, help="Comma-separated attacks (default: the standard set for the target type: the core five + genbox, + clid for text-to-image, iar-* for IARs)."),
         sections: str = typer.Option(None, help="Comma-separated audit sections (default: all default ones; '' for none)."),
-        params: str = typer.Option(None, help='Per-attack overrides as JSON, e.g. \'{"sima": {"t": 10}}\'.'),
-        seed: int = typer.Option(0),
-        batch_size: int = typer.Option(64),
+        param: list[str] = PARAM,
+        seed: int = SEED,
+        batch_size: int = BATCH,
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0: none)."),
-        device: str = typer.Option(None, help="torch device (default: cuda if available)."),
+        calibration: float = CALIBRATION,
+        device: str = DEVICE,
+        threads: int = THREADS,
         mlflow: bool = typer.Option(False, "--mlflow", help="Also log metrics and artifacts to MLflow."),
         mlflow_uri: str = typer.Option(None, help="MLflow tracking URI or folder (default: ./mlruns, a local file store)."),
         mlflow_experiment: str = typer.Option("genleak", help="MLflow experiment name."),
@@ -61,33 +85,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the standard audit and write results.json and a self-contained report.html."""
         from genleak.audit import run_audit
-        from genleak.report.table import print_results
-        from genleak.report.verdict import compute_verdict
         from genleak.targets.loading import load_target
 
+        set_threads(threads)
         s, check = load_checked_split(target, split, allow_split_mismatch)
         t = load_target(target, device=device)
-        data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=_params(params),
+        data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=parse_params(param),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
-                         target_path=target, split_path=split, split_check=check)
-        print_results(data)
-        verdict = compute_verdict(data)
-        typer.echo(f"verdict: {verdict['label']}: {verdict['headline']} (confidence {verdict['confidence']})")
-        for name, sec in data.get("sections", {}).items():
-            if sec["status"] != "ok":
-                typer.echo(f"section {name}: {sec['status']}: {sec.get('error') or sec.get('reason')}")
-        for sec in data.get("sections", {}).values():  # the defense recommendation ends the audit's output
-            if sec.get("kind") == "defense" and sec["status"] == "ok":
-                typer.echo(f"defense: {sec.get('summary', '')}")
-                for rec in sec.get("recommendations") or []:
-                    typer.echo(f"  [{rec['priority']}] {rec['name']}")
-                    for command in rec.get("commands") or []:
-                        typer.echo(f"    $ {command}")
-        typer.echo(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+                         target_path=target, split_path=split, split_check=check, calibration_fraction=calibration)
+        print_audit(data, out)
         if mlflow:
             _log_mlflow(out, mlflow_uri, mlflow_experiment)
 
-    @app.command("report")
+    report = group(app, "report")
+
+    @report.command("html")
     def report_cmd(
         runs: list[Path] = typer.Argument(..., help="Result folders (each with results.json)."),
         out: Path = typer.Option(None, help="HTML file (default: RUN/report.html for one run, ./report.html for several)."),
@@ -107,7 +119,7 @@ def register(app: typer.Typer) -> None:
             for run in runs:
                 _log_mlflow(run, mlflow_uri, mlflow_experiment)
 
-    @app.command("compare")
+    @report.command("compare")
     def compare_cmd(
         runs: list[Path] = typer.Argument(..., help="Result folders to compare, baseline first."),
         out: Path = typer.Option(Path("compare.html"), help="HTML file with the side-by-side table."),

@@ -1,4 +1,4 @@
-"""Shake-to-Leak commands: ``genleak s2l`` (fine-tune on self-generated data) and ``genleak perturb``.
+"""Shake-to-Leak commands: ``genleak s2l shake`` (fine-tune on self-generated data) and ``genleak s2l perturb``.
 
 Parsing and printing only; the work is done in ``genleak.s2l``. torch/diffusers/peft are imported
 inside the command bodies so ``genleak --help`` stays fast.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, parse_floats, parse_ints, set_threads, split_csv
+from genleak.cli.args import command_line, group, out_option, parse_floats, parse_ints, set_threads, split_csv
 
 
 def _print(comparison, path: Path) -> None:
@@ -19,7 +19,9 @@ def _print(comparison, path: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("s2l")
+    s2l = group(app, "s2l")
+
+    @s2l.command("shake")
     def s2l_cmd(
         target: Path = typer.Option(..., help="Target folder: pixel DDPM or SD-style latent folder."),
         split: Path = typer.Option(..., help="The ORIGINAL member / non-member split to re-attack."),
@@ -27,7 +29,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("full,lora", help="Comma-separated: full, lora, embedding (textual inversion, text targets)."),
         rank: str = typer.Option("4", help="LoRA ranks, comma-separated (one run per rank)."),
         attacks: str = typer.Option("loss,pia,sima", help="Attacks to re-run."),
-        out: Path = typer.Option(Path("s2l-out"), help="Writes s2l.json, s2l.md, the synthetic set and per-variant scores."),
+        out: Path = out_option("s2l shake", "s2l.json, s2l.md, the synthetic set and per-variant scores"),
         n_synthetic: int = typer.Option(256, help="Size of the self-generated domain set."),
         sample_steps: int = typer.Option(50, help="DDIM steps for generating it."),
         steps: int = typer.Option(300, help="Fine-tuning steps."),
@@ -57,7 +59,7 @@ def register(app: typer.Typer) -> None:
                        out_dir=out, seed=seed, command=command_line())
         _print(comp, write_report(comp, out))
 
-    @app.command("perturb")
+    @s2l.command("perturb")
     def perturb_cmd(
         target: Path = typer.Option(..., help="Target folder (pixel DDPM)."),
         split: Path = typer.Option(..., help="The member / non-member split to attack."),
@@ -66,7 +68,7 @@ def register(app: typer.Typer) -> None:
         scale: str = typer.Option("relative", help="relative: sigma * rms(W) per tensor; absolute: sigma."),
         domain: str = typer.Option("all", help="Evaluate on 'all' or one class of the split."),
         attacks: str = typer.Option("loss,pia,sima"),
-        out: Path = typer.Option(Path("perturb-out"), help="Writes s2l.json and s2l.md (kind = perturb)."),
+        out: Path = out_option("s2l perturb", "s2l.json and s2l.md, kind = perturb"),
         seed: int = typer.Option(0),
         threads: int = typer.Option(0),
     ) -> None:

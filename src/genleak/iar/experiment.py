@@ -1,4 +1,4 @@
-"""The IAR experiment runner behind ``genleak iar-experiment`` and ``configs/iar_*.json``.
+"""The IAR experiment runner behind ``genleak iar experiment`` and ``configs/iar_*.json``.
 
 One config describes a whole study on one membership split: the tokenizer (trained on *public*
 images, i.e. neither members nor non-members, so the tokenizer itself does not leak), the IAR

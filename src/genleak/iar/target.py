@@ -265,13 +265,13 @@ def is_iar_folder(folder: str | Path) -> bool:
 
 
 def load_iar_target(folder: str | Path, device: str | torch.device | None = None) -> IARTarget:
-    """Load an IAR target folder written by ``save_pretrained`` / ``genleak iar-train``."""
+    """Load an IAR target folder written by ``save_pretrained`` / ``genleak train iar``."""
     from safetensors.torch import load_file
 
     path = Path(folder)
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
-        raise TargetError(f"'{folder}' has no {CONFIG_FILE}: not an IAR target folder (train one with `genleak iar-train`)")
+        raise TargetError(f"'{folder}' has no {CONFIG_FILE}: not an IAR target folder (train one with `genleak train iar`)")
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

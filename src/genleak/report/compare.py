@@ -103,7 +103,7 @@ def base_value(cmp: Comparison, attack: str, key: str) -> float | None:
 
 def compare_table(cmp: Comparison) -> Table:
     """rich table: one row per attack, AUC and TPR@1%FPR per run, deltas against the first run."""
-    table = Table(title="genleak compare (deltas against the first run)")
+    table = Table(title="genleak report compare (deltas against the first run)")
     table.add_column("attack")
     for label in cmp.labels:
         for _, header, _ in COMPARE_METRICS:

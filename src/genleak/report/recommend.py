@@ -188,7 +188,7 @@ EVIDENCE: dict[str, Evidence] = {
     "iar-output-noise": Evidence(
         measured=("RAR logits: sigma 3 stops extraction (46/47 -> 0/47) with MIA TPR@1%FPR still 1.000; sigma 10: "
                   "TPR@1%FPR 0.375, AUC 0.983; sigma 30: 0.094 / 0.780 (VAR: 0.219 at sigma 10)"),
-        source=("benchmarks/RESULTS.md, 'IAR results (issue 9)' §5: `genleak iar-experiment --config "
+        source=("benchmarks/RESULTS.md, 'IAR results (issue 9)' §5: `genleak iar experiment --config "
                 "configs/iar_digits_compare.json --out runs/compare`"),
         paper="thesis supp. D.11 (fig. D.11.1): output noise on the logits mitigates MIA, DI and extraction",
         paper_claim_held="partly",
@@ -225,7 +225,7 @@ NOT_RECOMMENDED: dict[str, dict[str, str]] = {
                 "(benchmarks/RESULTS.md, Defenses; 001 table 10's ordering held)"),
     },
     "adversarial-vae": {
-        "name": "adversarial VAE training (`genleak train-vae --adversarial`)",
+        "name": "adversarial VAE training (`genleak train vae --adversarial`)",
         "why": ("did NOT lower any attack (AUC 1.000 at KL 1e-6 and 1e-3) and made reconstructions 3-4x worse "
                 "(benchmarks/results_latent.md §1); SimA's (000) claim did not hold at our scale"),
     },
@@ -413,7 +413,7 @@ class _Paths:
     def verify(self, model: str, label: str, *attack_args: str) -> list[str]:
         audit_out = f"{model}-audit"
         return [_cmd("audit", "--target", model, "--split", self.split, "--out", audit_out, *attack_args),
-                _cmd("compare", self.run, audit_out, "--labels", f"baseline,{label}")]
+                _cmd("report", "compare", self.run, audit_out, "--labels", f"baseline,{label}")]
 
 
 def _pixel_train_args(training: dict[str, Any]) -> list[str]:
@@ -532,7 +532,7 @@ def recommend(f: AuditFacts) -> list[Recommendation]:
             reason=(f"{why}. For image autoregressive models genleak has no training-time defense; noise on the served "
                     "logits is the thesis' mitigation. Measure the privacy/quality trade-off on this model first."),
             triggers=base_triggers,
-            commands=[_cmd("iar-mitigate", "--target", p.target, "--split", p.split, "--sigma", IAR_NOISE_SIGMAS,
+            commands=[_cmd("iar", "mitigate", "--target", p.target, "--split", p.split, "--sigma", IAR_NOISE_SIGMAS,
                            "--out", out)],
             verify=[], expected_effect=EVIDENCE["iar-output-noise"], cost=COSTS["iar-output-noise"],
             paper="thesis ch. 9, supp. D.11", applies_if="only sampled images or noised logits are served"))
@@ -603,8 +603,8 @@ def _latent_hardening(f: AuditFacts, priority: str, why: str, base_triggers: lis
                     "hardening)."),
             triggers=base_triggers + [_trigger("target", "VAE KL weight", f.vae_kl_weight,
                                                f"< {KL_WEIGHT_HARDENED:g}")],
-            commands=[_cmd("train-vae", "--split", p.split, "--out", vae_out, "--kl-weight", f"{KL_WEIGHT_HARDENED:g}"),
-                      _cmd("train-ldm", "--split", p.split, "--vae", vae_out, "--out", ldm_out,
+            commands=[_cmd("train", "vae", "--split", p.split, "--out", vae_out, "--kl-weight", f"{KL_WEIGHT_HARDENED:g}"),
+                      _cmd("train", "ldm", "--split", p.split, "--vae", vae_out, "--out", ldm_out,
                            *_ldm_train_args(f.training, text),
                            *(["--prompt-variants", str(f.prompt_variants)] if text and f.prompt_variants else []))],
             verify=p.verify(ldm_out, "kl0.1"), expected_effect=EVIDENCE["vae-kl"], cost=COSTS["vae-kl"],
@@ -627,7 +627,7 @@ def _latent_hardening(f: AuditFacts, priority: str, why: str, base_triggers: lis
             priority=pd_priority, reason=pd_reason,
             triggers=pd_triggers + [_trigger("target", "captions per image (prompt variants)", f.prompt_variants,
                                              f"< {PROMPT_VARIANTS}")],
-            commands=[_cmd("train-ldm", "--split", p.split, *source, "--out", out, *_ldm_train_args(f.training, True),
+            commands=[_cmd("train", "ldm", "--split", p.split, *source, "--out", out, *_ldm_train_args(f.training, True),
                            *(["--lora-rank", str(int(lora))] if lora else []), "--prompt-variants", str(PROMPT_VARIANTS))],
             verify=p.verify(out, "promptdiv"), expected_effect=EVIDENCE["prompt-diversification"],
             cost=COSTS["prompt-diversification"], paper="001 §3.5, §4.2 table 5, app. table 8"))
@@ -741,7 +741,7 @@ def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 
 
 def _vae_kl_weight(audit: dict[str, Any]) -> float | None:
-    """The KL weight of a latent target's VAE from its `genleak train-vae` record, when it can be found."""
+    """The KL weight of a latent target's VAE from its `genleak train vae` record, when it can be found."""
     from genleak.train.vae import VAE_RECORD
 
     extra = ((audit.get("training") or {}).get("config") or {}).get("extra") or {}

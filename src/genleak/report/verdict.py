@@ -122,7 +122,7 @@ def _tpr_counts(metrics: dict[str, Any]) -> bool:
 def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     """The verdict of one ``results.json`` dict: level, label, confidence, deciding attack, text.
 
-    Pure function of the stored metrics (no scores needed), so ``genleak report`` on an old run
+    Pure function of the stored metrics (no scores needed), so ``genleak report html`` on an old run
     and the audit that wrote it agree.
     """
     attacks = results.get("attacks", {})

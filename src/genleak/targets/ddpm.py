@@ -87,7 +87,7 @@ class DiffusionTarget:
         return (int(self.unet.config.in_channels), int(h), int(w))
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able summary for `genleak inspect` and result provenance."""
+        """A JSON-able summary for `genleak data inspect` and result provenance."""
         n_params = sum(p.numel() for p in self.unet.parameters())
         return {
             "kind": "pixel-ddpm",
@@ -111,7 +111,7 @@ class DiffusionTarget:
         ``google/ddpm-cifar10-32``). Nothing is downloaded."""
         path = Path(folder)
         if not path.is_dir():
-            raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train` or pass a diffusers folder")
+            raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train ddpm` or pass a diffusers folder")
         if (path / "unet" / "config.json").is_file():
             unet_dir = path / "unet"
         elif (path / "config.json").is_file():

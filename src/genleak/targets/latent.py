@@ -247,7 +247,7 @@ class LatentDiffusionTarget:
             return template_captions(samples, self.caption_template)
         raise TargetError(
             "the target is text-conditioned but the samples carry no captions; build the split from a source "
-            "with captions (e.g. `genleak caption`) or save a caption template with the target"
+            "with captions (e.g. `genleak data caption`) or save a caption template with the target"
         )
 
     def null_condition(self, n: int) -> list[str]:
@@ -346,7 +346,7 @@ class LatentDiffusionTarget:
         return (int(self.vae.config.in_channels), h * f, w * f)
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able summary for `genleak inspect` and result provenance."""
+        """A JSON-able summary for `genleak data inspect` and result provenance."""
         count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
         return {
             "kind": "text-to-image-ldm" if self.conditional else "latent-diffusion",

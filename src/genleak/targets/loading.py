@@ -1,6 +1,6 @@
 """``load_target(folder)``: one entry point that opens any target folder genleak understands.
 
-The CLI (``genleak attack``, ``inspect``, ``infer``, ...) calls this instead of a specific class so
+The CLI (``genleak attack``, ``data inspect``, ``infer``, ...) calls this instead of a specific class so
 that a pixel DDPM folder, a Stable-Diffusion-style latent folder, a DualMD folder and an image
 autoregressive (IAR) folder all work with the same commands. Detection is by layout only; nothing is downloaded.
 """
@@ -19,11 +19,11 @@ __all__ = ["detect_kind", "load_target"]
 
 
 def detect_kind(folder: str | Path) -> str:
-    """``"dualmd"``, ``"iar"`` (image autoregressive, ``genleak iar-train``), ``"latent"`` (``vae/`` +
+    """``"dualmd"``, ``"iar"`` (image autoregressive, ``genleak train iar``), ``"latent"`` (``vae/`` +
     ``unet/``) or ``"pixel"`` (``unet/`` or a flat model folder)."""
     path = Path(folder)
     if not path.is_dir():
-        raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train` or pass a diffusers folder")
+        raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train ddpm` or pass a diffusers folder")
     if (path / "dualmd.json").is_file():
         return "dualmd"
     from genleak.iar.target import is_iar_folder

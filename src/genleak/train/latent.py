@@ -143,7 +143,7 @@ def train_latent(
         caption_template = caption_template or init.caption_template
     else:
         if vae is None:
-            raise GenleakError("latent training needs a VAE (train one with `genleak train-vae`)")
+            raise GenleakError("latent training needs a VAE (train one with `genleak train vae`)")
         scheduler = make_scheduler(config)
         text = config.text
     if text and (text_encoder is None or tokenizer is None):

@@ -254,14 +254,14 @@ def posterior_stats(vae: Any, images: torch.Tensor, batch_size: int = 256) -> di
 
 
 def load_vae(folder: str | Path) -> Any:
-    """An ``AutoencoderKL`` from a VAE folder (``train-vae`` output) or an SD-style folder's ``vae/``."""
+    """An ``AutoencoderKL`` from a VAE folder (``genleak train vae`` output) or an SD-style folder's ``vae/``."""
     from diffusers import AutoencoderKL
 
     path = Path(folder)
     if (path / "vae" / "config.json").is_file():
         path = path / "vae"
     if not (path / "config.json").is_file():
-        raise GenleakError(f"'{folder}' holds no VAE (config.json or vae/config.json); train one with `genleak train-vae`")
+        raise GenleakError(f"'{folder}' holds no VAE (config.json or vae/config.json); train one with `genleak train vae`")
     try:
         return AutoencoderKL.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
     except (OSError, ValueError) as err:
