@@ -71,16 +71,26 @@ def train_disjoint(
     *,
     halves_seed: int = 0,
     dual_steps: int | None = None,
+    target: str | Path | None = None,
     progress: bool = True,
 ) -> Any:
     """Algorithm 1: train one teacher on each half with the baseline's ``config``; returns a DualTarget.
 
     Teacher i uses seed ``config.seed + i - 1`` (independent initialisations). Resumable: each
-    teacher is an ordinary ``train_ddpm`` run in ``OUT/model_i``.
+    teacher is an ordinary ``train_ddpm`` run in ``OUT/model_i``. With ``target`` (the audited
+    model's folder) each teacher is a fresh UNet of the target's architecture, scheduler and
+    conditioning (pixel or latent; ``defenses.from_target``) instead of genleak's default UNet.
     """
+    spec = None
+    if target is not None:
+        from genleak.defenses.from_target import TargetSpec
+
+        spec = TargetSpec.load(target)
 
     def train_half(i: int, rows: list[int], cfg_extra: dict[str, Any], out: Path, split: MembershipSplit) -> Any:
         cfg = dataclasses.replace(config, seed=config.seed + i - 1, extra={**config.extra, **cfg_extra})
+        if spec is not None:
+            return spec.train(split, cfg, out, rows=rows, progress=progress)
         images = split.members.images[torch.as_tensor(rows)]
         return train_ddpm(images, cfg, out, split_manifest=split.to_manifest(), progress=progress)
 

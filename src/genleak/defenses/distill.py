@@ -27,19 +27,23 @@ from genleak.train import TrainConfig, TrainHooks, train_ddpm
 
 
 class TeacherTargets(TrainHooks):
-    """Regress on a frozen teacher's noise prediction instead of the true noise (stop-gradient)."""
+    """Regress on a frozen teacher's noise prediction instead of the true noise (stop-gradient).
+
+    A teacher is a genleak target or a bare diffusers UNet (a user's own training loop)."""
 
     @staticmethod
     def teacher_eps(teacher: Any, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """The teacher's UNet on the student's exact input; ``cond`` (text-encoder states) is passed
-        as is, since teachers and student share the frozen text encoder (and the dropped captions)."""
+        """The teacher's UNet on the student's exact input; ``cond`` (text-encoder states, or integer
+        class labels) is passed as is, since teachers and student share the frozen text encoder (and
+        the dropped captions)."""
         with torch.no_grad():
-            unet = teacher.unet
+            unet = teacher if isinstance(teacher, torch.nn.Module) else teacher.unet
             if next(unet.parameters()).device != x_t.device:
                 unet.to(x_t.device)
             if cond is None:
                 return unet(x_t, t, return_dict=False)[0].detach()
-            return unet(x_t, t, encoder_hidden_states=cond, return_dict=False)[0].detach()
+            key = "encoder_hidden_states" if cond.is_floating_point() else "class_labels"
+            return unet(x_t, t, return_dict=False, **{key: cond})[0].detach()
 
 
 class AlternatingDistillation(TeacherTargets):
@@ -103,6 +107,7 @@ def train_distillmd(
     out_dir: str | Path | None,
     *,
     init: str = "scratch",
+    target: str | Path | None = None,
     progress: bool = True,
 ) -> Any:
     """Algorithm 2 on the teachers of ``genleak defend disjoint``; returns the student target.
@@ -111,11 +116,22 @@ def train_distillmd(
     for ``init="scratch"``; use the baseline's values for a fair comparison (appendix A.2.2).
     Latent (and text-to-image) teachers train a latent student on their VAE and text encoder
     (``train_distillmd_latent``) with the same steps, batch size, lr, EMA, seed and channels.
+    With ``target`` (the audited model's folder) the student is a UNet of the target's architecture,
+    scheduler and conditioning (pixel or latent), trained on the teachers' split.
     """
     from genleak.defenses.disjoint import halves_of, load_teachers
     from genleak.targets.latent import LatentDiffusionTarget
 
     t1, t2, split = load_teachers(teachers_dir)
+    if target is not None:
+        from genleak.defenses.from_target import TargetSpec
+
+        spec = TargetSpec.load(target)
+        spec.check_schedule(t1, t2)
+        config = dataclasses.replace(config, extra={**config.extra, "defense": "distillmd", "init": init,
+                                                    "teachers": [t1.fingerprint(), t2.fingerprint()]})
+        hooks = AlternatingDistillation(t1, t2, *halves_of(split), config.batch_size, seed=config.seed)
+        return spec.train(split, config, out_dir, unet=student_init(init, (t1, t2)), hooks=hooks, progress=progress)
     if isinstance(t1, LatentDiffusionTarget):
         from genleak.train.latent import LatentTrainConfig
 

@@ -180,9 +180,13 @@ def train_dpsgd(
     out_dir: str | Path | None,
     *,
     unet: torch.nn.Module | None = None,
+    target: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the target on ``split``'s members with DP-SGD; returns (target, privacy report).
+
+    With ``target`` (the audited model's folder) the private model is a fresh UNet of its
+    architecture, scheduler and conditioning (pixel or latent; ``defenses.from_target``).
 
     The report (also ``OUT/dp.json``) holds the spent epsilon at ``delta``, the noise multiplier,
     the sample rate, the steps, the accountant and the noise source (also in the training record).
@@ -196,6 +200,12 @@ def train_dpsgd(
         raise GenleakError(f"DP-SGD batch size {config.batch_size} exceeds the {n} members; lower --batch-size")
     sample_rate = config.batch_size / n
     sigma = solve_noise_multiplier(dp, sample_rate, config.steps)
+    spec = None
+    if target is not None:
+        from genleak.defenses.from_target import TargetSpec
+
+        spec = TargetSpec.load(target)
+        unet = spec.fresh_unet(config.seed) if unet is None else unet
     if unet is None:
         torch.manual_seed(config.seed)
         unet = build_unet(images.shape[-1], images.shape[1], tuple(config.block_out_channels),
@@ -205,8 +215,11 @@ def train_dpsgd(
                                                 "max_grad_norm": dp.max_grad_norm, "delta": dp.delta,
                                                 "accountant": dp.accountant, "noise_source": dp.noise_source})
     hooks = DPSGDHooks(n, config.batch_size, sigma, dp, seed=config.seed)
-    target = train_ddpm(images, config, out_dir, split_manifest=split.to_manifest(), progress=progress,
-                        unet=unet, hooks=hooks)
+    if spec is not None:
+        model = spec.train(split, config, out_dir, unet=unet, hooks=hooks, progress=progress)
+    else:
+        model = train_ddpm(images, config, out_dir, split_manifest=split.to_manifest(), progress=progress,
+                           unet=unet, hooks=hooks)
     # train_ddpm returns only after all config.steps steps (or loads a finished run), so the spent
     # budget is the planned one; computing it from (sigma, q, steps) also covers a loaded run.
     report = {
@@ -230,7 +243,7 @@ def train_dpsgd(
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / DP_FILE, {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                                      for k, v in report.items()})
-    return target, report
+    return model, report
 
 
 def spent_epsilon(noise_multiplier: float, sample_rate: float, steps: int, dp: DPConfig) -> float:

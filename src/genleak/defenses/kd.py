@@ -37,12 +37,25 @@ def train_kd(
     out_dir: str | Path | None,
     *,
     init: str = "scratch",
+    target: str | Path | None = None,
     progress: bool = True,
 ) -> Any:
-    """Distil the teacher in ``teacher_dir`` into a student on ``split``'s members (table 10's "Normal KD")."""
-    from genleak.targets import DiffusionTarget
+    """Distil the teacher in ``teacher_dir`` into a student on ``split``'s members (table 10's "Normal KD").
 
-    teacher = DiffusionTarget.from_pretrained(teacher_dir)
+    With ``target`` (the audited model's folder, usually also the teacher) the student is a fresh UNet
+    of the target's architecture, scheduler and conditioning (pixel or latent)."""
+    from genleak.targets.loading import load_target
+
+    teacher = load_target(teacher_dir)
+    if target is not None:
+        from genleak.defenses.from_target import TargetSpec
+
+        spec = TargetSpec.load(target)
+        spec.check_schedule(teacher)
+        config = dataclasses.replace(config, extra={**config.extra, "defense": "kd", "init": init,
+                                                    "teacher": teacher.fingerprint()})
+        return spec.train(split, config, out_dir, unet=student_init(init, (teacher, teacher)),
+                          hooks=SingleTeacher(teacher), progress=progress)
     unet = student_init(init, (teacher, teacher))
     if unet is not None:
         config = dataclasses.replace(config, block_out_channels=tuple(unet.config.block_out_channels))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,16 @@ class TrainHooks:
     def after_step(self, step: int) -> None:
         """Called after each optimiser step (``step`` counts completed steps)."""
 
+    def evaluate(self, step: int, make_target: Callable[[], Any]) -> bool:
+        """Called after ``after_step``; ``make_target()`` builds a target of the weights the run would
+        publish now (the EMA when there is one). True stops training here (the run is then published
+        as finished at this step: a leakage threshold, ``genleak.defenses.monitor``)."""
+        return False
+
+    def record(self) -> dict[str, Any]:
+        """Extra JSON entries for the run record (e.g. a leakage curve)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -120,6 +131,8 @@ def train_ddpm(
     progress: bool = True,
     unet: torch.nn.Module | None = None,
     hooks: TrainHooks | None = None,
+    scheduler: Any = None,
+    labels: torch.Tensor | None = None,
 ) -> DiffusionTarget:
     """Train (or continue training) a DDPM on ``images`` in [-1, 1] (N, C, H, W).
 
@@ -127,6 +140,8 @@ def train_ddpm(
     already holding a finished run with the same config is loaded instead of retrained. ``unet``
     starts from given weights (fine-tuning) instead of a fresh ``build_unet``. ``hooks`` replaces
     parts of the loop (batch choice, regression target, gradient privatisation; see ``TrainHooks``).
+    ``scheduler`` (any diffusers scheduler with ``alphas_cumprod``, e.g. the audited model's) replaces
+    ``default_scheduler``; ``labels`` (N,) are class labels for a class-conditional ``unet``.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -147,7 +162,9 @@ def train_ddpm(
         images.shape[-1], images.shape[1], tuple(config.block_out_channels), config.layers_per_block, config.attention
     )
     model.train()
-    scheduler = default_scheduler(config.num_train_timesteps)
+    scheduler = scheduler if scheduler is not None else default_scheduler(config.num_train_timesteps)
+    if labels is not None and len(labels) != images.shape[0]:
+        raise GenleakError(f"{len(labels)} class labels for {images.shape[0]} images")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
     # Each process draws its own batches: the sampler is seeded by (seed, process index).
@@ -174,18 +191,26 @@ def train_ddpm(
     model, optimizer = hooks.prepare(model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     data = images.to(accelerator.device)
+    classes = torch.as_tensor(labels, dtype=torch.long).to(accelerator.device) if labels is not None else None
     acp = scheduler.alphas_cumprod.to(accelerator.device, torch.float32)
+    T = int(scheduler.config.num_train_timesteps)
+
+    def make_target() -> DiffusionTarget:
+        current = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
+        return DiffusionTarget(copy.deepcopy(current).eval(), scheduler, device=accelerator.device)
+
     start_time = time.time()
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress, leave=False)
     while step < config.steps:
         idx, perm, cursor = next_batch(hooks, step, n, config.batch_size, gen, perm, cursor)
         x0 = data[idx.to(data.device)]
         noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-        t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
+        t = torch.randint(0, T, (x0.shape[0],), generator=gen).to(x0.device)
         a = acp[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = model(x_t, t, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step))
+        cond = classes[idx.to(data.device)] if classes is not None else None
+        pred = model(x_t, t, return_dict=False, **({"class_labels": cond} if cond is not None else {}))[0]
+        loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=cond))
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
@@ -195,11 +220,12 @@ def train_ddpm(
         hooks.after_step(step)
         losses.append(loss.item())
         check_loss(losses[-1], step)
+        stop = hooks.evaluate(step, make_target)
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
         if ckpt_path is not None and accelerator.is_main_process and (
-            step % config.checkpoint_every == 0 or step == config.steps
+            step % config.checkpoint_every == 0 or step == config.steps or stop
         ):
             atomic_save_torch(
                 ckpt_path,
@@ -217,11 +243,14 @@ def train_ddpm(
                     **data_info,
                 },
             )
+        if stop:
+            break
     bar.close()
     final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
     target = DiffusionTarget(copy.deepcopy(final).eval(), scheduler)
     if out is not None and accelerator.is_main_process:
-        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, data_info)
+        _save_run(target, out, config, losses, time.time() - start_time, split_manifest,
+                  {**data_info, **hooks.record()})
     return target
 
 
@@ -234,7 +263,8 @@ def _save_run(
     split_manifest: dict[str, Any] | None,
     data_info: dict[str, Any],
 ) -> None:
-    """Write the pipeline folder via a staging directory, then the run record last."""
+    """Write the pipeline folder via a staging directory, then the run record last (``data_info``:
+    the training data's fingerprints and the hooks' ``record()``)."""
     publish_folder(out, target.save_pretrained)
     if split_manifest is not None:
         atomic_write_json(out / "split.json", split_manifest)

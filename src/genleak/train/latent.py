@@ -116,6 +116,7 @@ def train_latent(
     caption_template: str | None = None,
     split_manifest: dict[str, Any] | None = None,
     hooks: TrainHooks | None = None,
+    labels: torch.Tensor | None = None,
     progress: bool = True,
 ) -> LatentDiffusionTarget:
     """Train (or continue, or fine-tune) a latent UNet on ``images`` in [-1, 1] (N, C, H, W).
@@ -124,7 +125,8 @@ def train_latent(
     diversification); needed when ``config.text`` or when ``init`` is text-conditioned. ``init``
     fine-tunes an existing target (its VAE, text encoder and schedule are kept). ``hooks`` change
     the batches and the regression target as in ``genleak.train.train_ddpm`` (DistillMD on latent
-    targets); their ``regression_target`` also gets ``cond``, the batch's text-encoder states.
+    targets); their ``regression_target`` also gets ``cond``, the batch's text-encoder states (or
+    class labels: ``labels`` (N,) condition a class-conditional unconditional-text UNet).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -155,6 +157,8 @@ def train_latent(
             raise GenleakError(f"{len(captions)} caption lists for {images.shape[0]} images")
         if any(len(c) == 0 for c in captions):
             raise GenleakError("every image needs at least one caption")
+    if labels is not None and (text or len(labels) != images.shape[0]):
+        raise GenleakError(f"class labels need one label per image ({len(labels)} for {images.shape[0]}) and no text")
     if int(vae.config.in_channels) != images.shape[1]:
         raise GenleakError(f"the VAE takes {vae.config.in_channels}-channel images, got {images.shape[1]} channels")
 
@@ -211,6 +215,14 @@ def train_latent(
     model, optimizer = hooks.prepare(model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     acp = scheduler.alphas_cumprod.to(device, torch.float32)
+    classes = torch.as_tensor(labels, dtype=torch.long).to(device) if labels is not None else None
+
+    def make_target() -> LatentDiffusionTarget:
+        current = copy.deepcopy(ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))).eval()
+        return LatentDiffusionTarget(vae, current.merge_and_unload() if lora else current, scheduler,
+                                     text_encoder if text else None, tokenizer if text else None,
+                                     caption_template=caption_template, device=device)
+
     start_time = time.time()
     bar = tqdm(total=config.steps, initial=step, desc="train-latent", unit="step", disable=not progress, leave=False)
     while step < config.steps:
@@ -232,8 +244,8 @@ def train_latent(
             states = table[ids.to(device)]
             pred = model(x_t, t, encoder_hidden_states=states, return_dict=False)[0]
         else:
-            states = None
-            pred = model(x_t, t, return_dict=False)[0]
+            states = classes[idx.to(device)] if classes is not None else None
+            pred = model(x_t, t, return_dict=False, **({"class_labels": states} if states is not None else {}))[0]
         loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=states))
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -244,10 +256,12 @@ def train_latent(
         hooks.after_step(step)
         losses.append(loss.item())
         check_loss(losses[-1], step)
+        stop = hooks.evaluate(step, make_target)
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-        if ckpt is not None and accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
+        if ckpt is not None and accelerator.is_main_process and (step % config.checkpoint_every == 0
+                                                                 or step == config.steps or stop):
             atomic_save_torch(ckpt, {
                 "config": config.to_dict(),
                 "model": hooks.unwrap(accelerator.unwrap_model(model)).state_dict(),
@@ -257,6 +271,8 @@ def train_latent(
                 "perm": perm, "cursor": cursor, "step": step, "losses": losses, "hooks": hooks.state_dict(),
                 **data_info,
             })
+        if stop:
+            break
     bar.close()
     final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
     final = copy.deepcopy(final).eval()
@@ -267,7 +283,8 @@ def train_latent(
     target = LatentDiffusionTarget(vae, final.requires_grad_(False), scheduler, text_encoder if text else None,
                                    tokenizer if text else None, caption_template=caption_template, device=device)
     if out is not None and accelerator.is_main_process:
-        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, captions, data_info)
+        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, captions,
+                  {**data_info, **hooks.record()})
     return target
 
 
