@@ -9,6 +9,7 @@ import torch
 from genleak.attacks import available_attacks, get_attack
 from genleak.errors import GenleakError
 from genleak.metrics import auc
+from genleak.targets.base import PixelDiffusion
 
 
 def _auc(attack, target, members, nonmembers) -> float:
@@ -84,7 +85,7 @@ def test_registry_and_declared_costs():
         get_attack("loss", tt=3)
 
 
-class CountingTarget:
+class CountingTarget(PixelDiffusion):
     """Wraps a target and counts denoiser queries per sample: NFE must be what attacks declare."""
 
     def __init__(self, inner):

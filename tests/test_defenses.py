@@ -33,6 +33,7 @@ import torch
 from genleak.attacks import get_attack
 from genleak.errors import GenleakError
 from genleak.metrics import auc, evaluate
+from genleak.targets.base import PixelDiffusion
 
 # Attacks and settings of the comparison (one place, used for every model).
 GRAY = ("loss", "secmi", "pia", "sima")
@@ -201,7 +202,7 @@ def test_adaptive_attack_rounds_2_and_3_on_dualmd(defense_setup):
 
 
 # ------------------------------------------------------------------------------------ mechanics
-class CountingTarget:
+class CountingTarget(PixelDiffusion):
     """Counts denoiser queries per sample and records which timesteps were asked."""
 
     def __init__(self, inner):

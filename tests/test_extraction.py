@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from genleak.errors import GenleakError
+from genleak.targets.base import PixelDiffusion
 
 
 def _brute_nearest(q: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +155,7 @@ def test_class_conditional_target_is_extracted_per_condition(digits8, tmp_path):
 
 
 # -- memorisation -----------------------------------------------------------------------------------------------
-class PartialMemoriser:
+class PartialMemoriser(PixelDiffusion):
     """The exact optimal denoiser of a training set in which a few images were memorised and the
     rest generalised: Diracs (weight ``copies``, i.e. duplicated) at the memorised images,
     Gaussians of per-pixel width ``h`` around the others. Trained tiny DDPMs are too erratic for the

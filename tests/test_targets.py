@@ -11,6 +11,7 @@ from genleak.attacks import get_attack
 from genleak.errors import TargetError
 from genleak.metrics import auc
 from genleak.targets import DiffusionTarget, build_unet, ddim_step, default_scheduler
+from genleak.targets.base import PixelDiffusion
 
 
 def test_save_load_round_trip_gives_identical_eps(tmp_path):
@@ -61,7 +62,7 @@ def test_ddim_step_matches_diffusers_schedulers():
         torch.testing.assert_close(ddim_step(target, x, 100, 110), expected, rtol=1e-4, atol=1e-5)
 
 
-class MemorisingTarget:
+class MemorisingTarget(PixelDiffusion):
     """The exact optimal denoiser of an empirical distribution (a model that memorised its
     training points perfectly): E[eps | x_t] under a uniform mixture of Diracs at the members.
     It implements the target protocol without diffusers, as any user model may."""

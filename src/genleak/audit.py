@@ -183,9 +183,9 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     the minimum-|P| curve says how many images that takes. Writes ``out/cdi/`` (cdi.json, scores,
     plot) and caches features in ``out/cdi/features``.
     """
-    from genleak.iar.target import IARTarget
+    from genleak.targets.base import TargetKind
 
-    if isinstance(target, IARTarget):
+    if target.target_kind is TargetKind.IAR:
         # IARs have their own dataset inference (thesis ch. 9.5.2: no scoring model on token features)
         raise SectionSkipped("image autoregressive target: run `genleak iar infer` for its dataset inference")
     import warnings as _warnings
@@ -276,45 +276,27 @@ def audit_attacks(target: Any) -> list[str]:
     supp. C.8.1). Image autoregressive targets: every ``iar-*`` attack, plain and CFG (thesis ch. 9).
     """
     from genleak.attacks import DEFAULT_ATTACKS, available_attacks
-    from genleak.iar.target import IARTarget
+    from genleak.targets.base import TargetKind
 
-    if isinstance(target, IARTarget):
+    if target.target_kind is TargetKind.IAR:
         return [a for a in available_attacks() if a.startswith("iar-")]
     names = [*DEFAULT_ATTACKS, "genbox"]
-    if is_text_conditioned(target):
+    if target.text_conditioned:
         names.append("clid")
     return names
 
 
-def is_text_conditioned(target: Any) -> bool:
-    """True for targets that answer captions and have an unconditional (null) caption."""
-    make = getattr(target, "null_condition", None)
-    if make is None:
-        return False
-    try:
-        make(1)
-    except GenleakError:  # e.g. a DualMD target over unconditional sub-models
-        return False
-    return True
-
-
 def applicable_attacks(target: Any, candidates: Sequence[str] | None = None) -> list[str]:
-    """``candidates`` (default: ``audit_attacks(target)``) that this target supports.
-
-    An attack class may define ``applies_to(target) -> bool`` (e.g. a pixel-only attack on a latent
-    target); attacks without it apply to every target.
-    """
+    """``candidates`` (default: ``audit_attacks(target)``), each checked against the target's kind
+    (``Attack.check``: an attack of another kind is refused with one line before any scoring)."""
     from genleak.attacks import attack_class
 
     names = list(candidates) if candidates is not None else audit_attacks(target)
-    out = []
+    if not names:
+        raise GenleakError("no attacks to run; pass --attacks explicitly")
     for name in names:
-        check = getattr(attack_class(name), "applies_to", None)
-        if check is None or check(target):
-            out.append(name)
-    if not out:
-        raise GenleakError(f"none of the attacks {names} applies to this target; pass --attacks explicitly")
-    return out
+        attack_class(name).check(target)
+    return names
 
 
 def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec]) -> dict[str, dict[str, Any]]:

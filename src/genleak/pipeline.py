@@ -186,7 +186,7 @@ def run_attacks(
         "member_ids": [split.members.ids[i] for i in cal_m],
         "nonmember_ids": [split.nonmembers.ids[i] for i in cal_n],
     }
-    target_info = target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()}
+    target_info = target.describe()
     if out is not None:
         _drop_stale_scores(out / "scores", target.fingerprint(), split_info["fingerprint"])
     results: list[AttackResult] = []

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from genleak.errors import DataError, GenleakError
-from genleak.targets.base import Target, working_shape
+from genleak.errors import DataError, GenleakError, TargetError
+from genleak.targets.base import Target, TargetKind, kind_phrase
 
 
 class Access(str, Enum):
@@ -46,6 +46,9 @@ class Attack(ABC):
     config_class: ClassVar[type[AttackConfig]] = AttackConfig
     needs_grad: ClassVar[bool] = False
     paper: ClassVar[str] = ""
+    # The target kinds the attack runs on, and whether it needs a text-conditioned one (``check``).
+    kinds: ClassVar[frozenset[TargetKind]] = frozenset({TargetKind.PIXEL, TargetKind.LATENT})
+    needs_text: ClassVar[bool] = False
 
     def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.config_class()
@@ -73,6 +76,14 @@ class Attack(ABC):
         """Names of the values ``score_batch`` returns per sample (one for a plain MIA)."""
         return [self.name]
 
+    @classmethod
+    def check(cls, target: Target) -> None:
+        """Refuse, with one line, a target of a kind this attack does not support (``kinds``, ``needs_text``)."""
+        if target.target_kind not in cls.kinds or (cls.needs_text and not target.text_conditioned):
+            needs = " or ".join(kind_phrase(k, cls.needs_text) for k in sorted(cls.kinds, key=list(TargetKind).index))
+            raise TargetError(f"attack '{cls.name}' needs {needs}; "
+                              f"'{type(target).__name__}' is {kind_phrase(target.target_kind, target.text_conditioned)}")
+
     @abstractmethod
     def score_batch(
         self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None
@@ -96,6 +107,7 @@ class Attack(ABC):
         ``ids`` name the samples; the noise for sample i is drawn from a generator seeded by
         (seed, attack name, ids[i]), so a score does not depend on batch size, order or sharding.
         """
+        self.check(target)
         check_images(images)
         n = images.shape[0]
         if ids is None:
@@ -115,7 +127,7 @@ class Attack(ABC):
                 with grad_ctx():
                     if self.pixel_queries:
                         x = images[start:stop].to(target.device)
-                        shape = working_shape(target)
+                        shape = target.working_shape
                     else:
                         x = target.encode(images[start:stop])
                         shape = x.shape[1:]
@@ -186,7 +198,7 @@ def check_images(images: torch.Tensor) -> None:
 
 def check_compatible(target: Target, images: torch.Tensor) -> None:
     """Shape check against a target that declares ``image_shape``."""
-    expected = getattr(target, "image_shape", None)
+    expected = target.image_shape
     if expected is not None and tuple(images.shape[1:]) != tuple(expected):
         raise DataError(
             f"images have shape (C, H, W) = {tuple(images.shape[1:])} but the target expects {tuple(expected)}"

@@ -14,7 +14,7 @@ samples; this implementation is parameter-light: it returns the raw terms as ext
 (CDI) scales itself. c_null is the target's ``null_condition`` (the empty caption, what SD's
 classifier-free guidance uses). CFG is switched off: the raw conditional prediction is compared.
 
-Needs a conditional target (``conditions`` and ``null_condition``); an unconditional one raises.
+Needs a text-conditioned target (``conditions`` and ``null_condition``); ``check`` refuses others.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
 from genleak.attacks.denoising_family import guided
 from genleak.errors import GenleakError
-from genleak.targets.base import Target, q_sample
+from genleak.targets.base import Target, TargetKind, q_sample
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class CLiDAttack(Attack):
     access = Access.GRAY_BOX
     config_class = CLiDConfig
     paper = "Zhai et al. 2024, 'Membership inference on text-to-image diffusion models via conditional likelihood discrepancy'"
+    kinds = frozenset({TargetKind.LATENT})
+    needs_text = True
 
     def __init__(self, config: CLiDConfig | None = None, **overrides: Any) -> None:
         if isinstance(overrides.get("timesteps"), list | str):
@@ -69,9 +71,7 @@ class CLiDAttack(Attack):
         return [self.name, f"{self.name}.discrepancy", f"{self.name}.neg_cond_loss", f"{self.name}.neg_uncond_loss"]
 
     def score(self, target: Target, images: torch.Tensor, ids: Any = None, **kwargs: Any) -> torch.Tensor:
-        if getattr(target, "null_condition", None) is None:
-            raise GenleakError(f"{self.name} needs a conditional target (text-to-image); "
-                               f"{type(target).__name__} has no null condition")
+        self.check(target)
         if kwargs.get("cond") is None:
             raise GenleakError(f"{self.name} needs the samples' conditions (captions); pass cond=target.conditions(samples)")
         return super().score(guided(target, 1.0), images, ids, **kwargs)

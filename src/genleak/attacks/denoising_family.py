@@ -76,12 +76,7 @@ def guided(target: Target, scale: float | None) -> Target:
     """The target answering with CFG scale ``scale`` (None: the target's own setting)."""
     if scale is None:
         return target
-    make = getattr(target, "with_guidance", None)
-    if make is None:
-        if scale == 1.0:
-            return target
-        raise GenleakError(f"guidance_scale={scale} needs a text-conditioned target (this one has no CFG)")
-    return make(scale)
+    return target.with_guidance(scale)
 
 
 class _ImageTap:
@@ -101,7 +96,7 @@ class _ImageTap:
 
 
 def _query_pixels(target: Any, x0: torch.Tensor) -> torch.Tensor:
-    images = getattr(target, "last_images", None)
+    images = target.last_images if isinstance(target, _ImageTap) else None
     if images is None or images.shape[0] != x0.shape[0]:
         return target.decode(x0)  # called outside ``score``: the VAE reconstruction stands in
     return images.to(x0.device, x0.dtype)
@@ -187,6 +182,7 @@ class DenoisingProcessAttack(Attack):
         return d
 
     def score(self, target: Target, images: torch.Tensor, ids: Any = None, **kwargs: Any) -> torch.Tensor:
+        self.check(target)  # before wrapping, so a refusal names the target, not the tap
         return super().score(_ImageTap(guided(target, self.config.guidance_scale)), images, ids, **kwargs)
 
     def score_batch(self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
@@ -283,6 +279,7 @@ class GenFromPromptAttack(Attack):
         return [self.name] + [f"{self.name}.{m}" for m in self.columns_suffix]
 
     def score(self, target: Target, images: torch.Tensor, ids: Any = None, **kwargs: Any) -> torch.Tensor:
+        self.check(target)  # before wrapping, so a refusal names the target, not the tap
         return super().score(_ImageTap(guided(target, self.config.guidance_scale)), images, ids, **kwargs)
 
     def score_batch(self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:

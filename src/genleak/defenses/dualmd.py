@@ -28,6 +28,7 @@ import torch
 
 from genleak.errors import TargetError
 from genleak.io import atomic_write_json
+from genleak.targets.base import Denoiser
 
 DUAL_FILE = "dualmd.json"
 DUAL_FORMAT = "genleak.dualmd"
@@ -35,17 +36,20 @@ DUAL_FORMAT = "genleak.dualmd"
 DEFAULT_STEPS = 50
 
 
-class DualTarget:
-    """Two denoisers on one noise schedule, alternated step by step when sampling (DualMD)."""
+class DualTarget(Denoiser):
+    """Two denoisers on one noise schedule, alternated step by step when sampling (DualMD).
 
-    def __init__(self, model_1: Any, model_2: Any, *, steps: int = DEFAULT_STEPS) -> None:
+    Its kind (pixel or latent diffusion, text-conditioned or not) is its sub-models' kind.
+    """
+
+    def __init__(self, model_1: Denoiser, model_2: Denoiser, *, steps: int = DEFAULT_STEPS) -> None:
         if not torch.equal(model_1.alphas_cumprod, model_2.alphas_cumprod):
             raise TargetError("DualMD needs both sub-models on the same noise schedule; their alphas_cumprod differ")
-        if getattr(model_1, "image_shape", None) != getattr(model_2, "image_shape", None):
-            raise TargetError(
-                f"DualMD sub-models have different image shapes {getattr(model_1, 'image_shape', None)} "
-                f"and {getattr(model_2, 'image_shape', None)}"
-            )
+        if model_1.image_shape != model_2.image_shape:
+            raise TargetError(f"DualMD sub-models have different image shapes {model_1.image_shape} and {model_2.image_shape}")
+        if model_1.target_kind != model_2.target_kind:
+            raise TargetError(f"DualMD sub-models are of different kinds: {model_1.target_kind.value} "
+                              f"and {model_2.target_kind.value}")
         if steps < 1 or steps > model_1.num_train_timesteps:
             raise TargetError(f"DualMD steps must be in 1..{model_1.num_train_timesteps}, got {steps}")
         self.models = (model_1, model_2)
@@ -53,6 +57,7 @@ class DualTarget:
         self.alphas_cumprod = model_1.alphas_cumprod
         self.num_train_timesteps = model_1.num_train_timesteps
         self.device = model_1.device
+        self.target_kind = model_1.target_kind
         self._fingerprint: str | None = None
 
     # -- the sampler-facing extension --------------------------------------------------------------
@@ -94,21 +99,23 @@ class DualTarget:
         return self.models[0].decode(x)
 
     def conditions(self, samples: Any) -> Any:
-        conditions = getattr(self.models[0], "conditions", None)
-        return conditions(samples) if conditions is not None else None
+        return self.models[0].conditions(samples)
 
     def null_condition(self, n: int) -> Any:
         """The sub-models' unconditional input (CLiD, CFG); both share one text encoder."""
-        make = getattr(self.models[0], "null_condition", None)
-        if make is None:
-            raise TargetError("this DualMD target's sub-models are unconditional: there is no null condition")
-        return make(n)
+        return self.models[0].null_condition(n)
 
     def with_guidance(self, scale: float) -> DualTarget:
         """Both sub-models answering with classifier-free guidance ``scale``."""
-        if any(getattr(m, "with_guidance", None) is None for m in self.models):
-            raise TargetError("classifier-free guidance needs text-conditioned sub-models")
         return DualTarget(*(m.with_guidance(scale) for m in self.models), steps=self.steps)
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.models[0].text_conditioned
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.models[0].num_classes
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -124,15 +131,14 @@ class DualTarget:
         return self.models[0].image_shape
 
     @property
-    def latent_shape(self) -> tuple[int, int, int] | None:
-        """The sub-models' working shape when they are latent models (None for pixel DDPMs)."""
-        return getattr(self.models[0], "latent_shape", None)
+    def working_shape(self) -> tuple[int, ...]:
+        return self.models[0].working_shape
 
     def ddim_scheduler(self, num_inference_steps: int) -> Any:
         return self.models[0].ddim_scheduler(num_inference_steps)
 
     def describe(self) -> dict[str, Any]:
-        subs = [m.describe() if hasattr(m, "describe") else {"fingerprint": m.fingerprint()} for m in self.models]
+        subs = [m.describe() for m in self.models]
         return {
             "kind": "dualmd",
             "steps": self.steps,

@@ -161,7 +161,7 @@ def evaluate_defense(
         models[name] = {
             "folder": str(folder),
             "role": "baseline" if folder == folders[0] else "defended",
-            "target": target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()},
+            "target": target.describe(),
             "attacks": attack_rows,
             "quality": quality,
             "seconds": round(time.perf_counter() - start, 2),

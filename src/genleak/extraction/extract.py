@@ -206,7 +206,7 @@ def extract(
         overlap = set(train.hashes) & set(heldout.hashes)
         if overlap:
             raise DataError(f"{len(overlap)} held-out images are also training images; the false-positive guard needs disjoint sets")
-    expected = getattr(target, "image_shape", None)
+    expected = target.image_shape
     if expected is not None and tuple(expected) != train.shape:
         raise DataError(f"training images have shape {train.shape} but the target generates {tuple(expected)}")
     conds = _generation_conditions(target, train, conditions)
@@ -232,7 +232,7 @@ def extract(
     timings["nearest_neighbour"] = time.perf_counter() - start
 
     extracted, false_pos = flag_extracted(nb_train.distance, None if nb_held is None else nb_held.distance, config)
-    info = target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()}
+    info = target.describe()
     return ExtractionResult(
         config=config,
         generated=generated,
@@ -301,8 +301,7 @@ def write_extraction(result: ExtractionResult, out_dir: str | Path, train: Image
 # -- helpers -----------------------------------------------------------------------------------------
 def _generation_conditions(target: Any, train: ImageSet, conditions: list[Any] | None) -> list[Any]:
     """[None] for unconditional targets; else the requested or the training set's distinct conditions."""
-    get = getattr(target, "conditions", None)
-    train_conds = get(train) if get is not None else None
+    train_conds = target.conditions(train)
     if train_conds is None:
         if conditions:
             raise GenleakError("the target is unconditional; generate without --conditions")

@@ -153,8 +153,7 @@ def rank_images(
     """
     start = time.perf_counter()
     images.validate("images to rank")
-    get = getattr(target, "conditions", None)
-    cond = get(images) if get is not None else None
+    cond = target.conditions(images)
     te = t_errors(target, images.images, images.ids, cond=cond, t_sec=t_sec, interval=interval, seed=seed,
                   batch_size=batch_size, progress=progress).numpy().astype(np.float64)
     labels = None
@@ -280,4 +279,4 @@ def write_memorization(result: MemorizationResult, out_dir: str | Path) -> Path:
 
 
 def _describe(target: Any) -> dict[str, Any]:
-    return target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()}
+    return target.describe()

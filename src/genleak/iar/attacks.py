@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack
 from genleak.errors import GenleakError
+from genleak.targets.base import TargetKind
 
 # Supp. D.5.2: "K is a hyperparameter, selected from {10, 20, 30, 40, 50}" (Min-K%, Min-K%++, SURP).
 K_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -113,7 +114,7 @@ def token_stats(
     mar: dict[str, Any] | None = None,
 ) -> TokenStats:
     """Per-token quantities of ``target`` on ``tokens`` (discrete) or latents (MAR)."""
-    if getattr(target, "discrete", True):
+    if target.discrete:
         return stats_from_logits(iar_logits(target, tokens, labels, cfg_diff), tokens)
     opts = dict(mar or {})
     if cfg_diff:
@@ -264,11 +265,22 @@ class CamiaConfig(IARAttackConfig):
 
 
 class IARAttack(Attack):
-    """Base of the IAR attacks: ``encode`` gave tokens; one (or two, CFG) passes give the stats."""
+    """Base of the IAR attacks: ``encode`` gave tokens; one (or two, CFG) passes give the stats.
+
+    Each family is one class, ``iar-<family>``, with a ``-cfg`` subclass that defaults to the CFG
+    difference (``cfg_diff``; an explicit config is used as given).
+    """
 
     access = Access.GRAY_BOX  # per-token logits / per-token losses, no gradients
+    kinds = frozenset({TargetKind.IAR})
     family: ClassVar[str] = ""
+    cfg_default: ClassVar[bool] = False
     paper = "Kowalczyk, Dubinski et al., 'Privacy Attacks on Image AutoRegressive Models' (thesis ch. 9)"
+
+    def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
+        if config is None and self.cfg_default:
+            overrides.setdefault("cfg_diff", True)
+        super().__init__(config, **overrides)
 
     @property
     def nfe(self) -> int:
@@ -281,8 +293,6 @@ class IARAttack(Attack):
         return {k: getattr(c, k) for k in ("k", "max_entropy", "signal") if hasattr(c, k)}
 
     def score_batch(self, target: Any, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
-        if not hasattr(target, "null_class"):
-            raise GenleakError(f"attack '{self.name}' needs an IAR target (genleak.iar), got {type(target).__name__}")
         if cond is None:
             raise GenleakError(f"attack '{self.name}' needs class labels (cond=...) for the class-conditional IAR")
         labels = target.labels(cond)
@@ -293,32 +303,88 @@ class IARAttack(Attack):
         return statistic(self.family, s, self.params())
 
 
-def _make(family: str, config_class: type[IARAttackConfig], doc: str) -> None:
-    """Register ``iar-<family>`` (plain logits) and ``iar-<family>-cfg`` (CFG difference)."""
-    for cfg in (False, True):
-        name = f"iar-{family}" + ("-cfg" if cfg else "")
+@register_attack
+class IARLossAttack(IARAttack):
+    """Loss attack: mean per-token log-probability (Yeom et al. 2018)."""
 
-        def __init__(self: Attack, config: AttackConfig | None = None, _cfg: bool = cfg, **overrides: Any) -> None:
-            if config is None and _cfg:
-                overrides.setdefault("cfg_diff", True)
-            Attack.__init__(self, config, **overrides)
-
-        cls = type(
-            f"IAR{family.capitalize()}{'CFG' if cfg else ''}Attack",
-            (IARAttack,),
-            {"name": name, "family": family, "config_class": config_class, "__init__": __init__,
-             "__doc__": doc + (" On CFG-difference logits." if cfg else ""), "__module__": __name__},
-        )
-        register_attack(cls)
+    name, family, config_class = "iar-loss", "loss", IARAttackConfig
 
 
-_make("loss", IARAttackConfig, "Loss attack: mean per-token log-probability (Yeom et al. 2018).")
-_make("zlib", IARAttackConfig, "Zlib ratio: mean log-probability over zlib length (Carlini et al. 2021).")
-_make("mink", KConfig, "Min-K% Prob: mean of the lowest K% token log-probs (Shi et al. 2024).")
-_make("minkpp", KConfig, "Min-K%++: lowest K% of vocabulary-normalised log-probs (Zhang et al. 2024, eq. D.2).")
-_make("hinge", IARAttackConfig, "Hinge: true-token logit minus the largest other (Bertran et al. 2024).")
-_make("surp", SurpConfig, "SURP: mean log-prob of low-entropy low-probability tokens (eq. D.4-D.5).")
-_make("camia", CamiaConfig, "CAMIA: context-aware signals of the log-prob trajectory (Chang et al. 2024).")
+@register_attack
+class IARLossCFGAttack(IARLossAttack):
+    name, cfg_default = "iar-loss-cfg", True
+
+
+@register_attack
+class IARZlibAttack(IARAttack):
+    """Zlib ratio: mean log-probability over zlib length (Carlini et al. 2021)."""
+
+    name, family, config_class = "iar-zlib", "zlib", IARAttackConfig
+
+
+@register_attack
+class IARZlibCFGAttack(IARZlibAttack):
+    name, cfg_default = "iar-zlib-cfg", True
+
+
+@register_attack
+class IARMinkAttack(IARAttack):
+    """Min-K% Prob: mean of the lowest K% token log-probs (Shi et al. 2024)."""
+
+    name, family, config_class = "iar-mink", "mink", KConfig
+
+
+@register_attack
+class IARMinkCFGAttack(IARMinkAttack):
+    name, cfg_default = "iar-mink-cfg", True
+
+
+@register_attack
+class IARMinkppAttack(IARAttack):
+    """Min-K%++: lowest K% of vocabulary-normalised log-probs (Zhang et al. 2024, eq. D.2)."""
+
+    name, family, config_class = "iar-minkpp", "minkpp", KConfig
+
+
+@register_attack
+class IARMinkppCFGAttack(IARMinkppAttack):
+    name, cfg_default = "iar-minkpp-cfg", True
+
+
+@register_attack
+class IARHingeAttack(IARAttack):
+    """Hinge: true-token logit minus the largest other (Bertran et al. 2024)."""
+
+    name, family, config_class = "iar-hinge", "hinge", IARAttackConfig
+
+
+@register_attack
+class IARHingeCFGAttack(IARHingeAttack):
+    name, cfg_default = "iar-hinge-cfg", True
+
+
+@register_attack
+class IARSurpAttack(IARAttack):
+    """SURP: mean log-prob of low-entropy low-probability tokens (eq. D.4-D.5)."""
+
+    name, family, config_class = "iar-surp", "surp", SurpConfig
+
+
+@register_attack
+class IARSurpCFGAttack(IARSurpAttack):
+    name, cfg_default = "iar-surp-cfg", True
+
+
+@register_attack
+class IARCamiaAttack(IARAttack):
+    """CAMIA: context-aware signals of the log-prob trajectory (Chang et al. 2024)."""
+
+    name, family, config_class = "iar-camia", "camia", CamiaConfig
+
+
+@register_attack
+class IARCamiaCFGAttack(IARCamiaAttack):
+    name, cfg_default = "iar-camia-cfg", True
 
 
 def iar_attack_names(discrete: bool = True, cfg: bool | None = None) -> list[str]:

@@ -34,17 +34,17 @@ from genleak.errors import TargetError
 from genleak.iar.rar import RARConfig, RARModel
 from genleak.iar.var import VARConfig, VARModel, scale_index
 from genleak.iar.vq import VQConfig, VQTokenizer
+from genleak.targets.base import Autoregressive
 
 IAR_FORMAT = "genleak.iar"
 IAR_VERSION = 1
 CONFIG_FILE = "config.json"
 
 
-class IARTarget:
+class IARTarget(Autoregressive):
     """Common part of the IAR adapters: device, labels, noise, fingerprint, folders."""
 
-    kind: ClassVar[str] = ""
-    discrete: ClassVar[bool] = True
+    kind: ClassVar[str] = ""  # the architecture: var, rar or mar
 
     def __init__(self, tokenizer: nn.Module, model: nn.Module, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device) if device is not None else torch.device("cpu")

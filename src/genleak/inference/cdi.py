@@ -498,9 +498,7 @@ def run_cdi(
             warnings.warn(blind.message(), stacklevel=2)
             if config.fail_on_shift:
                 raise DataError(blind.message())
-    conditions = getattr(target, "conditions", None)
-    cond_p = conditions(suspect) if conditions is not None else None
-    cond_u = conditions(reference) if conditions is not None else None
+    cond_p, cond_u = target.conditions(suspect), target.conditions(reference)
     common = dict(cache_dir=cache_dir, seed=config.seed, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress)
     t0 = time.perf_counter()
     fp = extract_features(target, suspect, specs, cond=cond_p, **common)
@@ -516,7 +514,7 @@ def run_cdi(
     result.provenance = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command,
-        "target": target.describe() if hasattr(target, "describe") else {"fingerprint": target.fingerprint()},
+        "target": target.describe(),
         "suspect": {"n": len(suspect), "source": suspect.source},
         "reference": {"n": len(reference), "source": reference.source},
         "config": config.to_dict(),
@@ -537,8 +535,7 @@ def features_for(
 ) -> FeatureMatrix:
     """Feature matrix of ``images`` under ``config``'s feature set (for experiments and tests)."""
     specs = parse_features(config.features, config.feature_params)
-    conditions = getattr(target, "conditions", None)
-    cond = conditions(images) if conditions is not None else None
+    cond = target.conditions(images)
     return extract_features(
         target, images, specs, cache_dir=cache_dir, seed=config.seed, batch_size=config.batch_size,
         chunk_size=config.chunk_size, progress=progress, cond=cond,

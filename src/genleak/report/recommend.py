@@ -725,7 +725,7 @@ def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 
     data = load_results(out)
     if not isinstance(data.get("target"), dict) or not data["target"].get("kind"):
-        kind = (target.describe() or {}).get("kind") if hasattr(target, "describe") else None
+        kind = target.describe().get("kind")
         data = {**data, "target": {**(data.get("target") or {}), "kind": kind or "unknown"}}
     audit = dict(data.get("audit") or {})
     if not audit.get("training") and audit.get("target_path"):  # a DualMD folder records its recipe in dualmd.json

@@ -93,11 +93,6 @@ class ShakeConfig:
 
 
 # -- domains -------------------------------------------------------------------------------------------
-def _num_classes(target: Any) -> int | None:
-    unet = getattr(target, "unet", None)
-    return None if unet is None else unet.config.get("num_class_embeds")
-
-
 def _is_latent(target: Any) -> bool:
     from genleak.targets.latent import LatentDiffusionTarget
 
@@ -106,7 +101,7 @@ def _is_latent(target: Any) -> bool:
 
 def _is_text(target: Any) -> bool:
     """A text-to-image latent target: its domains are prompts."""
-    return _is_latent(target) and bool(target.conditional)
+    return _is_latent(target) and target.text_conditioned
 
 
 def domain_conditions(target: Any, domain: str | int, n: int) -> Any:
@@ -117,7 +112,7 @@ def domain_conditions(target: Any, domain: str | int, n: int) -> Any:
         if not dom or dom.lower() == "all":
             raise GenleakError(f"the target is text-conditioned: give a prompt as the domain (e.g. --domain \"a photo of ...\"), got {dom!r}")
         return [dom] * n
-    classes = _num_classes(target)
+    classes = target.num_classes
     if classes is None:
         if dom.lower() != "all":
             raise GenleakError(f"the target is unconditional: its only domain is 'all', got {dom!r}")
@@ -258,7 +253,7 @@ def check_method(target: Any, method: str) -> None:
             raise GenleakError("--method embedding (textual inversion) needs the text-conditioned target's text encoder and tokenizer; this one has none")
         return
     if _is_latent(target):
-        if not target.conditional and _num_classes(target) is not None:
+        if not target.conditional and target.num_classes is not None:
             raise GenleakError(f"--method {method}: fine-tuning class-conditional latent targets is not supported (train_latent has no class labels)")
         return
     if not isinstance(target, DiffusionTarget):
@@ -375,7 +370,7 @@ def _finetune_pixel(target: Any, data: Any, method: str, config: ShakeConfig, ra
         model.requires_grad_(True)
     n_trainable = trainable_parameters(model)
     hooks = None
-    if _num_classes(target) is not None:
+    if target.num_classes is not None:
         if data.labels is None:
             raise GenleakError("the target is class-conditional but the fine-tuning images carry no labels")
         hooks = ClassLabelHooks(torch.as_tensor(data.labels), config.batch_size)

@@ -171,7 +171,8 @@ def textual_inversion(
         raise GenleakError("textual inversion needs a text-conditioned latent target (an SD-style folder with text_encoder/ and tokenizer/)")
     if target.text_encoder is None or target.tokenizer is None:
         raise GenleakError("textual inversion needs the target's text encoder and tokenizer; this target has none")
-    embedding = getattr(target.text_encoder, "get_input_embeddings", lambda: None)()
+    encoder = target.text_encoder
+    embedding = encoder.get_input_embeddings() if hasattr(encoder, "get_input_embeddings") else None
     if not isinstance(embedding, torch.nn.Embedding):
         raise GenleakError(f"the text encoder {type(target.text_encoder).__name__} has no token-embedding table to extend")
     if images.ndim != 4 or images.shape[0] == 0:

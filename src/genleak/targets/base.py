@@ -1,65 +1,151 @@
-"""The target protocol: the only view of a model that attacks get.
+"""Target kinds: the only view of a model that attacks get.
 
 Modelled on k-diffusion's denoiser adapters: an attack asks for the predicted noise
 ``eps(x_t, t, cond)`` and for the forward-process schedule, and never touches the network,
-the scheduler class or the latent space directly. Pixel DDPMs, latent diffusion models and
-text-conditioned models all implement this protocol; attacks do not branch on target type.
+the scheduler class or the latent space directly. Each kind of model has a base class here:
+``PixelDiffusion``, ``LatentDiffusion`` (both ``Denoiser``s, unconditional, class- or
+text-conditioned) and ``Autoregressive`` (``genleak.iar``). A new target subclasses its kind's
+base, implements the few abstract methods, and inherits a documented default for every optional
+capability, so callers never probe a target with ``getattr``. Attacks declare the kinds they
+support (``Attack.kinds``) and refuse the others with one line (``Attack.check``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from enum import Enum
+from typing import Any, ClassVar
 
 import torch
 
+from genleak.errors import TargetError
 
-@runtime_checkable
-class Target(Protocol):
-    """What every diffusion target offers to attacks.
 
-    Inputs ``x`` live in the model's *working space*: pixels for a pixel DDPM, VAE latents for a
-    latent model. ``encode`` maps images in [-1, 1] (NCHW) to that space and ``decode`` maps back;
-    both are the identity for pixel models.
+class TargetKind(str, Enum):
+    """The kinds of model genleak attacks (the value reads in messages: "a pixel diffusion target")."""
+
+    PIXEL = "pixel diffusion"
+    LATENT = "latent diffusion"
+    IAR = "image-autoregressive"
+
+
+class Target(ABC):
+    """What every target offers, whatever its kind.
+
+    ``encode`` maps images in [-1, 1] (NCHW) to the model's *working space* (pixels, VAE latents,
+    tokens) and ``decode`` maps back. ``target_kind`` is a class attribute of each kind's base
+    (``DualTarget`` takes its sub-models' kind).
     """
+
+    target_kind: TargetKind
+    device: torch.device
+    # (C, H, W) of the images the model was trained on; None: undeclared, so no shape check is made.
+    image_shape: tuple[int, int, int] | None = None
+    # Answers captions and has an unconditional (empty) caption: CLiD and CFG need this.
+    text_conditioned: bool = False
+    # Number of classes of a class-conditional model; None for unconditional and text models.
+    num_classes: int | None = None
+
+    @abstractmethod
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> the model's working space."""
+
+    @abstractmethod
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's working space -> images in [-1, 1]."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A content hash of weights and schedule: keys caches and provenance."""
+
+    def conditions(self, samples: Any) -> Any:
+        """Per-sample conditions (class labels, captions) for an ``ImageSet``; None: unconditional."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for `genleak data inspect` and result provenance."""
+        return {"fingerprint": self.fingerprint()}
+
+
+class Denoiser(Target):
+    """A diffusion target (pixel or latent): noise predictions on a forward-process schedule."""
 
     alphas_cumprod: torch.Tensor  # (T,) float64 on CPU: \bar{alpha}_t, t = 0..T-1
     num_train_timesteps: int
-    device: torch.device
 
+    @abstractmethod
     def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: Any = None) -> torch.Tensor:
         """Predicted noise for a batch of noisy inputs at timestep(s) ``t``."""
-        ...
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> the model's working space."""
-        ...
+    def eps_at_step(self, x: torch.Tensor, t: int, step: int, cond: Any = None) -> torch.Tensor:
+        """The noise prediction a sampler uses at its ``step``-th denoising step (0 = the noisiest).
+        Default: ``eps(x, t, cond)``; multi-denoiser targets route by step (DualMD)."""
+        return self.eps(x, t, cond)
 
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's working space -> images in [-1, 1]."""
-        ...
+    def ddim_scheduler(self, num_inference_steps: int) -> Any:
+        """A fresh DDIM sampler on this target's schedule. Default: the target cannot be sampled."""
+        raise TargetError(f"target {type(self).__name__} has no ddim_scheduler(); it cannot be sampled")
 
-    def fingerprint(self) -> str:
-        """A content hash of weights and schedule: keys caches and provenance."""
-        ...
+    def null_condition(self, n: int) -> Any:
+        """The unconditional input for n samples (CFG, CLiD). Default: none, the target is not text-conditioned."""
+        raise TargetError(f"target {type(self).__name__} is not text-conditioned: it has no null condition")
+
+    def with_guidance(self, scale: float) -> Denoiser:
+        """The same model answering with classifier-free guidance ``scale``. Default: no CFG, so only 1."""
+        if scale == 1.0:
+            return self
+        raise TargetError(f"guidance_scale={scale} needs a text-conditioned target (this one has no CFG)")
+
+    @property
+    def working_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the working space, where samplers draw noise. Default: the image shape."""
+        if self.image_shape is None:
+            raise TargetError(f"target {type(self).__name__} declares no image_shape")
+        return tuple(self.image_shape)
 
 
-def working_shape(target: Target) -> tuple[int, ...]:
-    """(C, H, W) of the target's working space: its latent shape, else its image shape."""
-    shape = getattr(target, "latent_shape", None) or getattr(target, "image_shape", None)
-    if shape is None:
-        from genleak.errors import TargetError
+class PixelDiffusion(Denoiser):
+    """A diffusion model on pixels: ``encode``/``decode`` are the identity."""
 
-        raise TargetError(f"target {type(target).__name__} declares neither latent_shape nor image_shape")
-    return tuple(shape)
+    target_kind: ClassVar[TargetKind] = TargetKind.PIXEL
+
+
+class LatentDiffusion(Denoiser):
+    """A diffusion model on the latents of an autoencoder, optionally class- or text-conditioned."""
+
+    target_kind: ClassVar[TargetKind] = TargetKind.LATENT
+
+    @property
+    @abstractmethod
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the latents."""
+
+    @property
+    def working_shape(self) -> tuple[int, ...]:
+        return tuple(self.latent_shape)
+
+
+class Autoregressive(Target):
+    """An image autoregressive model (``genleak.iar``): ``encode`` gives tokens; discrete models
+    (VAR, RAR) offer per-token ``logits``, continuous ones (MAR) per-token ``token_losses``."""
+
+    target_kind: ClassVar[TargetKind] = TargetKind.IAR
+    discrete: ClassVar[bool] = True
+    null_class: int  # the class label that means "no class" (classifier-free guidance)
+
+
+def kind_phrase(kind: TargetKind, text: bool = False) -> str:
+    """ "a pixel diffusion target", "a text-conditioned latent diffusion target", "an image-autoregressive target"."""
+    words = f"text-conditioned {kind.value}" if text else kind.value
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words} target"
 
 
 def conditions_for(target: Target, samples: Any) -> Any:
     """The per-sample conditions (class labels, captions) ``target`` wants for ``samples``, or None."""
-    conditions = getattr(target, "conditions", None)
-    return conditions(samples) if conditions is not None else None
+    return target.conditions(samples)
 
 
-def abar(target: Target, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+def abar(target: Denoiser, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
     """\bar{alpha}_t as a tensor broadcastable against ``like`` (shape (N, 1, 1, 1))."""
     ac = target.alphas_cumprod
     if isinstance(t, int):
@@ -68,20 +154,20 @@ def abar(target: Target, t: torch.Tensor | int, like: torch.Tensor) -> torch.Ten
     return ac[t.cpu()].to(dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
 
 
-def q_sample(target: Target, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
+def q_sample(target: Denoiser, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
     """Forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (Ho et al. 2020, eq. 4)."""
     a = abar(target, t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-def predict_x0(target: Target, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
+def predict_x0(target: Denoiser, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
     """f_theta(x_t, t) = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (DualMD paper, appendix A.1)."""
     a = abar(target, t, x_t)
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def ddim_step(
-    target: Target,
+    target: Denoiser,
     x: torch.Tensor,
     t_from: int,
     t_to: int,
@@ -103,7 +189,7 @@ def ddim_step(
 
 
 def ddim_invert(
-    target: Target, x0: torch.Tensor, t_end: int, interval: int, cond: Any = None
+    target: Denoiser, x0: torch.Tensor, t_end: int, interval: int, cond: Any = None
 ) -> torch.Tensor:
     """Deterministic reverse Phi_theta(x_0, t_end): DDIM inversion 0 -> t_end in steps of ``interval``.
 

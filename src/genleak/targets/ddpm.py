@@ -11,9 +11,10 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin, UNet2DModel
 
 from genleak.errors import TargetError
+from genleak.targets.base import PixelDiffusion
 
 
-class DiffusionTarget:
+class DiffusionTarget(PixelDiffusion):
     """A pixel DDPM wrapped for attacks: ``eps(x_t, t, cond)`` and the scheduler's schedule.
 
     The wrapped objects stay diffusers objects (``self.unet``, ``self.scheduler``): nothing here
@@ -60,7 +61,7 @@ class DiffusionTarget:
 
     def conditions(self, samples: Any) -> Any:
         """Class labels of an ``ImageSet`` for a class-conditional UNet; None for unconditional ones."""
-        if self.unet.config.get("num_class_embeds") is None:
+        if self.num_classes is None:
             return None
         labels = getattr(samples, "labels", None)
         if labels is None:
@@ -79,6 +80,10 @@ class DiffusionTarget:
             h.update(json.dumps(schedule, sort_keys=True, default=str).encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.unet.config.get("num_class_embeds")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -40,6 +40,7 @@ from diffusers import (
 )
 
 from genleak.errors import TargetError
+from genleak.targets.base import LatentDiffusion
 
 LATENT_META = "genleak_latent.json"
 LATENT_FORMAT = "genleak.latent"
@@ -138,7 +139,7 @@ def _digit_name(v: Any) -> str:
     return DIGIT_NAMES[v] if 0 <= v < len(DIGIT_NAMES) else str(v)
 
 
-class LatentDiffusionTarget:
+class LatentDiffusionTarget(LatentDiffusion):
     """A latent diffusion model (optionally text-to-image) wrapped for attacks.
 
     The wrapped objects stay diffusers/transformers objects (``self.vae``, ``self.unet``,
@@ -208,7 +209,7 @@ class LatentDiffusionTarget:
         if not self.conditional:
             kwargs = {}
             if cond is not None:
-                if self.unet.config.get("num_class_embeds") is None:
+                if self.num_classes is None:
                     raise TargetError("this latent target is unconditional but was given conditions")
                 kwargs["class_labels"] = torch.as_tensor(cond, device=self.device)
             self.counters["unet"] += n
@@ -234,7 +235,7 @@ class LatentDiffusionTarget:
         """Captions of an ``ImageSet`` for a text UNet (from labels via the caption template if the
         set has no captions); None for unconditional latent models."""
         if not self.conditional:
-            if self.unet.config.get("num_class_embeds") is None:
+            if self.num_classes is None:
                 return None
             labels = getattr(samples, "labels", None)
             if labels is None:
@@ -329,6 +330,14 @@ class LatentDiffusionTarget:
         return (x_t - a.sqrt() * out) / (1 - a).sqrt().clamp_min(1e-8)
 
     # -- shapes, description ---------------------------------------------------------------------
+    @property
+    def text_conditioned(self) -> bool:
+        return self.conditional
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.conditional else self.unet.config.get("num_class_embeds")
+
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         size = self.unet.config.sample_size

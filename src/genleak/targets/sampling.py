@@ -2,11 +2,11 @@
 
 Black-box attacks and quality metrics only ever see a model through what it generates; this module
 is the one sampler they use. It drives diffusers' ``DDIMScheduler`` on the target's own noise
-schedule (``DiffusionTarget.ddim_scheduler``) and asks the target for noise predictions step by
-step. A target with several denoisers (``DualTarget``, DualMD paper section 3.4) offers
-``eps_at_step(x, t, step, cond)`` and chooses which denoiser answers by the step index; every
-other target is queried through the plain protocol ``eps(x, t, cond)``. So every sampler and every
-black-box attack works on a DualMD target unchanged.
+schedule (``Denoiser.ddim_scheduler``) and asks the target for noise predictions step by step
+through ``Denoiser.eps_at_step(x, t, step, cond)``: plain targets answer ``eps(x, t, cond)``, a
+target with several denoisers (``DualTarget``, DualMD paper section 3.4) chooses which denoiser
+answers by the step index. So every sampler and every black-box attack works on a DualMD target
+unchanged.
 """
 
 from __future__ import annotations
@@ -17,33 +17,18 @@ from typing import Any
 import torch
 
 from genleak.errors import GenleakError
-from genleak.targets.base import Target, working_shape
+from genleak.targets.base import Denoiser
 
-__all__ = ["denoise", "eps_at_step", "generate", "img2img_timesteps", "sampling_scheduler"]
-
-
-def eps_at_step(target: Target, x: torch.Tensor, t: int, step: int, cond: Any = None) -> torch.Tensor:
-    """The noise prediction a sampler uses at its ``step``-th denoising step (0 = first, noisiest).
-
-    Multi-denoiser targets route by step index (DualMD alternates its two models); plain targets
-    answer ``eps(x, t, cond)``.
-    """
-    route = getattr(target, "eps_at_step", None)
-    if route is not None:
-        return route(x, t, step, cond)
-    return target.eps(x, t, cond)
+__all__ = ["denoise", "generate", "img2img_timesteps", "sampling_scheduler"]
 
 
-def sampling_scheduler(target: Target, steps: int) -> Any:
+def sampling_scheduler(target: Denoiser, steps: int) -> Any:
     """A fresh ``DDIMScheduler`` with ``steps`` inference steps on the target's noise schedule."""
     if steps < 1:
         raise GenleakError(f"sampling needs at least 1 step, got {steps}")
     if steps > target.num_train_timesteps:
         raise GenleakError(f"{steps} sampling steps exceed the target's {target.num_train_timesteps} timesteps")
-    make = getattr(target, "ddim_scheduler", None)
-    if make is None:
-        raise GenleakError(f"target {type(target).__name__} has no ddim_scheduler(); it cannot be sampled")
-    return make(steps)
+    return target.ddim_scheduler(steps)
 
 
 def img2img_timesteps(scheduler: Any, steps: int, strength: float) -> list[int]:
@@ -58,7 +43,7 @@ def img2img_timesteps(scheduler: Any, steps: int, strength: float) -> list[int]:
 
 
 def denoise(
-    target: Target,
+    target: Denoiser,
     x: torch.Tensor,
     timesteps: Sequence[int],
     scheduler: Any,
@@ -74,13 +59,13 @@ def denoise(
     ``len(timesteps)`` denoiser queries per sample.
     """
     for step, t in enumerate(timesteps):
-        eps = eps_at_step(target, x, int(t), step, cond)
+        eps = target.eps_at_step(x, int(t), step, cond)
         x = scheduler.step(eps, int(t), x, eta=eta, generator=generator, return_dict=False)[0]
     return x
 
 
 def generate(
-    target: Target,
+    target: Denoiser,
     n: int,
     steps: int = 50,
     seed: int = 0,
@@ -117,7 +102,7 @@ def generate(
             stop = min(start + batch_size, n)
             batch_cond = None if cond is None else cond[start:stop]
             if images is None:
-                shape = working_shape(target)
+                shape = target.working_shape
                 x = torch.randn((stop - start, *shape), generator=gen).to(target.device)
             else:
                 x0 = target.encode(images[start:stop].to(target.device))
