@@ -106,6 +106,22 @@ def test_target_mismatches_are_one_line_errors(audited, tmp_path, digits8):
         train_distillmd(tmp_path / "plain", _config(), tmp_path / "s", target=root / "target", progress=False)
 
 
+def test_cli_defend_disjoint_and_distill_with_target(audited, tmp_path, cli):
+    root, split = audited
+    split.save(tmp_path / "split.json")
+    common = ("--target", str(root / "target"), "--steps", "2", "--batch-size", "8", "--ema", "0")
+    code, out, err = cli("defend", "disjoint", "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "t"), *common)
+    assert code == 0, err
+    code, out, err = cli("defend", "distill", "--teachers", str(tmp_path / "t"), "--out", str(tmp_path / "s"), *common)
+    assert code == 0, err
+    from genleak.data import MembershipSplit
+
+    _check_copied(tmp_path / "s", MembershipSplit.load(tmp_path / "t" / "split.json"), root / "target")
+    code, out, err = cli("defend", "disjoint", "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "x"),
+                         "--latent", str(root / "target"), *common)
+    assert code == 2 and "not both" in err
+
+
 def load16():
     from genleak.data import load_source
 

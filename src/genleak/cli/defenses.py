@@ -43,6 +43,8 @@ LR = typer.Option(1e-3)
 BATCH = typer.Option(32, help="Batch size (DistillMD: per step, drawn from one half).")
 EMA = typer.Option(0.995, help="EMA decay; 0 disables EMA.")
 SEED = typer.Option(0)
+TARGET = typer.Option(None, help="The audited model's folder: train its UNet architecture, scheduler and conditioning "
+                      "(pixel or latent) on the split's members instead of genleak's default UNet (--channels is ignored).")
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +60,7 @@ def register(app: typer.Typer) -> None:
         dual_steps: int = typer.Option(50, help="DDIM steps of the deployed DualMD sampler (for gray-box routing)."),
         latent: Path = typer.Option(None, help="SD-style folder (e.g. the baseline LDM): train latent teachers on its VAE, "
                                     "noise schedule and, for text-to-image models, its text encoder and caption template."),
+        target: Path = TARGET,
         threads: int = THREADS,
     ) -> None:
         """Algorithm 1: split the members into two disjoint halves and train one teacher on each."""
@@ -67,8 +70,10 @@ def register(app: typer.Typer) -> None:
         set_threads(threads)
         s = MembershipSplit.load(split)
         config = _train_config(steps, channels, lr, batch_size, ema, seed)
+        if target is not None and latent is not None:
+            raise GenleakError("give --target or --latent, not both (--target also copies a latent folder's VAE and text encoder)")
         if latent is None:
-            dual = train_disjoint(s, config, out, halves_seed=halves_seed, dual_steps=dual_steps)
+            dual = train_disjoint(s, config, out, halves_seed=halves_seed, dual_steps=dual_steps, target=target)
         else:
             from genleak.targets.latent import DEFAULT_CAPTION_TEMPLATE, LatentDiffusionTarget, caption_sets
             from genleak.train.latent import LatentTrainConfig
@@ -92,14 +97,15 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="Output diffusers folder for the student (SD-style for latent teachers)."),
         init: str = typer.Option("scratch", help="Student initialisation: scratch | teacher1 | teacher2 | a diffusers folder."),
         steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
-        ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+        ema: float = EMA, seed: int = SEED, target: Path = TARGET, threads: int = THREADS,
     ) -> None:
         """Algorithm 2 (DistillMD): a student taught on each half by the other half's teacher.
         Latent and text-to-image teachers (from `defend disjoint --latent`) give a latent student."""
         from genleak.defenses.distill import train_distillmd
 
         set_threads(threads)
-        student = train_distillmd(teachers, _train_config(steps, channels, lr, batch_size, ema, seed), out, init=init)
+        student = train_distillmd(teachers, _train_config(steps, channels, lr, batch_size, ema, seed), out, init=init,
+                                  target=target)
         typer.echo(f"wrote student {out} (fingerprint {student.fingerprint()[:12]})")
 
     @defend.command("kd")
@@ -109,7 +115,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="Output diffusers folder for the student."),
         init: str = typer.Option("scratch", help="Student initialisation: scratch | a diffusers folder."),
         steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
-        ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+        ema: float = EMA, seed: int = SEED, target: Path = TARGET, threads: int = THREADS,
     ) -> None:
         """Normal single-teacher knowledge distillation (table 10's baseline)."""
         from genleak.data import MembershipSplit
@@ -117,7 +123,7 @@ def register(app: typer.Typer) -> None:
 
         set_threads(threads)
         student = train_kd(teacher, MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
-                           out, init=init)
+                           out, init=init, target=target)
         typer.echo(f"wrote KD student {out} (fingerprint {student.fingerprint()[:12]})")
 
     @defend.command("dpsgd")
@@ -131,7 +137,7 @@ def register(app: typer.Typer) -> None:
         accountant: str = typer.Option("rdp", help="rdp | prv | gdp"),
         steps: int = STEPS, channels: str = CHANNELS, lr: float = LR,
         batch_size: int = typer.Option(32, help="Expected batch size; sample rate = batch / members (Poisson)."),
-        ema: float = EMA, seed: int = SEED, threads: int = THREADS,
+        ema: float = EMA, seed: int = SEED, target: Path = TARGET, threads: int = THREADS,
         reproducible_noise: bool = typer.Option(False, "--reproducible-noise", help="Seed the privacy noise from "
                                                 "--seed (anyone with the run record can replay it: tests only)."),
     ) -> None:
@@ -143,7 +149,7 @@ def register(app: typer.Typer) -> None:
         dp = DPConfig(noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
                       max_grad_norm=max_grad_norm, accountant=accountant, reproducible_noise=reproducible_noise)
         _, report = train_dpsgd(MembershipSplit.load(split), _train_config(steps, channels, lr, batch_size, ema, seed),
-                                dp, out)
+                                dp, out, target=target)
         typer.echo(f"wrote {out}: epsilon = {report['epsilon']:.3f} at delta = {report['delta']:g} "
                    f"(noise multiplier {report['noise_multiplier']:.3f}, q = {report['sample_rate']:.3f}, "
                    f"{report['steps']} steps, {report['accountant']}, noise from {report['noise_source']})")
