@@ -217,7 +217,7 @@ def test_clid_and_cfg_need_a_conditional_target(digits8):
 
     pixel = DiffusionTarget(build_unet(8, 1, (16, 32)), default_scheduler(), device="cpu")
     x = digits8.images[:4]
-    with pytest.raises(GenleakError, match="conditional"):
+    with pytest.raises(GenleakError, match="^attack 'clid' needs a text-conditioned latent diffusion target; "):
         get_attack("clid").score(pixel, x, progress=False)
     with pytest.raises(GenleakError, match="text-conditioned"):
         get_attack("dp-baseline", guidance_scale=3.0).score(pixel, x, progress=False)
