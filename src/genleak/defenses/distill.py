@@ -6,9 +6,10 @@ teacher 1 if i is odd (Algorithm 2, lines 3-9); the loss is ||stopgrad(eps_teach
 eps_student(x_t, t)||^2 (eq. 7). Since each target is a teacher's answer on *its non-member*, the
 student's answers on members approach its answers on non-members (eq. 5 and 6).
 
-The loop is ``genleak.train.train_ddpm`` with ``AlternatingDistillation`` hooks: same checkpoints,
-resuming, EMA and output folder as the baseline, and by default the same step budget (appendix
-A.2.2).
+The loop is ``genleak.train.train_ddpm`` (``train_latent`` for latent teachers) with
+``AlternatingDistillation`` hooks: same checkpoints, resuming, EMA and output folder as the baseline,
+and by default the same step budget (appendix A.2.2). ``genleak.defenses.make_distillmd`` gives the
+same hooks to a user's own loop.
 """
 
 from __future__ import annotations

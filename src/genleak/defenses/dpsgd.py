@@ -14,9 +14,10 @@ projection are all supported by per-sample-gradient hooks; checked in tests/test
 ``ModuleValidator.fix`` is needed only for models with BatchNorm (it swaps in GroupNorm); genleak
 calls it when validation fails and records what it changed in ``dp.json``.
 
-The loop is ``genleak.train.train_ddpm`` with ``DPSGDHooks`` (GradSampleModule + DPOptimizer in
-``prepare``, Poisson batches, the accountant in ``after_step`` and in the checkpoint), so a DP run
-checkpoints and resumes like any other, accountant included.
+The loop is ``genleak.train.train_ddpm`` (or ``train_latent`` for a latent ``target=`` folder) with
+``DPSGDHooks`` (GradSampleModule + DPOptimizer in ``prepare``, Poisson batches, the accountant in
+``after_step`` and in the checkpoint), so a DP run checkpoints and resumes like any other, accountant
+included; ``genleak.defenses.make_private`` gives the same hooks to a user's own loop.
 
 The privacy noise must not be replayable: anyone who can regenerate it can subtract it from the
 released weights' updates. By default it comes from a generator seeded with OS entropy that is never
