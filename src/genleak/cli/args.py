@@ -117,8 +117,7 @@ def default_out(command: str) -> Path:
 
 def out_option(command: str, what: str) -> Any:
     """``--out`` of a command that writes a folder; ``what`` lists what goes in it."""
-    return typer.Option(default_out(command), "--out", help=f"Output folder ({what}); default genleak-out/"
-                        f"{command.replace(' ', '-')}.")
+    return typer.Option(default_out(command), "--out", help=f"Output folder ({what}).")
 
 
 
