@@ -9,7 +9,6 @@ which is written last and marks the folder as complete.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +18,10 @@ import torch
 
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
-from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
+from genleak.io import atomic_write_json, publish_folder
 from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
-from genleak.train.runs import (
-    TRAIN_RECORD,
-    check_config,
-    check_loss,
-    ema_update,
-    finished_run,
-    load_checkpoint,
-    output_folder,
-    training_data,
-)
-
-CHECKPOINT = "checkpoint/state.pt"
+from genleak.train.loop import CHECKPOINT, next_batch, run_loop  # noqa: F401  (next_batch: for hooks' callers)
+from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
 
 
 class TrainHooks:
@@ -89,18 +78,6 @@ class TrainHooks:
         pass
 
 
-def next_batch(hooks: TrainHooks, step: int, n: int, batch_size: int, gen: torch.Generator, perm: torch.Tensor,
-               cursor: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Rows for this step: the hooks' choice, else epoch-wise shuffling (every image once per epoch,
-    as ../shared/CALIBRATION.md counts epochs). Returns (rows, permutation, cursor) to carry to the next step."""
-    idx = hooks.batch_indices(step, n, gen)
-    if idx is not None:
-        return idx, perm, cursor
-    if cursor + batch_size > n:
-        perm, cursor = torch.randperm(n, generator=gen), 0
-    return perm[cursor : cursor + min(batch_size, n)], perm, cursor + batch_size
-
-
 @dataclass
 class TrainConfig(JsonConfig):
     """Training hyperparameters. Defaults: the tiny overfit setup of ../shared/CALIBRATION.md."""
@@ -144,7 +121,6 @@ def train_ddpm(
     ``default_scheduler``; ``labels`` (N,) are class labels for a class-conditional ``unet``.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
@@ -166,43 +142,14 @@ def train_ddpm(
     if labels is not None and len(labels) != images.shape[0]:
         raise GenleakError(f"{len(labels)} class labels for {images.shape[0]} images")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
-    # Each process draws its own batches: the sampler is seeded by (seed, process index).
-    gen = torch.Generator().manual_seed(config.seed * 1000 + accelerator.process_index)
-    step, losses = 0, []
-    n = images.shape[0]
-    perm, cursor = torch.randperm(n, generator=gen), 0
-
-    ckpt_path = out / CHECKPOINT if out is not None else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, config.to_dict(), data_info,
-                                ("model", "optimizer", "ema", "generator", "step", "losses", "perm", "cursor"))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
-        step, losses = state["step"], state["losses"]
-        perm, cursor = state["perm"], state["cursor"]
-        if hooks is not None:
-            hooks.load_state_dict(state.get("hooks") or {})
-
     hooks = hooks if hooks is not None else TrainHooks()
-    model, optimizer = hooks.prepare(model, optimizer)
-    model, optimizer = accelerator.prepare(model, optimizer)
     data = images.to(accelerator.device)
     classes = torch.as_tensor(labels, dtype=torch.long).to(accelerator.device) if labels is not None else None
     acp = scheduler.alphas_cumprod.to(accelerator.device, torch.float32)
     T = int(scheduler.config.num_train_timesteps)
 
-    def make_target() -> DiffusionTarget:
-        current = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
-        return DiffusionTarget(copy.deepcopy(current).eval(), scheduler, device=accelerator.device)
-
-    start_time = time.time()
-    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress, leave=False)
-    while step < config.steps:
-        idx, perm, cursor = next_batch(hooks, step, n, config.batch_size, gen, perm, cursor)
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        """Ho et al. 2020's loss: ||eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t[, y]) - target||^2."""
         x0 = data[idx.to(data.device)]
         noise = torch.randn(x0.shape, generator=gen).to(x0.device)
         t = torch.randint(0, T, (x0.shape[0],), generator=gen).to(x0.device)
@@ -210,47 +157,14 @@ def train_ddpm(
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = classes[idx.to(data.device)] if classes is not None else None
         pred = model(x_t, t, return_dict=False, **({"class_labels": cond} if cond is not None else {}))[0]
-        loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=cond))
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        if ema is not None:
-            ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
-        step += 1
-        hooks.after_step(step)
-        losses.append(loss.item())
-        check_loss(losses[-1], step)
-        stop = hooks.evaluate(step, make_target)
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-        if ckpt_path is not None and accelerator.is_main_process and (
-            step % config.checkpoint_every == 0 or step == config.steps or stop
-        ):
-            atomic_save_torch(
-                ckpt_path,
-                {
-                    "config": config.to_dict(),
-                    "model": hooks.unwrap(accelerator.unwrap_model(model)).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "generator": gen.get_state(),
-                    "perm": perm,
-                    "cursor": cursor,
-                    "step": step,
-                    "losses": losses,
-                    "hooks": hooks.state_dict(),
-                    **data_info,
-                },
-            )
-        if stop:
-            break
-    bar.close()
-    final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
+        return torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=cond))
+
+    final, losses, seconds = run_loop(
+        model, optimizer, config, hooks, loss_step, lambda m: DiffusionTarget(m, scheduler, device=accelerator.device),
+        accelerator=accelerator, n=images.shape[0], out=out, data_info=data_info, desc="train", progress=progress)
     target = DiffusionTarget(copy.deepcopy(final).eval(), scheduler)
     if out is not None and accelerator.is_main_process:
-        _save_run(target, out, config, losses, time.time() - start_time, split_manifest,
-                  {**data_info, **hooks.record()})
+        _save_run(target, out, config, losses, seconds, split_manifest, {**data_info, **hooks.record()})
     return target
 
 

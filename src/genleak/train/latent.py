@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from diffusers import DDPMScheduler
 
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
-from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
+from genleak.io import atomic_write_json, publish_folder
 from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported for training callers)
     CAPTION_VARIANTS,
     LatentDiffusionTarget,
@@ -45,19 +44,10 @@ from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported
     caption_sets,
     sd_scheduler,
 )
-from genleak.train.ddpm import TrainHooks, next_batch
-from genleak.train.runs import (
-    TRAIN_RECORD,
-    check_config,
-    check_loss,
-    ema_update,
-    finished_run,
-    load_checkpoint,
-    output_folder,
-    training_data,
-)
+from genleak.train.ddpm import TrainHooks
+from genleak.train.loop import CHECKPOINT, run_loop  # noqa: F401  (CHECKPOINT: the run folder layout, for callers)
+from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
 
-CHECKPOINT = "checkpoint/state.pt"
 LORA_DIR = "lora"
 # LoRA on the attention projections, as diffusers' train_text_to_image_lora.py does.
 LORA_ATTENTION_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
@@ -129,7 +119,6 @@ def train_latent(
     class labels: ``labels`` (N,) condition a class-conditional unconditional-text UNet).
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
@@ -186,8 +175,6 @@ def train_latent(
     hooks = hooks or TrainHooks()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
-
     mu, sigma = _posteriors(vae, images.to(device))
     sf = float(vae.config.get("scaling_factor", 1.0) or 1.0)
     shift = float(vae.config.get("shift_factor", None) or 0.0)
@@ -195,38 +182,11 @@ def train_latent(
     null_id = 0
     if text:
         table, cap_ids, null_id = _caption_table(captions, text_encoder.to(device).eval(), tokenizer, device)
-
-    gen = torch.Generator().manual_seed(config.seed * 1000 + accelerator.process_index)
-    n = images.shape[0]
-    step, losses = 0, []
-    perm, cursor = torch.randperm(n, generator=gen), 0
-    ckpt = out / CHECKPOINT if out is not None else None
-    if ckpt is not None and ckpt.is_file():
-        state = load_checkpoint(ckpt, config.to_dict(), data_info,
-                                ("model", "optimizer", "ema", "generator", "step", "losses", "perm", "cursor"))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
-        step, losses, perm, cursor = state["step"], state["losses"], state["perm"], state["cursor"]
-        hooks.load_state_dict(state.get("hooks") or {})
-
-    model, optimizer = hooks.prepare(model, optimizer)
-    model, optimizer = accelerator.prepare(model, optimizer)
     acp = scheduler.alphas_cumprod.to(device, torch.float32)
     classes = torch.as_tensor(labels, dtype=torch.long).to(device) if labels is not None else None
 
-    def make_target() -> LatentDiffusionTarget:
-        current = copy.deepcopy(ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))).eval()
-        return LatentDiffusionTarget(vae, current.merge_and_unload() if lora else current, scheduler,
-                                     text_encoder if text else None, tokenizer if text else None,
-                                     caption_template=caption_template, device=device)
-
-    start_time = time.time()
-    bar = tqdm(total=config.steps, initial=step, desc="train-latent", unit="step", disable=not progress, leave=False)
-    while step < config.steps:
-        idx, perm, cursor = next_batch(hooks, step, n, config.batch_size, gen, perm, cursor)
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        """The pixel loss on scaled VAE posterior samples, conditioned on a drawn caption (or label)."""
         b = idx.shape[0]
         z0 = mu[idx.to(device)]
         if config.sample_latents:
@@ -246,45 +206,23 @@ def train_latent(
         else:
             states = classes[idx.to(device)] if classes is not None else None
             pred = model(x_t, t, return_dict=False, **({"class_labels": states} if states is not None else {}))[0]
-        loss = torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=states))
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        if ema is not None:
-            ema_update(ema, hooks.unwrap(accelerator.unwrap_model(model)), config.ema_decay)
-        step += 1
-        hooks.after_step(step)
-        losses.append(loss.item())
-        check_loss(losses[-1], step)
-        stop = hooks.evaluate(step, make_target)
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-        if ckpt is not None and accelerator.is_main_process and (step % config.checkpoint_every == 0
-                                                                 or step == config.steps or stop):
-            atomic_save_torch(ckpt, {
-                "config": config.to_dict(),
-                "model": hooks.unwrap(accelerator.unwrap_model(model)).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "generator": gen.get_state(),
-                "perm": perm, "cursor": cursor, "step": step, "losses": losses, "hooks": hooks.state_dict(),
-                **data_info,
-            })
-        if stop:
-            break
-    bar.close()
-    final = ema if ema is not None else hooks.unwrap(accelerator.unwrap_model(model))
+        return torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=states))
+
+    def as_target(unet: Any) -> LatentDiffusionTarget:
+        return LatentDiffusionTarget(vae, unet.merge_and_unload() if lora else unet, scheduler,
+                                     text_encoder if text else None, tokenizer if text else None,
+                                     caption_template=caption_template, device=device)
+
+    final, losses, seconds = run_loop(model, optimizer, config, hooks, loss_step, as_target, accelerator=accelerator,
+                                      n=images.shape[0], out=out, data_info=data_info, desc="train-latent",
+                                      progress=progress)
     final = copy.deepcopy(final).eval()
-    if lora:
-        if out is not None and accelerator.is_main_process:
-            final.save_pretrained(str(out / LORA_DIR))  # the adapter alone (peft format)
-        final = final.merge_and_unload()
-    target = LatentDiffusionTarget(vae, final.requires_grad_(False), scheduler, text_encoder if text else None,
-                                   tokenizer if text else None, caption_template=caption_template, device=device)
+    if lora and out is not None and accelerator.is_main_process:
+        final.save_pretrained(str(out / LORA_DIR))  # the adapter alone (peft format)
+    target = as_target(final)
+    target.unet.requires_grad_(False)
     if out is not None and accelerator.is_main_process:
-        _save_run(target, out, config, losses, time.time() - start_time, split_manifest, captions,
-                  {**data_info, **hooks.record()})
+        _save_run(target, out, config, losses, seconds, split_manifest, captions, {**data_info, **hooks.record()})
     return target
 
 
