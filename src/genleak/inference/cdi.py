@@ -52,12 +52,12 @@ from genleak.inference.stats import (
     CurvePoint,
     cohens_d,
     min_suspect_size,
-    reference_size,
     resampled_curve,
     size_grid,
     ttest_power,
     welch_ttest,
 )
+from genleak.inference.stats_refit import DEFAULT_REFIT_BUDGET, refitted_curve
 
 RESULT_FORMAT = "genleak.cdi"
 RESULT_VERSION = 1
@@ -72,8 +72,15 @@ class CDIConfig:
     ``permutations`` relabelings, floor 1 / (permutations + 1)); ``"welch"`` is the thesis' parametric
     Welch p-value on the pooled out-of-fold scores, anti-conservative under H0 (measured ~2x the
     nominal rate at 0.05, 2-3x at 0.01). ``reference_ratio`` = |U| / |P| used at each suspect size of the curve
-    (table C.12.1); None keeps the inputs' own ratio. ``refit_resamples`` > 0 adds the slow, honest
-    curve that refits the scoring model on every resample (``refit_curve``) up to ``refit_max_size``.
+    (table C.12.1); None keeps the inputs' own ratio.
+
+    ``curve`` decides the headline minimum-|P| curve: ``"refit"`` (default; supplement C.5 and the
+    authors' ``cdi_perf.py``) refits the whole k-fold scorer on every resample of every size, with
+    ``refit_resamples`` resamples (0: ``n_resamples``), fewer at sizes where (|P| + |U|) x resamples
+    exceeds ``refit_budget`` rows (each point records its count); sizes above ``refit_max_size`` are
+    skipped. ``"fixed"`` makes the fixed-scorer view the headline. The fixed-scorer view (one scorer fitted
+    on all of P and U, its out-of-fold scores subsampled) is always reported next to it, labelled: it
+    overstates power at small |P|. ``n_resamples = 0`` skips both curves.
     """
 
     features: str | list[str] = "gray"
@@ -86,8 +93,10 @@ class CDIConfig:
     n_resamples: int = DEFAULT_RESAMPLES
     sizes: list[int] | None = None
     reference_ratio: float | None = None
+    curve: str = "refit"
     refit_resamples: int = 0
-    refit_max_size: int = 1000
+    refit_budget: int = DEFAULT_REFIT_BUDGET
+    refit_max_size: int | None = None
     seed: int = 0
     batch_size: int = 64
     chunk_size: int = 256
@@ -107,6 +116,10 @@ class CDIConfig:
             raise GenleakError(f"permutations must be >= 1, got {self.permutations!r}")
         if int(self.n_resamples) < 0 or int(self.refit_resamples) < 0:
             raise GenleakError("n_resamples and refit_resamples must be >= 0")
+        if self.curve not in ("refit", "fixed"):
+            raise GenleakError(f"curve must be 'refit' (the thesis' and the authors' procedure) or 'fixed', got {self.curve!r}")
+        if int(self.refit_budget) < 1:
+            raise GenleakError(f"refit_budget must be >= 1, got {self.refit_budget!r}")
         if self.reference_ratio is not None and not float(self.reference_ratio) > 0:
             raise GenleakError(f"reference_ratio must be > 0, got {self.reference_ratio!r}")
         if self.max_samples is not None and int(self.max_samples) < 2:
@@ -149,10 +162,12 @@ class CDIResult:
     coefficients: dict[str, tuple[float, float]]
     cohens_d: float
     power: float
-    curve: list[CurvePoint]
+    curve: list[CurvePoint]  # the headline curve: refitted scorer unless curve_method == "fixed"
     min_suspect_size: int | None
-    refit_curve: list[dict[str, Any]] | None = None
-    min_suspect_size_refit: int | None = None
+    curve_method: str = "refit"
+    fixed_curve: list[CurvePoint] = field(default_factory=list)  # fixed-scorer view (overstates power at small n)
+    min_suspect_size_fixed: int | None = None
+    p_values: dict[str, dict[str, float] | None] = field(default_factory=dict)  # {"welch"|"permutation": {one/two-sided}}
     shift_detected: bool = False
     guards: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -161,6 +176,10 @@ class CDIResult:
     scores_u: np.ndarray | None = None
     features_p: np.ndarray | None = None  # the scorer's inputs, saved so `genleak verify` can refit and re-test
     features_u: np.ndarray | None = None
+
+    @property
+    def min_suspect_size_refit(self) -> int | None:
+        return self.min_suspect_size if self.curve_method == "refit" else None
 
     @property
     def t_sign(self) -> str:
@@ -184,6 +203,12 @@ class CDIResult:
                 "p_value": self.p_value,
                 "p_method": self.p_method,
                 "p_value_welch": self.p_value_welch,
+                "p_values": {
+                    **self.p_values,
+                    "verdict_uses": f"{self.p_method}, {'one' if one_sided else 'two'}-sided",
+                    "note": "thesis ch. 8.4.3: one-sided Welch (H1: mean score(P) > mean score(U)); the authors' code "
+                    "(CDI and IAR evaluate.py get_p_value: scipy ttest_ind, equal_var=False) computes two-sided",
+                },
                 "permutation": self.permutation,
                 "t_statistic": self.t_statistic,
                 "t_sign": self.t_sign,
@@ -205,25 +230,41 @@ class CDIResult:
                     "power_at_alpha": self.power,
                     "note": "power of the t-test at alpha = the dataset test's TPR@FPR=alpha (supplement C.17)",
                 },
-                "min_p_curve": {
-                    "method": "scores from one k-fold fit on all of P and U; 1 random subset per resample and size "
-                    "(nested across sizes); mean p-value over resamples (supplement C.5)",
-                    "points": [p.to_dict() for p in self.curve],
-                    "min_suspect_size": self.min_suspect_size,
-                },
-                "refit_curve": None
-                if self.refit_curve is None
-                else {
-                    "method": "k-fold scoring model refitted on every resample of every size",
-                    "points": self.refit_curve,
-                    "min_suspect_size": self.min_suspect_size_refit,
-                },
+                "min_p_curve": _curve_dict(self.curve, self.min_suspect_size, self.curve_method),
+                "fixed_scorer_curve": None
+                if self.curve_method == "fixed"
+                else _curve_dict(self.fixed_curve, self.min_suspect_size_fixed, "fixed"),
                 "shift_detected": self.shift_detected,
                 "guards": self.guards,
                 "warnings": self.warnings,
                 "provenance": self.provenance,
             }
         )
+
+
+_CURVE_METHOD = {
+    "refit": "REFITTED SCORER (supplement C.5, authors' cdi_perf.py): for every size and resample the k-fold "
+    "StandardScaler + LogisticRegression is refitted on that subset alone; independent subsets per size; mean "
+    "p-value over resamples",
+    "fixed": "FIXED-SCORER VIEW: out-of-fold scores of one k-fold scorer fitted on all of P and U, subsampled "
+    "(nested across sizes); the scorer saw more data than an owner holding n samples, so this view "
+    "overstates power (and understates the minimum |P|) at small n",
+}
+
+
+def _curve_dict(points: Sequence[CurvePoint], min_size: int | None, method: str) -> dict[str, Any]:
+    counts = sorted({p.resamples for p in points if p.resamples is not None})
+    return {
+        "scorer": "refitted" if method == "refit" else "fixed",
+        "method": _CURVE_METHOD[method],
+        "resamples": counts[-1] if counts else None,
+        "resamples_min": counts[0] if counts else None,
+        "resamples_note": None if len(counts) < 2 else f"{counts[0]}-{counts[-1]} resamples per size: a size stops "
+        "after a multiple of 200 once its mean p is > 4 standard errors from alpha (its side of alpha settled), and "
+        "each size is capped at refit_budget rows of (|P| + |U|) per resample (stats_refit)",
+        "points": [p.to_dict() for p in points],
+        "min_suspect_size": min_size,
+    }
 
 
 def _json_safe(obj: Any) -> Any:
@@ -271,9 +312,12 @@ def cdi_test(
     columns = list(columns) if columns is not None else [f"f{j}" for j in range(xp.shape[1])]
     oof = cross_val_scores(xp, xu, folds=config.folds, seed=config.seed)
     sp, su = oof.scores_p, oof.scores_u
-    t, df, p_welch = (float(v) for v in welch_ttest(sp, su, config.alternative))  # type: ignore[arg-type]
-    if math.isnan(p_welch):
-        p_welch = 1.0  # both sides constant: no evidence
+    t, df, _ = (float(v) for v in welch_ttest(sp, su, "greater"))
+    # both sidednesses are reported (thesis: one-sided; the authors' code: two-sided); NaN = both sides constant
+    welch = {side: _nan_to_one(float(welch_ttest(sp, su, alt)[2]))  # type: ignore[arg-type]
+             for side, alt in (("one_sided", "greater"), ("two_sided", "two-sided"))}
+    p_welch = welch["one_sided" if config.alternative == "greater" else "two_sided"]
+    p_values: dict[str, dict[str, float] | None] = {"welch": welch, "permutation": None}
     perm = None
     p = p_welch
     if config.p_method == "permutation":
@@ -282,6 +326,7 @@ def cdi_test(
             alternative=config.alternative, seed=config.seed,
         )
         p = test.p_value
+        p_values["permutation"] = {"one_sided": test.p_one_sided, "two_sided": test.p_two_sided}
         perm = {
             "n_permutations": test.n_permutations,
             "t_observed": test.t_observed,
@@ -295,20 +340,24 @@ def cdi_test(
     for j, c in enumerate(columns):
         single[c] = {"auc": auc(xp[:, j], xu[:, j]), "tpr_at_1pct_fpr": tpr_at_fpr(xp[:, j], xu[:, j], 0.01)}
     best = max(single.items(), key=lambda kv: abs(kv[1]["auc"] - 0.5))
-    curve: list[CurvePoint] = []
     ratio = config.reference_ratio if config.reference_ratio is not None else len(su) / len(sp)
+    fixed: list[CurvePoint] = []
+    refit: list[CurvePoint] = []
     if config.n_resamples:
         sizes = _sizes(config.sizes, len(sp))
-        curve = resampled_curve(
+        fixed = resampled_curve(
             sp, su, sizes, n_resamples=config.n_resamples, alpha=config.alpha,
             alternative=config.alternative, reference_ratio=ratio, seed=config.seed,  # type: ignore[arg-type]
         )
-    refit = None
-    min_refit = None
-    if config.refit_resamples:
-        sizes = [n for n in _sizes(config.sizes, len(sp)) if n <= config.refit_max_size]
-        refit = refit_curve(xp, xu, sizes, config, ratio)
-        min_refit = _min_size_dicts(refit, config.alpha)
+        if config.curve == "refit":
+            cap = config.refit_max_size
+            refit = refitted_curve(
+                xp, xu, [n for n in sizes if cap is None or n <= cap],
+                n_resamples=config.refit_resamples or config.n_resamples, alpha=config.alpha,
+                alternative=config.alternative, reference_ratio=ratio, folds=config.folds,  # type: ignore[arg-type]
+                seed=config.seed, budget=config.refit_budget, effect_size=d,
+            )
+    curve = refit if config.curve == "refit" else fixed
     result = CDIResult(
         rejected=rejected,
         verdict="",
@@ -333,8 +382,10 @@ def cdi_test(
         power=ttest_power(d, len(sp), len(su), config.alpha, config.alternative),  # type: ignore[arg-type]
         curve=curve,
         min_suspect_size=min_suspect_size(curve, config.alpha) if curve else None,
-        refit_curve=refit,
-        min_suspect_size_refit=min_refit,
+        curve_method=config.curve,
+        fixed_curve=fixed,
+        min_suspect_size_fixed=min_suspect_size(fixed, config.alpha) if fixed else None,
+        p_values=p_values,
         scores_p=sp,
         scores_u=su,
         features_p=xp,
@@ -351,46 +402,8 @@ def _sizes(sizes: Sequence[int] | None, n_p: int) -> list[int]:
     return sorted(set(grid))
 
 
-def refit_curve(
-    xp: np.ndarray, xu: np.ndarray, sizes: Sequence[int], config: CDIConfig, reference_ratio: float
-) -> list[dict[str, Any]]:
-    """Minimum-|P| curve with the scoring model refitted on each resample: what an owner holding only
-    n suspect samples (and ratio x n unpublished ones) would get. Slow (one k-fold fit per resample
-    and size), hence a separate, smaller number of resamples; sizes below 2 x folds are skipped."""
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 7]))
-    out = []
-    for n in sizes:
-        m = reference_size(n, len(xu), reference_ratio)
-        if n < config.folds or m < config.folds:
-            continue
-        ps = np.empty(config.refit_resamples)
-        for r in range(config.refit_resamples):
-            ip = rng.choice(len(xp), n, replace=False)
-            iu = rng.choice(len(xu), m, replace=False)
-            oof = cross_val_scores(xp[ip], xu[iu], folds=config.folds, seed=int(rng.integers(2**31)))
-            pv = float(welch_ttest(oof.scores_p, oof.scores_u, config.alternative)[2])  # type: ignore[arg-type]
-            ps[r] = 1.0 if math.isnan(pv) else pv
-        out.append(
-            {
-                "n_suspect": n,
-                "n_reference": m,
-                "mean_p": float(ps.mean()),
-                "median_p": float(np.median(ps)),
-                "reject_rate": float((ps < config.alpha).mean()),
-                "resamples": config.refit_resamples,
-            }
-        )
-    return out
-
-
-def _min_size_dicts(points: Sequence[dict[str, Any]], alpha: float) -> int | None:
-    best = None
-    for pt in reversed(points):
-        if pt["mean_p"] < alpha:
-            best = pt["n_suspect"]
-        else:
-            break
-    return best
+def _nan_to_one(p: float) -> float:
+    return 1.0 if math.isnan(p) else p
 
 
 def _verdict(r: CDIResult) -> str:
@@ -585,10 +598,12 @@ def plot_min_p_curve(result: CDIResult, path: str | Path, title: str | None = No
     n = [p.n_suspect for p in result.curve]
     floor = 1e-300
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax.plot(n, [max(p.mean_p, floor) for p in result.curve], "o-", ms=3, label="mean p (fixed scorer)")
+    head = "refitted scorer" if result.curve_method == "refit" else "fixed-scorer view"
+    ax.plot(n, [max(p.mean_p, floor) for p in result.curve], "o-", ms=3, label=f"mean p ({head})")
     ax.fill_between(n, [max(p.p_ci[0], floor) for p in result.curve], [max(p.p_ci[1], floor) for p in result.curve], alpha=0.2, label="95% of resamples")
-    if result.refit_curve:
-        ax.plot([p["n_suspect"] for p in result.refit_curve], [max(p["mean_p"], floor) for p in result.refit_curve], "s--", ms=3, label="mean p (refitted scorer)")
+    if result.curve_method == "refit" and result.fixed_curve:
+        ax.plot([p.n_suspect for p in result.fixed_curve], [max(p.mean_p, floor) for p in result.fixed_curve], "s--", ms=3,
+                color="gray", label="fixed-scorer view (overstates power at small |P|)")
     ax.axhline(result.alpha, color="r", lw=0.8, ls="--", label=f"alpha = {result.alpha}")
     if result.min_suspect_size is not None:
         ax.axvline(result.min_suspect_size, color="g", lw=0.8, ls=":", label=f"min |P| = {result.min_suspect_size}")
@@ -625,11 +640,15 @@ def _p_method_text(result: CDIResult) -> str:
 def format_result(result: CDIResult) -> str:
     """The lines ``genleak infer`` prints."""
     side = "one-sided, H0: mean score(P) <= mean score(U)" if result.alternative == "greater" else "two-sided"
+    both = "; ".join(f"{name} one-sided {v['one_sided']:.3g}, two-sided {v['two_sided']:.3g}"
+                     for name, v in result.p_values.items() if v)
     lines = [
         f"verdict: {result.verdict}",
         f"p-value {result.p_value:.4g} ({_p_method_text(result)})  t = {result.t_statistic:+.3f} (sign {result.t_sign}, "
         f"df {result.df:.1f})  Welch's t-test on out-of-fold scores, {side}",
         f"parametric Welch p-value {result.p_value_welch:.3g} (the thesis' figure; anti-conservative under H0)",
+        f"p-values, both sides: {both}; the verdict uses {result.p_method}, "
+        f"{'one' if result.alternative == 'greater' else 'two'}-sided (thesis: one-sided Welch; the authors' code: two-sided)",
         f"samples: |P| = {result.n_suspect}, |U| = {result.n_reference}; features ({result.access}): {', '.join(result.features)} "
         f"({len(result.columns)} columns)",
         f"per-sample view: scorer AUC {result.scorer_auc:.3f}; best single feature {result.best_single[0]} AUC {result.best_single[1]:.3f}",
@@ -637,14 +656,18 @@ def format_result(result: CDIResult) -> str:
     ]
     if result.curve:
         ms = result.min_suspect_size
-        lines.append(f"minimum |P| with mean p < {result.alpha}: {ms if ms is not None else 'none up to ' + str(result.curve[-1].n_suspect)}")
-        lines.append("   |P|    |U|      mean p   reject   power  set-MIA")
+        head = "scorer refitted on every resample" if result.curve_method == "refit" else "FIXED-SCORER VIEW"
+        lines.append(f"minimum |P| with mean p < {result.alpha} ({head}): "
+                     f"{ms if ms is not None else 'none up to ' + str(result.curve[-1].n_suspect)}")
+        lines.append("   |P|    |U|      mean p   reject   power  set-MIA  resamples")
         for p in result.curve:
             lines.append(
                 f"{p.n_suspect:6d} {p.n_reference:6d} {p.mean_p:11.3g} {p.reject_rate:8.3f} {p.power:7.3f} {p.set_mia_tpr:8.3f}"
+                f"  {p.resamples}"
             )
-    if result.refit_curve:
-        lines.append(f"refitted-scorer curve: minimum |P| {result.min_suspect_size_refit}")
+    if result.curve_method == "refit" and result.fixed_curve:
+        lines.append(f"fixed-scorer view (one scorer fitted on all of P and U; overstates power at small |P|): "
+                     f"minimum |P| {result.min_suspect_size_fixed}")
     blind = result.guards.get("blind_classifier")
     if blind:
         lines.append(f"blind classifier AUC {blind['auc']:.3f} (p = {blind['p_value']:.2g})")

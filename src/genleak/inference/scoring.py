@@ -103,6 +103,8 @@ class PermutationTest:
     n_permutations: int
     t_null_mean: float
     t_null_std: float
+    p_one_sided: float = float("nan")  # both sidednesses from the same permutations (cdi.json reports both)
+    p_two_sided: float = float("nan")
 
 
 def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,16 +220,16 @@ def permutation_test(
         t, _, _ = welch_from_moments(m1, v1, n1, m2, v2, n2, "greater")
         t_all[start : start + b] = np.nan_to_num(t, nan=0.0)
     t_obs, t_null = t_all[0], t_all[1:]
-    if alternative == "greater":
-        exceed = int((t_null >= t_obs - 1e-12 * abs(t_obs)).sum())
-    else:
-        exceed = int((np.abs(t_null) >= abs(t_obs) - 1e-12 * abs(t_obs)).sum())
+    one = (1 + int((t_null >= t_obs - 1e-12 * abs(t_obs)).sum())) / total
+    two = (1 + int((np.abs(t_null) >= abs(t_obs) - 1e-12 * abs(t_obs)).sum())) / total
     return PermutationTest(
         t_observed=float(t_obs),
-        p_value=(1 + exceed) / total,
+        p_value=one if alternative == "greater" else two,
         n_permutations=int(n_permutations),
         t_null_mean=float(t_null.mean()),
         t_null_std=float(t_null.std()),
+        p_one_sided=one,
+        p_two_sided=two,
     )
 
 

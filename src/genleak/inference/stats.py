@@ -99,8 +99,13 @@ class CurvePoint:
     reject_rate: float  # fraction of resamples with p < alpha: the test's empirical power
     power: float  # analytic power at alpha from Cohen's d of the full score sets (supplement C.17)
     set_mia_tpr: float  # set-level MIA baseline (max score per set) TPR@1%FPR (ch. 8.5.2)
+    resamples: int | None = None  # resamples used at this size (the refitted curve: stats_refit.resamples_at)
+    mean_p_one_sided: float | None = None  # refitted curve: both sidednesses (mean_p is the configured one)
+    mean_p_two_sided: float | None = None
 
     def to_dict(self) -> dict[str, float | int | list[float]]:
+        extra = {k: getattr(self, k) for k in ("resamples", "mean_p_one_sided", "mean_p_two_sided")
+                 if getattr(self, k) is not None}
         return {
             "n_suspect": self.n_suspect,
             "n_reference": self.n_reference,
@@ -110,7 +115,7 @@ class CurvePoint:
             "reject_rate": self.reject_rate,
             "power": self.power,
             "set_mia_tpr_at_1pct_fpr": self.set_mia_tpr,
-        }
+        } | extra
 
 
 def reference_size(n_suspect: int, n_reference_total: int, reference_ratio: float | None) -> int:
@@ -198,6 +203,7 @@ def resampled_curve(
                 reject_rate=float((pj < alpha).mean()),
                 power=ttest_power(d, n, m, alpha, alternative),
                 set_mia_tpr=tpr_at_fpr(set_max_p[:, j], set_max_u[:, j], 0.01),
+                resamples=int(n_resamples),
             )
         )
     return out
