@@ -29,7 +29,7 @@ from genleak.train import TrainConfig, train_ddpm  # noqa: E402
 # (members, non-members, seed) of every evaluation split drawn from digits 8x8: the overfit test
 # fixture, configs/defense_digits8.json, tests/test_defenses.py + configs/defense_digits8_tiny.json
 EVALUATION_SPLITS = ((64, 576, 0), (64, 512, 0), (32, 200, 1))
-T_SEC_GRID = (10, 20, 50, 100)
+T_SEC_GRID = (20, 30, 60, 110)  # SecMI code convention (t-error at t_sec - 10)
 STRENGTH_GRID = (0.1, 0.2, 0.3, 0.5, 0.7)
 
 

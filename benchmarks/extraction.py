@@ -128,7 +128,7 @@ def claim_memorization(cfg: dict[str, Any], out: Path) -> None:
 
     src = load_source(parse_source_spec(cfg.get("source", "digits:8")))
     k, r, u = cfg["duplicated"], cfg["copies"], cfg["unique"]
-    grid = [tuple(p) for p in cfg.get("t_sec_interval", [[100, 10]])]
+    grid = [tuple(p) for p in cfg.get("t_sec_interval", [[110, 10]])]
     refs = cfg.get("reference_attacks", ["loss", "sima"])
     print(f"\n{k} images x {r} copies + {u} unique; AUC of -t-error, duplicated (memorised) vs unique training images")
     print("\n| seed | train s | " + " | ".join(f"t-error t={t},k={i}" for t, i in grid) + " | "

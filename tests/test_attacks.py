@@ -25,9 +25,9 @@ def test_attack_finds_members_of_overfit_model(overfit_ddpm, name):
     assert value >= 0.9, f"{name} AUC {value:.3f} on an overfit model"
 
 
-@pytest.mark.parametrize("t_sec", [20, 100])
+@pytest.mark.parametrize("t_sec", [30, 110])
 def test_secmi_finds_members_of_overfit_ema_model(overfit_ddpm, t_sec):
-    # Measured: on this EMA model SecMI is >= 0.97 at t_sec 20 and 100; without EMA it ranged
+    # Measured: on this EMA model SecMI is >= 0.97 at t_sec 30 and 110; without EMA it ranged
     # 0.07-0.99 across checkpoints (README "SecMI on tiny models").
     value = _auc(get_attack("secmi", t_sec=t_sec), overfit_ddpm.target, overfit_ddpm.split.members, overfit_ddpm.split.nonmembers)
     assert value >= 0.9, f"secmi(t_sec={t_sec}) AUC {value:.3f}"

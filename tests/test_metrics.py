@@ -371,7 +371,8 @@ def test_evaluate_consistent_with_functions():
     d = rb.to_dict()
     assert list(d) == [
         "auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "tpr_at_0_fpr", "asr",
-        "n_members", "n_nonmembers", "auc_ci", "tpr_at_1pct_fpr_ci",
+        "n_members", "n_nonmembers", "auc_ci", "tpr_at_1pct_fpr_ci", "leakage_auc", "leak_direction",
+        "leakage_auc_ci", "flipped_tpr_at_1pct_fpr", "flipped_tpr_at_01pct_fpr", "flipped_tpr_at_1pct_fpr_ci",
     ]  # fmt: skip
     assert json.loads(json.dumps(d)) == d
     assert isinstance(d["auc_ci"], list) and type(d["n_members"]) is int

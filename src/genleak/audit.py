@@ -7,8 +7,9 @@ adds its analysis without touching this file's logic:
 
 * a section is a callable ``section(target, split, out) -> dict``; it runs after the attacks, when
   ``out/results.json`` and ``out/scores/<attack>.npz`` already exist (read them for MIA features);
-* it registers itself with ``@register_section("name", title=..., kind=...)`` in a module listed in
-  ``SECTION_MODULES`` (imported lazily; a listed module that does not exist raises);
+* it is a ``SectionSpec`` (``genleak.report.sections``) named by an entry point of group
+  ``genleak.audit_sections`` (pyproject.toml; loaded when an audit runs, so a plug-in package adds
+  its sections the same way); ``register_section`` adds one at run time (tests, notebooks);
 * sections run in ``order``; each finished section is added to ``out/results.json["sections"]``
   at once, so a later section reads the earlier ones (the defense recommendation reads CDI,
   extraction and the guards);
@@ -17,95 +18,70 @@ adds its analysis without touching this file's logic:
   ``curve``, ``images``, ``data``) are documented in docs/results-schema.md;
 * raising ``GenleakError`` (or ``SectionSkipped``) records the section as *skipped* with the
   message (e.g. "too few members for CDI"); any other exception records it as *failed* with the
-  error: like a failed attack, a failed section is shown on the page, never a silent gap.
+  error: like a failed attack, a failed section is shown on the page, never a silent gap. An entry
+  point that fails to load is such a failed section too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from genleak.errors import GenleakError
+from genleak.report.sections import SectionFn, SectionSkipped, SectionSpec
 
-SectionFn = Callable[[Any, Any, Path], dict[str, Any]]
-
-# Modules that register audit sections on import (``register_section``). Listed here, imported
-# only when an audit runs, so the areas stay independent (like ``cli.COMMAND_MODULES``).
-SECTION_MODULES: tuple[str, ...] = (
-    "genleak.report.recommend",  # defense recommendation (reads the sections before it; runs last)
-)
-
-
-class SectionSkipped(GenleakError):
-    """Raised by a section that does not apply to this target or split (recorded, not an error)."""
-
-
-@dataclass(frozen=True)
-class SectionSpec:
-    name: str
-    fn: SectionFn
-    title: str
-    kind: str
-    default: bool
-    order: int
-
-
-_SECTIONS: dict[str, SectionSpec] = {}
-_MODULES_LOADED = False
-_IMPORT_ERRORS: dict[str, str] = {}  # section module -> why it could not be imported
+SECTIONS_ENTRY_POINTS = "genleak.audit_sections"
+_REGISTERED: dict[str, SectionSpec] = {}  # register_section, at run time
 
 
 def register_section(
     name: str, *, title: str | None = None, kind: str = "other", default: bool = True, order: int = 100
 ) -> Callable[[SectionFn], SectionFn]:
-    """Decorator: add ``fn`` as the audit section ``name`` (``kind``: guards, cdi, extraction, ...).
-
-    ``default=False`` sections run only when asked for by name (``--sections``), e.g. expensive
-    ones. Sections run in ``order``, then by name.
-    """
+    """Decorator: add ``fn`` as the audit section ``name`` in this process (``SectionSpec`` for the rest)."""
 
     def deco(fn: SectionFn) -> SectionFn:
-        _SECTIONS[name] = SectionSpec(name=name, fn=fn, title=title or name, kind=kind, default=default, order=order)
+        _REGISTERED[name] = SectionSpec(name=name, fn=fn, title=title or name, kind=kind, default=default, order=order)
         return fn
 
     return deco
 
 
-def _load_section_modules() -> None:
-    global _MODULES_LOADED
-    if _MODULES_LOADED:
-        return
-    for module in SECTION_MODULES:
+def _load_sections() -> tuple[dict[str, SectionSpec], dict[str, str]]:
+    """The installed sections (entry points, then ``register_section``'s) and entry point -> why it failed to load."""
+    from importlib.metadata import entry_points
+
+    specs: dict[str, SectionSpec] = {}
+    errors: dict[str, str] = {}
+    for ep in entry_points(group=SECTIONS_ENTRY_POINTS):
         try:
-            importlib.import_module(module)
+            spec = ep.load()
+            if not isinstance(spec, SectionSpec) or spec.name != ep.name:
+                raise TypeError(f"{ep.value} is not a SectionSpec named '{ep.name}'")
+            specs[ep.name] = spec
         except Exception as err:  # a broken plug-in shows up as a failed section, not a crashed audit
-            if isinstance(err, ModuleNotFoundError) and err.name == module:
-                raise  # a listed module that does not exist is a bug in the list, not a broken plug-in
-            _IMPORT_ERRORS[module] = f"{type(err).__name__}: {err}"
-    _MODULES_LOADED = True
+            errors[ep.value] = f"{type(err).__name__}: {err}"
+    return {**specs, **_REGISTERED}, errors
 
 
 def available_sections() -> dict[str, SectionSpec]:
-    _load_section_modules()
-    return dict(sorted(_SECTIONS.items(), key=lambda kv: (kv[1].order, kv[0])))
+    return dict(sorted(_load_sections()[0].items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 def resolve_sections(names: Sequence[str] | None) -> list[SectionSpec]:
     """``None``: the default sections; ``[]``: none; else exactly the named ones (unknown names fail)."""
-    specs = available_sections()
+    loaded, errors = _load_sections()
+    specs = dict(sorted(loaded.items(), key=lambda kv: (kv[1].order, kv[0])))
     if names is None:
-        broken = [SectionSpec(name=m, fn=_import_failure(m, why), title=f"sections of {m}", kind="other",
-                              default=True, order=1000) for m, why in _IMPORT_ERRORS.items()]
+        broken = [SectionSpec(name=m, fn=_import_failure(m, why), title=f"section {m}", kind="other",
+                              default=True, order=1000) for m, why in errors.items()]
         return [s for s in specs.values() if s.default] + broken
     unknown = [n for n in names if n not in specs]
     if unknown:
@@ -115,7 +91,7 @@ def resolve_sections(names: Sequence[str] | None) -> list[SectionSpec]:
 
 def _import_failure(module: str, why: str) -> SectionFn:
     def fail(target: Any, split: Any, out: Path) -> dict[str, Any]:
-        raise RuntimeError(f"section module {module} failed to import: {why}")
+        raise RuntimeError(f"section {module} failed to load: {why}")
 
     return fail
 
@@ -125,7 +101,6 @@ def _import_failure(module: str, why: str) -> SectionFn:
 # ----------------------------------------------------------------------------------------------
 
 
-@register_section("guards", title="Evaluation guards", kind="guards", order=10)
 def guards_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     """Distribution shift (blind classifier) and member/non-member duplicates (thesis ch. 7).
 
@@ -161,6 +136,9 @@ def guards_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     }
 
 
+GUARDS_SECTION = SectionSpec("guards", guards_section, "Evaluation guards", kind="guards", order=10)
+
+
 # ----------------------------------------------------------------------------------------------
 # Built-in section: dataset inference (CDI, genleak.inference) with the members as suspect set
 # ----------------------------------------------------------------------------------------------
@@ -174,8 +152,6 @@ def _run_seed(out: Path) -> int:
         return 0
 
 
-@register_section("cdi", title="Dataset inference (CDI): is the member set detected as training data?", kind="cdi",
-                  order=20)
 def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     """CDI (thesis ch. 8) with P = the members, U = the non-members: the set-level view of leakage.
 
@@ -227,13 +203,15 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     }
 
 
+CDI_SECTION = SectionSpec("cdi", cdi_section, "Dataset inference (CDI): is the member set detected as training data?",
+                          kind="cdi", order=20)
+
+
 # ----------------------------------------------------------------------------------------------
 # Built-in section (opt-in: generation is expensive): generate-and-filter extraction
 # ----------------------------------------------------------------------------------------------
 
 
-@register_section("extraction", title="Training-data extraction (generate and filter)", kind="extraction",
-                  default=False, order=30)
 def extraction_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     """Generate images and flag near-copies of members (non-members as the false-positive guard).
 
@@ -260,6 +238,10 @@ def extraction_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
         "data": {k: doc[k] for k in ("config", "rule", "distance", "train_distance_quantiles",
                                      "heldout_distance_quantiles", "seconds") if k in doc},
     }
+
+
+EXTRACTION_SECTION = SectionSpec("extraction", extraction_section, "Training-data extraction (generate and filter)",
+                                 kind="extraction", default=False, order=30)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,10 +377,10 @@ def run_audit(
 
 def _add_audit_bounds(data: dict[str, Any], result: Any, masks: tuple[Any, Any], bootstrap: int, seed: int) -> None:
     """The audit's extra intervals per successful attack, with the CIs' seed and resample count:
-    the TPR@0.1%FPR CI (``evaluate`` only bootstraps AUC and TPR@1%) and lower bounds of AUC and
-    TPR@1%FPR that stay valid when the verdict picks the most leaky of the k attacks (Bonferroni;
-    ``genleak.report.verdict``), stored as ``metrics.simultaneous_lower``."""
-    from genleak.metrics import bootstrap_ci
+    the TPR@0.1%FPR CIs, direct and sign-flipped (``evaluate`` only bootstraps the 1% ones) and lower
+    bounds of AUC and TPR@1%FPR, both directions, that stay valid when the verdict picks the most
+    leaky of the k attacks (Bonferroni; ``genleak.report.verdict``), stored as ``metrics.simultaneous_lower``."""
+    from genleak.metrics import bootstrap_ci, simultaneous_lower
     from genleak.report.verdict import simultaneous_confidence
 
     mask_m, mask_n = masks
@@ -410,14 +392,14 @@ def _add_audit_bounds(data: dict[str, Any], result: Any, masks: tuple[Any, Any],
             ms, ns = ms[:, 0], ns[:, 0]
         ms, ns = ms[mask_m], ns[mask_n]
         metrics = data["attacks"][a.name]["metrics"]
-        metrics["tpr_at_01pct_fpr_ci"] = list(bootstrap_ci(ms, ns, "tpr_at_fpr", n_resamples=bootstrap, seed=seed,
-                                                           max_fpr=0.001))
-        auc_lo = bootstrap_ci(ms, ns, "auc", n_resamples=bootstrap, confidence=confidence, seed=seed)[0]
-        tpr_lo = bootstrap_ci(ms, ns, "tpr_at_fpr", n_resamples=bootstrap, confidence=confidence, seed=seed,
-                              max_fpr=0.01)[0]
+        for prefix in ("", "flipped_"):
+            metrics[f"{prefix}tpr_at_01pct_fpr_ci"] = list(bootstrap_ci(ms, ns, f"{prefix}tpr_at_fpr", n_resamples=bootstrap,
+                                                                      seed=seed, max_fpr=0.001))
         metrics["simultaneous_lower"] = {
-            "auc": auc_lo, "tpr_at_1pct_fpr": tpr_lo, "confidence": confidence, "family_size": 2 * len(ok),
-            "rule": "Bonferroni over attacks x {AUC, TPR@1%FPR}; percentile bootstrap with the CIs' seed and resamples count",
+            **simultaneous_lower(ms, ns, confidence=confidence, n_resamples=bootstrap, seed=seed),
+            "confidence": confidence, "family_size": 4 * len(ok),
+            "rule": "Bonferroni over attacks x {direct, sign-flipped} x {AUC, TPR@1%FPR}; percentile bootstrap "
+                    "with the CIs' seed and resamples count",
         }
 
 

@@ -2,8 +2,19 @@
 
 Every attack hands this module two 1-D score arrays, ``member_scores`` and ``nonmember_scores``,
 where **higher always means "more likely a member"**. Attacks whose raw statistic points the other
-way (a loss, a reconstruction error) flip it themselves; nothing here ever flips a score, because a
-metric that silently flips would turn a useless attack (AUC 0.3) into a "good" one (AUC 0.7).
+way (a loss, a reconstruction error) flip it themselves; the direct figures (``auc``, ``tpr_at_fpr``)
+never flip a score silently.
+
+Two-sided leakage
+-----------------
+An AUC far below 0.5 is not privacy: members score *lower*, and an attacker who flips the sign (a
+defense's documentation or a shadow model tells the direction) gets AUC 1 - AUC. ``evaluate``
+therefore also reports the *sign-flipped attack* (scores negated) under its own name:
+``leakage_auc = max(AUC, 1 - AUC)``, ``leak_direction`` ("direct" when AUC >= 0.5, else "flipped")
+and the flipped attack's TPR@1%FPR / TPR@0.1%FPR, read off the same bootstrap resamples as the
+direct figures. The flipped attack's AUC is exactly 1 - AUC (ties count 1/2 both ways), so its CI is
+``[1 - hi, 1 - lo]``. Judging both directions doubles the bounds a verdict picks from; the verdict
+(``genleak.report.verdict``) counts both in its Bonferroni family.
 
 Why one module: published MIA numbers are hard to compare because repositories disagree on ties,
 on interpolation of the ROC curve and on what "ASR" means. Keeping every definition here, written
@@ -76,7 +87,9 @@ __all__ = [
     "calibrate_threshold",
     "evaluate",
     "fpr_resolution_warning",
+    "leakage_interval",
     "repeated_subsets",
+    "simultaneous_lower",
     "roc_curve",
     "tpr_at_fpr",
 ]
@@ -85,7 +98,9 @@ __all__ = [
 # subsets). Results do not depend on it: the random draws are chunk-invariant (tested).
 _CHUNK_BYTES = 64 * 2**20
 
-_BOOTSTRAP_METRICS = ("auc", "tpr_at_fpr", "asr")
+_BOOTSTRAP_METRICS = ("auc", "tpr_at_fpr", "flipped_tpr_at_fpr", "asr")
+# Names in a ``wanted`` dict starting with this prefix are TPR@FPR of the sign-flipped attack.
+_FLIPPED = "flipped_"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +228,8 @@ def _stats_from_positions(
 ) -> dict[str, np.ndarray]:
     """Metrics for each row of (R, k_m) / (R, k_n) matrices of threshold positions.
 
-    ``wanted`` maps output name -> max_fpr for TPR@FPR entries, or None for "auc" / "asr".
+    ``wanted`` maps output name -> max_fpr for TPR@FPR entries, or None for "auc" / "asr"; a name
+    starting with ``flipped_`` is TPR@FPR of the negated scores (thresholds read in reverse order).
     """
     n_m, n_n = pos_m.shape[1], pos_n.shape[1]
     cm = _row_counts(pos_m, n_thresholds)
@@ -222,7 +238,10 @@ def _stats_from_positions(
     fp = np.cumsum(cn, axis=1)
     out: dict[str, np.ndarray] = {}
     for name, alpha in wanted.items():
-        if alpha is not None:
+        if alpha is not None and name.startswith(_FLIPPED):
+            tp_f, fp_f = np.cumsum(cm[:, ::-1], axis=1), np.cumsum(cn[:, ::-1], axis=1)
+            out[name] = _tpr_from_counts(tp_f, fp_f, n_m, n_n, alpha)
+        elif alpha is not None:
             out[name] = _tpr_from_counts(tp, fp, n_m, n_n, alpha)
         elif name == "auc":
             out[name] = _auc_from_counts(cm, cn, n_m, n_n)
@@ -443,12 +462,13 @@ def bootstrap_ci(
     seed: int = 0,
     max_fpr: float | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval for ``metric`` in {"auc", "tpr_at_fpr", "asr"}.
+    """Percentile bootstrap CI for ``metric`` in {"auc", "tpr_at_fpr", "flipped_tpr_at_fpr", "asr"}.
 
     Members and non-members are resampled independently with replacement, keeping both split sizes
     fixed: the two sides are separate samples, and pooling them would let the class balance drift.
-    ``max_fpr`` is required for, and only accepted with, ``metric="tpr_at_fpr"``. All resamples are
-    evaluated at once (chunked for memory); the same seed gives the same interval.
+    ``max_fpr`` is required for, and only accepted with, the two TPR metrics (``flipped_tpr_at_fpr``:
+    the sign-flipped attack's). All resamples are evaluated at once (chunked for memory); the same
+    seed gives the same resamples, whatever the metric.
 
     Caveat: at FPRs close to the 1/n resolution TPR@FPR is a near-extreme order statistic and its
     percentile interval is unreliable; prefer more non-members to a tighter-looking interval.
@@ -458,16 +478,52 @@ def bootstrap_ci(
     seed = _check_seed(seed)
     if metric not in _BOOTSTRAP_METRICS:
         raise GenleakError(f"unknown metric {metric!r}; choose one of {', '.join(_BOOTSTRAP_METRICS)}")
-    if metric == "tpr_at_fpr":
+    if metric.endswith("tpr_at_fpr"):
         if max_fpr is None:
-            raise GenleakError("metric 'tpr_at_fpr' needs max_fpr (e.g. max_fpr=0.01)")
+            raise GenleakError(f"metric {metric!r} needs max_fpr (e.g. max_fpr=0.01)")
         wanted: dict[str, float | None] = {metric: _check_fpr(max_fpr)}
     else:
         if max_fpr is not None:
-            raise GenleakError(f"max_fpr only applies to metric 'tpr_at_fpr', not {metric!r}")
+            raise GenleakError(f"max_fpr only applies to the TPR metrics, not {metric!r}")
         wanted = {metric: None}
     values = _bootstrap_stats(m, n, wanted, n_resamples, seed)[metric]
     return _percentile_interval(values, confidence)
+
+
+def leakage_interval(auc_ci: tuple[float, float]) -> tuple[float, float]:
+    """CI of the leakage AUC max(AUC, 1 - AUC) from a CI ``[lo, hi]`` of the AUC: its image under that
+    map, so it covers whenever the AUC's CI does. The lower end is 0.5 when the AUC's CI holds 0.5."""
+    lo, hi = float(auc_ci[0]), float(auc_ci[1])
+    return max(lo, 1.0 - hi, 0.5), max(hi, 1.0 - lo)
+
+
+def simultaneous_lower(
+    member_scores: ArrayLike,
+    nonmember_scores: ArrayLike,
+    *,
+    confidence: float,
+    n_resamples: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Lower ends of percentile-bootstrap intervals at ``confidence``, both directions, one set of resamples.
+
+    ``auc`` and ``tpr_at_1pct_fpr`` of the attack as scored, ``flipped_auc`` (= 1 - the AUC interval's
+    upper end) and ``flipped_tpr_at_1pct_fpr`` of the sign-flipped attack. Each equals the matching
+    ``bootstrap_ci(..., confidence=confidence, seed=seed)`` end: the resamples depend only on the seed.
+    A caller that picks the largest of several such bounds chooses ``confidence`` for the whole family
+    (the verdict: Bonferroni over attacks x 2 directions x 2 figures).
+    """
+    m, n = _pair(member_scores, nonmember_scores)
+    n_resamples, confidence = _check_bootstrap_args(n_resamples, confidence)
+    wanted: dict[str, float | None] = {"auc": None, "tpr": 0.01, _FLIPPED + "tpr": 0.01}
+    boot = _bootstrap_stats(m, n, wanted, n_resamples, _check_seed(seed))
+    auc_lo, auc_hi = _percentile_interval(boot["auc"], confidence)
+    return {
+        "auc": auc_lo,
+        "tpr_at_1pct_fpr": _percentile_interval(boot["tpr"], confidence)[0],
+        "flipped_auc": 1.0 - auc_hi,
+        "flipped_tpr_at_1pct_fpr": _percentile_interval(boot[_FLIPPED + "tpr"], confidence)[0],
+    }
 
 
 def _fpr_key(alpha: float) -> str:
@@ -539,7 +595,9 @@ class MetricReport:
     """The standard set of figures genleak reports for one attack on one split.
 
     ``asr`` is ``best_balanced_accuracy`` (oracle threshold, comparable with SecMI/PIA). CIs are
-    95% percentile-bootstrap intervals, or None when ``evaluate`` ran without bootstrap.
+    95% percentile-bootstrap intervals, or None when ``evaluate`` ran without bootstrap. The last
+    six fields are the two-sided view (module docstring): ``leakage_auc`` = max(AUC, 1 - AUC), the
+    direction that leaks, and the sign-flipped attack's TPRs (its AUC is 1 - ``auc``).
     """
 
     auc: float
@@ -551,14 +609,20 @@ class MetricReport:
     n_nonmembers: int
     auc_ci: tuple[float, float] | None
     tpr_at_1pct_fpr_ci: tuple[float, float] | None
+    leakage_auc: float
+    leak_direction: str  # "direct" (AUC >= 0.5) or "flipped" (members score lower)
+    leakage_auc_ci: tuple[float, float] | None
+    flipped_tpr_at_1pct_fpr: float
+    flipped_tpr_at_01pct_fpr: float
+    flipped_tpr_at_1pct_fpr_ci: tuple[float, float] | None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (plain floats/ints, CIs as 2-element lists or None), keys = field names."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None:
-                out[f.name] = None
+            if v is None or isinstance(v, str):
+                out[f.name] = v
             elif isinstance(v, tuple):
                 out[f.name] = [float(x) for x in v]
             elif f.name.startswith("n_"):
@@ -574,7 +638,8 @@ def evaluate(
     """All standard figures at once; ``bootstrap`` > 0 adds 95% CIs from that many resamples.
 
     The CIs come from one shared set of resamples and equal
-    ``bootstrap_ci(..., n_resamples=bootstrap, seed=seed)`` for "auc" and for "tpr_at_fpr" at 1%.
+    ``bootstrap_ci(..., n_resamples=bootstrap, seed=seed)`` for "auc" and for the two TPR metrics at
+    1%; the leakage AUC's CI is ``leakage_interval`` of the AUC's.
     """
     m, n = _pair(member_scores, nonmember_scores)
     seed = _check_seed(seed)
@@ -588,13 +653,17 @@ def evaluate(
         "tpr_01": 0.001,
         "tpr_0": 0.0,
         "asr": None,
+        _FLIPPED + "tpr_1": 0.01,
+        _FLIPPED + "tpr_01": 0.001,
     }
     s = _single_stats(m, n, wanted)
-    auc_ci = tpr_ci = None
+    auc_ci = tpr_ci = flip_ci = None
     if bootstrap:
-        boot = _bootstrap_stats(m, n, {"auc": None, "tpr_at_fpr": 0.01}, int(bootstrap), seed)
+        wanted_ci: dict[str, float | None] = {"auc": None, "tpr": 0.01, _FLIPPED + "tpr": 0.01}
+        boot = _bootstrap_stats(m, n, wanted_ci, int(bootstrap), seed)
         auc_ci = _percentile_interval(boot["auc"], 0.95)
-        tpr_ci = _percentile_interval(boot["tpr_at_fpr"], 0.95)
+        tpr_ci = _percentile_interval(boot["tpr"], 0.95)
+        flip_ci = _percentile_interval(boot[_FLIPPED + "tpr"], 0.95)
     return MetricReport(
         auc=s["auc"],
         tpr_at_1pct_fpr=s["tpr_1"],
@@ -605,6 +674,12 @@ def evaluate(
         n_nonmembers=int(n.size),
         auc_ci=auc_ci,
         tpr_at_1pct_fpr_ci=tpr_ci,
+        leakage_auc=max(s["auc"], 1.0 - s["auc"]),
+        leak_direction="direct" if s["auc"] >= 0.5 else "flipped",
+        leakage_auc_ci=leakage_interval(auc_ci) if auc_ci else None,
+        flipped_tpr_at_1pct_fpr=s[_FLIPPED + "tpr_1"],
+        flipped_tpr_at_01pct_fpr=s[_FLIPPED + "tpr_01"],
+        flipped_tpr_at_1pct_fpr_ci=flip_ci,
     )
 
 

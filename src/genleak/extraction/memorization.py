@@ -17,9 +17,10 @@ Two modes:
   t-error is low (001, appendix A.1 applies eq. 8 to prompts the same way: memorised prompts as
   the "member" set, normal prompts as the "hold-out" set).
 
+t_sec follows the public SecMI code (``genleak.attacks.secmi``: the t-error at t_sec - interval).
 Measured on tiny trained DDPMs with planted duplicates (benchmarks/RESULTS.md, t-error claim): at the
-paper's t_sec = 100 the separation swung between AUC 0.40 and 0.998 across seeds, at t_sec = 20
-(interval 10) it was 0.975-1.0 on every seed. The default stays the paper's; pass ``t_sec=20`` for
+paper's t = 100 (t_sec = 110) the separation swung between AUC 0.40 and 0.998 across seeds, at t_sec = 30
+(interval 10) it was 0.975-1.0 on every seed. The default stays the paper's; pass ``t_sec=30`` for
 small models (the statistic's known instability on tiny models: README, "SecMI on tiny models").
 
 With labels (which items are known to be memorised) the separation is reported as AUC / TPR@FPR
@@ -54,9 +55,9 @@ MEMORIZATION_FORMAT = "genleak.memorization"
 JSON_FILE = "memorization.json"
 HIST_FILE = "memorization_hist.png"
 
-# t_sec = 100 and interval k = 10: the SecMI defaults the DualMD paper uses (001, appendix A.2.3);
-# the same values as genleak.attacks.secmi.SecMIConfig.
-DEFAULT_T_SEC = 100
+# The t-error at t = 100 with interval k = 10, as the DualMD paper (001, eq. 8, appendix A.2.3): t_sec = 110 in
+# the public SecMI code's convention; the same values as genleak.attacks.secmi.SecMIConfig.
+DEFAULT_T_SEC = 110
 DEFAULT_INTERVAL = 10
 
 
@@ -72,7 +73,7 @@ def t_errors(
     batch_size: int = 64,
     progress: bool = True,
 ) -> torch.Tensor:
-    """t-error (001, eq. 8) per image: >= 0, lower = more memorised. Costs t_sec/interval + 2 NFE."""
+    """t-error (001, eq. 8) per image: >= 0, lower = more memorised. Costs t_sec/interval + 1 NFE."""
     from genleak.attacks import get_attack
 
     attack = get_attack("secmi", t_sec=t_sec, interval=interval)

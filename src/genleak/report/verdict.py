@@ -6,9 +6,10 @@ applied to the numbers ``genleak.metrics`` produced, and never to anything recom
 
 The rule
 --------
-For every attack that succeeded, take the *lower* end of the 95% bootstrap CI of its AUC and of
-its TPR@1%FPR (the point estimate when the run has no CIs) and find the highest level whose bar
-either figure clears:
+For every attack that succeeded, and for its sign-flipped twin (scores negated: AUC 1 - AUC, its own
+TPR@1%FPR, ``genleak.metrics`` "Two-sided leakage"), take the *lower* end of the 95% bootstrap CI of
+the AUC and of the TPR@1%FPR (the point estimate when the run has no CIs) and find the highest level
+whose bar either figure clears:
 
 =========  =========================  ==============================  ===========================
 level      AUC lower bound            TPR@1%FPR lower bound           reads as
@@ -19,13 +20,17 @@ low        > 0.50                     --                              a detectab
 none       otherwise                  --                              no leakage detectable at this size
 =========  =========================  ==============================  ===========================
 
+Two-sided: an attack whose AUC lies far below 0.5 (members score *lower*) leaks a reversed signal
+that an attacker who knows the direction flips; the verdict names it "sign-flipped" and judges it
+like any attack, never as privacy.
+
 Several attacks, one verdict: taking the best of k attacks' 95% lower bounds overstates the level
 about k times as often as one bound would. When the audit computed them (``genleak audit`` with
 bootstrap CIs), the rule therefore uses *simultaneous* lower bounds (``metrics.simultaneous_lower``):
-each the lower end of a percentile bootstrap interval at confidence 1 - 0.05 / (2k), Bonferroni
-over the k attacks x 2 figures, so the chance that any bound used exceeds its true value stays
-<= 2.5% as for a single 95% interval. Results without them (``genleak attack`` runs) are judged on
-the 95% CIs, as the table says.
+each the lower end of a percentile bootstrap interval at confidence 1 - 0.05 / (4k), Bonferroni
+over the k attacks x 2 directions x 2 figures, so the chance that any bound used exceeds its true
+value stays <= 2.5% as for a single 95% interval. Results without them (``genleak attack`` runs) are
+judged on the 95% CIs, as the table says (with both directions, up to 5% for a null AUC).
 
 With fewer than ``MIN_NONMEMBERS_FOR_TPR`` (100) non-members TPR@1%FPR is TPR@0%FPR, which one
 member scoring above every non-member meets by chance; the TPR bars then do not count.
@@ -61,8 +66,9 @@ _RANK = {"unknown": -1, "none": 0, "low": 1, "moderate": 2, "high": 3}
 THRESHOLDS_TEXT = (
     "high: AUC >= 0.80 or TPR@1%FPR >= 0.10; moderate: AUC >= 0.60 or TPR@1%FPR >= 0.03; "
     "low: AUC > 0.50; TPR bars only with >= 100 non-members; judged on the lower end of the 95% bootstrap CI (point estimate without CIs; "
-    "Bonferroni-adjusted over the attacks when the audit computed simultaneous bounds), "
-    "highest level over all attacks"
+    "Bonferroni-adjusted over the attacks and both directions when the audit computed simultaneous bounds), "
+    "highest level over all attacks and their sign-flipped twins "
+    "(an AUC below 0.5 is a reversed leak, not privacy)"
 )
 
 
@@ -76,9 +82,9 @@ FAMILY_ALPHA = 0.05
 
 
 def simultaneous_confidence(n_attacks: int) -> float:
-    """Two-sided confidence of each interval so that the 2 x ``n_attacks`` lower bounds the verdict
-    uses are jointly valid at FAMILY_ALPHA (Bonferroni)."""
-    return 1.0 - FAMILY_ALPHA / (2 * max(1, n_attacks))
+    """Two-sided confidence of each interval so that the 4 x ``n_attacks`` lower bounds the verdict
+    uses (2 directions x 2 figures per attack) are jointly valid at FAMILY_ALPHA (Bonferroni)."""
+    return 1.0 - FAMILY_ALPHA / (4 * max(1, n_attacks))
 
 
 def level_of(auc: float, tpr1: float) -> str:
@@ -99,20 +105,42 @@ def label_of(level: str) -> str:
     return NONE_LEVEL[1] if level == NONE_LEVEL[0] else UNKNOWN_LEVEL[1]
 
 
-def judged_bounds(metrics: dict[str, Any]) -> tuple[float, float, bool]:
-    """(AUC, TPR@1%FPR, has CIs): the figures the rule judges one attack's ``metrics`` on: the
+def judged_side(metrics: dict[str, Any]) -> tuple[str, float, float, bool]:
+    """(direction, AUC, TPR@1%FPR, has CIs): the figures the rule judges one attack's ``metrics`` on,
+    for the more leaky of the attack as scored ("direct") and its sign-flipped twin ("flipped"): the
     multiplicity-adjusted lower bounds if stored, else the 95% CI's lower ends, else the point
-    estimates; TPR counts as 0 below ``MIN_NONMEMBERS_FOR_TPR`` non-members."""
+    estimates; TPR counts as 0 below ``MIN_NONMEMBERS_FOR_TPR`` non-members. Results written before
+    the two-sided view lack the flipped TPRs: the flipped twin is then judged on its AUC alone."""
     m = metrics
     has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
-    auc_lo = m["auc_ci"][0] if has_ci else m["auc"]
-    tpr_lo = m["tpr_at_1pct_fpr_ci"][0] if has_ci else m["tpr_at_1pct_fpr"]
+    if has_ci:
+        flip_ci = m.get("flipped_tpr_at_1pct_fpr_ci")
+        sides = {"direct": (m["auc_ci"][0], m["tpr_at_1pct_fpr_ci"][0]),
+                 "flipped": (1.0 - m["auc_ci"][1], flip_ci[0] if flip_ci else 0.0)}
+    else:
+        sides = {"direct": (m["auc"], m["tpr_at_1pct_fpr"]),
+                 "flipped": (1.0 - m["auc"], m.get("flipped_tpr_at_1pct_fpr") or 0.0)}
     joint = m.get("simultaneous_lower")
     if has_ci and joint:  # multiplicity-adjusted (module docstring)
-        auc_lo, tpr_lo = joint["auc"], joint["tpr_at_1pct_fpr"]
+        sides = {"direct": (joint["auc"], joint["tpr_at_1pct_fpr"]),
+                 "flipped": (joint.get("flipped_auc", sides["flipped"][0]),
+                             joint.get("flipped_tpr_at_1pct_fpr", sides["flipped"][1]))}
     if not _tpr_counts(m):  # TPR@1%FPR is TPR@0%FPR of a handful of samples: judge on AUC alone
-        tpr_lo = 0.0
-    return float(auc_lo), float(tpr_lo), has_ci
+        sides = {d: (a, 0.0) for d, (a, _) in sides.items()}
+    # The flipped twin is named only when it leaks (a chance-level attack stays "direct").
+    rank = {d: _RANK[level_of(*v)] for d, v in sides.items()}
+    flipped = rank["flipped"] > rank["direct"] or (rank["flipped"] == rank["direct"] > 0
+                                                  and sides["flipped"] > sides["direct"])
+    direction = "flipped" if flipped else "direct"
+    return direction, float(sides[direction][0]), float(sides[direction][1]), has_ci
+
+
+def point_level(metrics: dict[str, Any]) -> str:
+    """The level the point estimates give, two-sided (the attack or its sign-flipped twin)."""
+    m, counts = metrics, _tpr_counts(metrics)
+    direct = level_of(m["auc"], m["tpr_at_1pct_fpr"] if counts else 0.0)
+    flipped = level_of(1.0 - m["auc"], (m.get("flipped_tpr_at_1pct_fpr") or 0.0) if counts else 0.0)
+    return max(direct, flipped, key=_RANK.__getitem__)
 
 
 def _tpr_counts(metrics: dict[str, Any]) -> bool:
@@ -142,17 +170,15 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for name, a in ok.items():
         m = a["metrics"]
-        auc_lo, tpr_lo, has_ci = judged_bounds(m)
-        tpr_counts = _tpr_counts(m)
+        direction, auc_lo, tpr_lo, has_ci = judged_side(m)
         rows.append({
-            "attack": name, "has_ci": has_ci,
-            "level": level_of(auc_lo, tpr_lo),
-            "point_level": level_of(m["auc"], m["tpr_at_1pct_fpr"] if tpr_counts else 0.0),
+            "attack": name, "has_ci": has_ci, "direction": direction,
+            "level": level_of(auc_lo, tpr_lo), "point_level": point_level(m),
             "auc_lo": auc_lo, "tpr_lo": tpr_lo, "metrics": m,
         })
     # The most leaky attack decides; ties go to the larger AUC lower bound, then TPR lower bound.
     best = max(rows, key=lambda r: (_RANK[r["level"]], r["auc_lo"], r["tpr_lo"]))
-    point_best = max(rows, key=lambda r: (_RANK[r["point_level"]], r["metrics"]["auc"]))
+    point_best = max(rows, key=lambda r: (_RANK[r["point_level"]], abs(r["metrics"]["auc"] - 0.5)))
     level = best["level"]
     all_ci = all(r["has_ci"] for r in rows)
     joint = best["metrics"].get("simultaneous_lower") if all_ci else None
@@ -181,13 +207,24 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     if n_n is not None and n_n < 100:
         details.append(f"Only {n_n} non-members: TPR@1%FPR is really TPR@0%FPR (needs >= 100), so the level "
                        "is judged on AUC alone.")
-    headline = (
-        f"{best['attack']} reaches AUC {_fmt(m['auc'])}{_ci(m.get('auc_ci'))} and "
-        f"TPR@1%FPR {_fmt(m['tpr_at_1pct_fpr'])}{_ci(m.get('tpr_at_1pct_fpr_ci'))} "
-        f"on {n_m} members vs {n_n} non-members."
-    )
+    if best["direction"] == "flipped":
+        ci = m.get("auc_ci")
+        headline = (
+            f"{best['attack']}, sign-flipped, reaches AUC {_fmt(1 - m['auc'])}{_ci(ci and [1 - ci[1], 1 - ci[0]])} "
+            f"and TPR@1%FPR {_fmt(m.get('flipped_tpr_at_1pct_fpr') or 0.0)}"
+            f"{_ci(m.get('flipped_tpr_at_1pct_fpr_ci'))} on {n_m} members vs {n_n} non-members."
+        )
+        details.append(f"{best['attack']} leaks a reversed signal: members score lower (AUC {_fmt(m['auc'])}). "
+                       "An attacker who knows the direction flips the score; this is a leak, not privacy.")
+    else:
+        headline = (
+            f"{best['attack']} reaches AUC {_fmt(m['auc'])}{_ci(m.get('auc_ci'))} and "
+            f"TPR@1%FPR {_fmt(m['tpr_at_1pct_fpr'])}{_ci(m.get('tpr_at_1pct_fpr_ci'))} "
+            f"on {n_m} members vs {n_n} non-members."
+        )
     return {
         "level": level, "label": label_of(level), "confidence": confidence, "attack": best["attack"],
+        "direction": best["direction"],
         "auc_lower": best["auc_lo"], "tpr_at_1pct_fpr_lower": best["tpr_lo"],
         "point_level": point_best["point_level"],
         "headline": headline, "details": details, "thresholds": THRESHOLDS_TEXT,
