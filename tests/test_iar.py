@@ -399,10 +399,10 @@ def test_generic_loader_and_attack_command_take_an_iar_folder(rar_target, iar_da
     """``load_target`` recognises an IAR folder, so ``genleak attack`` / ``inspect`` run on it."""
     import json
 
-    from genleak.targets.loading import detect_kind, load_target
+    from genleak.targets.loading import load_target, target_class
 
     rar_target.save_pretrained(tmp_path / "rar")
-    assert detect_kind(tmp_path / "rar") == "iar"
+    assert target_class(tmp_path / "rar") == "IARTarget"
     assert load_target(tmp_path / "rar").fingerprint() == rar_target.fingerprint()
     from genleak.audit import audit_attacks
 

@@ -28,7 +28,7 @@ from genleak.targets.latent import (
     sd_scheduler,
     template_captions,
 )
-from genleak.targets.loading import detect_kind, load_target
+from genleak.targets.loading import load_target, target_class
 
 CORPUS = caption_vocabulary()
 
@@ -68,7 +68,7 @@ def tiny_sd(tmp_path_factory):
 
 def test_sd_folder_round_trip_gives_identical_predictions_and_scores(tiny_sd, digits8):
     target, folder = tiny_sd
-    assert detect_kind(folder) == "latent"
+    assert target_class(folder) == "StableDiffusionPipeline"
     for sub in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
         assert (folder / sub).is_dir()
     index = json.loads((folder / "model_index.json").read_text())

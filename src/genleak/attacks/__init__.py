@@ -1,18 +1,6 @@
-"""Membership inference attacks: one module each, one registry by name (``get_attack``)."""
+"""Membership inference attacks: one module each, one registry by name (``get_attack``; entry points
+``genleak.attacks`` in pyproject.toml name every attack class, so this package imports none of them)."""
 
-from genleak.attacks import (  # noqa: F401  (register the built-ins)
-    adaptive_dual,
-    clid,
-    denoising_family,
-    genbox,
-    gradmask,
-    loss,
-    multiloss,
-    noiseopt,
-    pia,
-    secmi,
-    sima,
-)
 from genleak.attacks.base import (
     Access,
     Attack,

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import NoiseSource, repeat_cond
 from genleak.attacks.genbox import GenBoxAttack, GenBoxConfig, decode_generations
 from genleak.errors import GenleakError
 from genleak.targets.base import Target
@@ -32,7 +32,6 @@ class AdaptiveDualConfig(GenBoxConfig):
     rounds: int = 2
 
 
-@register_attack
 class AdaptiveDualAttack(GenBoxAttack):
     """genbox on the output of ``rounds`` generation rounds that hand SB1 the first ``rounds`` steps."""
 

@@ -10,6 +10,7 @@ more likely a member**; an attack flips its own statistic, the metrics never do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -210,7 +211,7 @@ def _slice(cond: Sequence[Any] | torch.Tensor, start: int, stop: int) -> Any:
 
 
 def _as_field_types(config: AttackConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Lists for tuple-valued parameters (JSON configs, CLI ``--params``) become tuples of the
+    """Lists for tuple-valued parameters (JSON configs, CLI ``--param``) become tuples of the
     default's element type, so configs stay hashable and compare equal however they were given."""
     out = dict(overrides)
     for name, value in overrides.items():
@@ -261,39 +262,47 @@ def lp_norm(x: torch.Tensor, p: float) -> torch.Tensor:
 
 
 # -- registry -----------------------------------------------------------------------------------
+# Attacks are found by name through the entry points of group ``genleak.attacks`` (pyproject.toml:
+# genleak's own and any installed plug-in's), loaded on first use, so importing an attack module
+# registers nothing. ``register_attack`` adds a class at run time (tests, notebooks).
+ENTRY_POINTS = "genleak.attacks"
 _REGISTRY: dict[str, type[Attack]] = {}
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: make an attack available by its ``name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+    """Make an attack class available by its ``name`` in this process."""
+    ep = attack_entry_points().get(cls.name)
+    if _REGISTRY.get(cls.name, cls) is not cls or (ep is not None and ep.value != f"{cls.__module__}:{cls.__qualname__}"):
         raise ValueError(f"attack name '{cls.name}' registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
+@functools.cache
+def attack_entry_points() -> dict[str, Any]:
+    """Name -> ``importlib.metadata.EntryPoint`` of every installed attack."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+
+
 def get_attack(name: str, config: AttackConfig | None = None, **overrides: Any) -> Attack:
     """Instantiate a registered attack by name."""
-    _load_builtin()
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise GenleakError(f"unknown attack '{name}'; available: {', '.join(available_attacks())}") from None
-    return cls(config, **overrides)
+    return attack_class(name)(config, **overrides)
 
 
 def available_attacks() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted({*attack_entry_points(), *_REGISTRY})
 
 
 def attack_class(name: str) -> type[Attack]:
-    _load_builtin()
-    if name not in _REGISTRY:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    ep = attack_entry_points().get(name)
+    if ep is None:
         raise GenleakError(f"unknown attack '{name}'; available: {', '.join(available_attacks())}")
-    return _REGISTRY[name]
-
-
-def _load_builtin() -> None:
-    import genleak.attacks  # noqa: F401  (importing the package registers the built-in attacks)
-    import genleak.iar.attacks  # noqa: F401  (the image-autoregressive attacks live with their targets)
+    cls = ep.load()
+    if getattr(cls, "name", None) != name:
+        raise GenleakError(f"entry point '{name}' of {ENTRY_POINTS} loads {ep.value}, whose name is {getattr(cls, 'name', None)!r}")
+    _REGISTRY[name] = cls
+    return cls

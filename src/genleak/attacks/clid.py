@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, repeat_cond
 from genleak.attacks.denoising_family import guided
 from genleak.errors import GenleakError
 from genleak.targets.base import Target, TargetKind, q_sample
@@ -41,7 +41,6 @@ class CLiDConfig(AttackConfig):
     alpha: float = 1.0
 
 
-@register_attack
 class CLiDAttack(Attack):
     """Score = alpha * (L_uncond - L_cond) - (1 - alpha) * L_cond, averaged over timesteps and draws."""
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, repeat_cond
 from genleak.errors import GenleakError
 from genleak.targets.base import Target, ddim_step, predict_x0, q_sample
 
@@ -119,7 +119,6 @@ class DenoisingProcessConfig(AttackConfig):
     per_step: bool = False  # also return every measure at every step (decodes at every step)
 
 
-@register_attack
 class DenoisingProcessAttack(Attack):
     """One configurable denoising process measuring model loss, latent error and pixel error."""
 
@@ -237,9 +236,9 @@ def _preset_attack(preset: str, attack_name: str) -> type[DenoisingProcessAttack
         "__annotations__": {"preset": str}, "preset": preset, "__module__": __name__,
     }))
     doc = f"The {preset!r} process of {PRESETS[preset].source} (see ``DenoisingProcessAttack``)."
-    return register_attack(type(attack_name, (DenoisingProcessAttack,), {
+    return type(attack_name, (DenoisingProcessAttack,), {
         "name": f"dp-{preset}", "config_class": cfg, "__doc__": doc, "__module__": __name__,
-    }))
+    })
 
 
 BaselineLossAttack = _preset_attack("baseline", "BaselineLossAttack")
@@ -259,7 +258,6 @@ class GenFromPromptConfig(AttackConfig):
     eta: float = 0.0
 
 
-@register_attack
 class GenFromPromptAttack(Attack):
     """Score = -min_k ||E(G_k(c)) - E(x)||^2 (latent error of generations from the caption alone);
     second column: -min_k ||G_k(c) - x||^2 (the black-box pixel error)."""

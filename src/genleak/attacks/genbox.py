@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack, repeat_cond
+from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, repeat_cond
 from genleak.errors import GenleakError
 from genleak.targets.base import Target
 from genleak.targets.sampling import denoise, img2img_timesteps, sampling_scheduler
@@ -44,7 +44,6 @@ class GenBoxConfig(AttackConfig):
     eta: float = 0.0  # DDIM eta (0: deterministic given the starting noise)
 
 
-@register_attack
 class GenBoxAttack(Attack):
     """Score = -min over n_gen generations of the distance to the query (pixel or feature space)."""
 

@@ -22,7 +22,6 @@ from genleak.attacks.base import (
     AttackConfig,
     NoiseSource,
     at_timesteps,
-    register_attack,
     repeat_cond,
 )
 from genleak.targets.base import Target, q_sample
@@ -37,7 +36,6 @@ class GradMaskConfig(AttackConfig):
     mask_fraction: float = 0.2
 
 
-@register_attack
 class GradMaskAttack(Attack):
     """Columns ``gradmask@t<t>`` = -(masked restoration error) per timestep (higher = member, as the
     thesis expects). Measured on the tiny overfit DDPM the orientation holds at t = 200..600 (AUC up

@@ -13,7 +13,6 @@ from genleak.attacks.base import (
     AttackConfig,
     NoiseSource,
     eps_in_chunks,
-    register_attack,
     repeat_cond,
 )
 from genleak.targets.base import Target, q_sample
@@ -26,7 +25,6 @@ class LossConfig(AttackConfig):
     n_draws: int = 5
 
 
-@register_attack
 class LossAttack(Attack):
     """Score = -mean_k ||eps_k - eps_theta(x_t^k, t)||^2 over ``n_draws`` noise draws."""
 

@@ -19,7 +19,6 @@ from genleak.attacks.base import (
     NoiseSource,
     at_timesteps,
     eps_in_chunks,
-    register_attack,
     repeat_cond,
 )
 from genleak.targets.base import Target, q_sample
@@ -33,7 +32,6 @@ class MultiLossConfig(AttackConfig):
     timesteps: tuple[int, ...] = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900)
 
 
-@register_attack
 class MultiLossAttack(Attack):
     """Columns ``multiloss@t<t>`` = -||eps - eps_theta(x_t, t)||^2 / d for each t (higher = member)."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack
+from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource
 from genleak.targets.base import Target, q_sample
 
 _ARMIJO_C1 = 1e-4  # sufficient-decrease constant (Nocedal & Wright, ch. 3.1, the usual 1e-4)
@@ -37,7 +37,6 @@ class NoiseOptConfig(AttackConfig):
     max_line_search: int = 8  # Armijo halvings per step before a sample stays put
 
 
-@register_attack
 class NoiseOptAttack(Attack):
     """Columns ``noiseopt_loss`` = -f(delta*) and ``noiseopt_delta`` = -||delta*||^2 (higher = member).
 

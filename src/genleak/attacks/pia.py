@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, lp_norm, register_attack
+from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, lp_norm
 from genleak.targets.base import Target, q_sample
 
 
@@ -52,14 +52,12 @@ def gaussianize(eps: torch.Tensor) -> torch.Tensor:
     return eps * scale.view(-1, *([1] * (eps.ndim - 1)))
 
 
-@register_attack
 class PIAAttack(_ProximalInit):
     """Score = -||eps0 - eps_theta(sqrt(abar_t) x0 + sqrt(1-abar_t) eps0, t)||_p, eps0 = eps_theta(x0, 0)."""
 
     name = "pia"
 
 
-@register_attack
 class PIANAttack(_ProximalInit):
     """PIA with eps0 rescaled to the statistics of N(0, I) before noising (``gaussianize``)."""
 

@@ -14,7 +14,6 @@ from genleak.attacks.base import (
     NoiseSource,
     eps_in_chunks,
     lp_norm,
-    register_attack,
     repeat_cond,
 )
 from genleak.targets.base import Target, q_sample
@@ -35,7 +34,6 @@ class SimAConfig(AttackConfig):
     p: float = 4.0
 
 
-@register_attack
 class SimAAttack(Attack):
     """Score = -||eps_theta(x_0, t)||_p on the clean input (no noise added), one query.
 
@@ -64,7 +62,6 @@ class SimAMCConfig(AttackConfig):
     n_draws: int = 8
 
 
-@register_attack
 class SimAMCAttack(Attack):
     """Monte-Carlo SimA: -||mean_k eps_theta(x_t^k, t)||_p over K noisy queries x_t^k ~ q(x_t | x_0).
 

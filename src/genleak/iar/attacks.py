@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource, register_attack
+from genleak.attacks.base import Access, Attack, AttackConfig, NoiseSource
 from genleak.errors import GenleakError
 from genleak.targets.base import TargetKind
 
@@ -303,86 +303,72 @@ class IARAttack(Attack):
         return statistic(self.family, s, self.params())
 
 
-@register_attack
 class IARLossAttack(IARAttack):
     """Loss attack: mean per-token log-probability (Yeom et al. 2018)."""
 
     name, family, config_class = "iar-loss", "loss", IARAttackConfig
 
 
-@register_attack
 class IARLossCFGAttack(IARLossAttack):
     name, cfg_default = "iar-loss-cfg", True
 
 
-@register_attack
 class IARZlibAttack(IARAttack):
     """Zlib ratio: mean log-probability over zlib length (Carlini et al. 2021)."""
 
     name, family, config_class = "iar-zlib", "zlib", IARAttackConfig
 
 
-@register_attack
 class IARZlibCFGAttack(IARZlibAttack):
     name, cfg_default = "iar-zlib-cfg", True
 
 
-@register_attack
 class IARMinkAttack(IARAttack):
     """Min-K% Prob: mean of the lowest K% token log-probs (Shi et al. 2024)."""
 
     name, family, config_class = "iar-mink", "mink", KConfig
 
 
-@register_attack
 class IARMinkCFGAttack(IARMinkAttack):
     name, cfg_default = "iar-mink-cfg", True
 
 
-@register_attack
 class IARMinkppAttack(IARAttack):
     """Min-K%++: lowest K% of vocabulary-normalised log-probs (Zhang et al. 2024, eq. D.2)."""
 
     name, family, config_class = "iar-minkpp", "minkpp", KConfig
 
 
-@register_attack
 class IARMinkppCFGAttack(IARMinkppAttack):
     name, cfg_default = "iar-minkpp-cfg", True
 
 
-@register_attack
 class IARHingeAttack(IARAttack):
     """Hinge: true-token logit minus the largest other (Bertran et al. 2024)."""
 
     name, family, config_class = "iar-hinge", "hinge", IARAttackConfig
 
 
-@register_attack
 class IARHingeCFGAttack(IARHingeAttack):
     name, cfg_default = "iar-hinge-cfg", True
 
 
-@register_attack
 class IARSurpAttack(IARAttack):
     """SURP: mean log-prob of low-entropy low-probability tokens (eq. D.4-D.5)."""
 
     name, family, config_class = "iar-surp", "surp", SurpConfig
 
 
-@register_attack
 class IARSurpCFGAttack(IARSurpAttack):
     name, cfg_default = "iar-surp-cfg", True
 
 
-@register_attack
 class IARCamiaAttack(IARAttack):
     """CAMIA: context-aware signals of the log-prob trajectory (Chang et al. 2024)."""
 
     name, family, config_class = "iar-camia", "camia", CamiaConfig
 
 
-@register_attack
 class IARCamiaCFGAttack(IARCamiaAttack):
     name, cfg_default = "iar-camia-cfg", True
 

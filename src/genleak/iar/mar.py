@@ -1,4 +1,4 @@
-"""MAR-style target: masked autoregressive prediction of *continuous* tokens with a small diffusion
+"""MAR-style model (its target, ``MARTarget``, is in ``genleak.iar.target``): masked autoregressive prediction of *continuous* tokens with a small diffusion
 head (Li et al. 2024; thesis ch. 9.2, eq. 9.3).
 
 * Tokenizer: a tiny KL-VAE; tokens are the posterior means of the latent map, one C-dim vector per
@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genleak.config import JsonConfig
-from genleak.errors import GenleakError
 from genleak.iar.layers import Trunk, drop_labels
-from genleak.iar.target import IARTarget
 from genleak.iar.vq import conv_decoder, conv_encoder
 
 
@@ -207,150 +204,3 @@ class MARModel(nn.Module):
                 eps = eps_u + cfg_scale * (eps - eps_u)
             x = sched.step(eps, t, x).prev_sample
         return x
-
-
-class MARTarget(IARTarget):
-    """MAR-style target: continuous tokens, per-token diffusion losses instead of logits."""
-
-    kind = "mar"
-    discrete = False
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.tokenizer.tokenize(images.to(self.device))
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tokenizer.decode_tokens(tokens.to(self.device))
-
-    @property
-    def sequence_length(self) -> int:
-        return int(self.model.config.seq_len)
-
-    def token_groups(self) -> torch.Tensor:
-        return torch.arange(self.sequence_length)
-
-    @torch.no_grad()
-    def token_losses(
-        self,
-        latents: torch.Tensor,
-        labels: torch.Tensor,
-        noise: Any = None,
-        *,
-        mask_ratio: float = 0.95,
-        timestep: int | None = 500,
-        noise_draws: int = 64,
-        mask_draws: int = 4,
-        with_null: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Per-token diffusion loss (B, N) at a fixed timestep, averaged over ``noise_draws`` noises
-        and over the ``mask_draws`` random masks that hid the token (supp. D.8: ratio 0.95, t = 500,
-        64 draws). ``noise`` is the attack's per-sample ``NoiseSource`` (masks and noises are drawn
-        from it, so scores do not depend on batching). ``with_null`` also returns the losses under
-        the null class with the *same* masks and noises (the CFG difference). ``timestep`` None
-        draws t uniformly per noise draw (the training-time loss: the "baseline" of Table 9.5.2 and
-        the Unified MIA of supp. D.4.1).
-
-        The output-noise defense perturbs the head's noise prediction by N(0, sigma^2) (the
-        continuous output an attacker observes here).
-        """
-        b, n, c = latents.shape
-        if not 0.0 < mask_ratio <= 1.0:
-            raise GenleakError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
-        n_mask = min(n, max(1, round(mask_ratio * n)))
-        if noise is not None:
-            orders = torch.argsort(noise.draw(mask_draws)[..., 0], dim=-1)  # (B, R, N) random permutations
-            eps = noise.draw(mask_draws * noise_draws)  # (B, R*K, N, C)
-        else:
-            g = torch.Generator().manual_seed(0)
-            orders = torch.argsort(torch.randn(b, mask_draws, n, generator=g), dim=-1)
-            eps = torch.randn(b, mask_draws * noise_draws, n, c, generator=g)
-        orders, eps = orders.to(latents.device), eps.to(latents.device, latents.dtype)
-        steps = self.model.config.num_train_timesteps
-        if timestep is None:  # t ~ U{0..T-1} per (sample, draw), from the sample's own noise stream
-            z = noise.draw(mask_draws * noise_draws)[..., 0, 0] if noise is not None else \
-                torch.randn(b, mask_draws * noise_draws, generator=g)
-            t_draw = (torch.special.ndtr(z.float()) * steps).long().clamp(0, steps - 1).to(latents.device)
-        else:
-            if not 0 <= int(timestep) < steps:
-                raise GenleakError(f"timestep must be in 0..{steps - 1} (or None: random), got {timestep}")
-            t_draw = torch.full((b, mask_draws * noise_draws), int(timestep), dtype=torch.long, device=latents.device)
-        label_sets = [labels] + ([torch.full_like(labels, self.null_class)] if with_null else [])
-        totals = [torch.zeros(b, n, device=latents.device) for _ in label_sets]
-        counts = torch.zeros(b, n, device=latents.device)
-        for r in range(mask_draws):
-            rank = torch.argsort(orders[:, r], dim=-1)
-            mask = rank < n_mask
-            counts += mask
-            e = eps[:, r * noise_draws : (r + 1) * noise_draws]  # (B, K, N, C)
-            t = t_draw[:, r * noise_draws : (r + 1) * noise_draws, None].expand(b, noise_draws, n).reshape(-1)
-            x0 = latents[:, None].expand_as(e)
-            x_t = self.model.q_sample(x0.reshape(-1, c), t, e.reshape(-1, c))
-            for i, lab in enumerate(label_sets):
-                z = self.model.context(latents, mask, lab)  # (B, N, d)
-                zz = z[:, None].expand(b, noise_draws, n, z.shape[-1]).reshape(-1, z.shape[-1])
-                pred = self._noised(self.model.head(x_t, t, zz))
-                loss = (pred - e.reshape(-1, c)).pow(2).mean(-1).view(b, noise_draws, n).mean(1)
-                totals[i] += loss * mask
-        out = []
-        for tot in totals:
-            per_token = tot / counts.clamp_min(1)
-            fallback = (tot.sum(1, keepdim=True) / counts.sum(1, keepdim=True).clamp_min(1)).expand_as(per_token)
-            out.append(torch.where(counts > 0, per_token, fallback))
-        return (out[0], out[1]) if with_null else out[0]
-
-    @torch.no_grad()
-    def masked_reconstruction(self, latents: torch.Tensor, labels: torch.Tensor, *, mask_ratio: float = 0.95,
-                              seed: int = 0, steps: int = 25) -> torch.Tensor:
-        """Extraction step 1 for MAR (ch. 9.5.3): hide 95% of the tokens, predict them in a single
-        step from the other 5% (deterministic DDIM from zero noise), keep the visible ones."""
-        b, n, c = latents.shape
-        g = torch.Generator().manual_seed(seed)
-        order = torch.argsort(torch.rand(b, n, generator=g), dim=1).to(latents.device)
-        mask = torch.argsort(order, dim=1) < min(n, max(1, round(mask_ratio * n)))
-        z = self.model.context(latents, mask, self.labels(labels))
-        pred = self.model.sample_tokens(z[mask], torch.zeros(int(mask.sum()), c, device=latents.device), steps)
-        out = latents.clone()
-        out[mask] = self._noised(pred)
-        return out
-
-    @torch.no_grad()
-    def generate(self, labels: torch.Tensor, prefix: torch.Tensor | None = None, prefix_len: int = 0, *,
-                 cfg_scale: float = 1.0, greedy: bool = True, temperature: float = 1.0,
-                 generator: torch.Generator | None = None, iterations: int = 4, steps: int = 25) -> torch.Tensor:
-        """MaskGIT/MAR-style iterative generation in a random order per sample; the first
-        ``prefix_len`` tokens of that order are copied from ``prefix`` (the MAR prefix of ch. 9.5.3).
-        ``greedy``: DDIM from zero noise (the deterministic analogue of greedy decoding)."""
-        from genleak.iar.target import check_prefix
-
-        labels = self.labels(labels)
-        b, n, c = labels.shape[0], self.sequence_length, self.model.config.token_dim
-        check_prefix(prefix, prefix_len, n, b)
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        order = torch.argsort(torch.rand(b, n, generator=gen), dim=1).to(self.device)
-        rank = torch.argsort(order, dim=1)
-        tokens = torch.zeros(b, n, c, device=self.device)
-        known = rank < prefix_len
-        if prefix_len:
-            tokens[known] = prefix.to(self.device)[known]
-        null = torch.full_like(labels, self.null_class)
-        remaining = n - prefix_len
-        for it in range(iterations):
-            if remaining <= 0:
-                break
-            # cosine schedule (MaskGIT): fraction still hidden after this iteration
-            hidden_after = math.floor(remaining * math.cos(math.pi / 2 * (it + 1) / iterations))
-            if it == iterations - 1:
-                hidden_after = 0
-            reveal = rank < (n - hidden_after)
-            new = reveal & ~known
-            if not new.any():
-                continue
-            mask = ~known
-            z = self.model.context(tokens, mask, labels)
-            z_null = self.model.context(tokens, mask, null) if cfg_scale != 1.0 else None
-            m = int(new.sum())
-            init = torch.zeros(m, c) if greedy else temperature * torch.randn(m, c, generator=gen)
-            sampled = self.model.sample_tokens(z[new], init.to(self.device), steps,
-                                               None if z_null is None else z_null[new], cfg_scale)
-            tokens[new] = self._noised(sampled)
-            known = known | new
-        return tokens

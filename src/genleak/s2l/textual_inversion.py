@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from genleak.errors import GenleakError
+from genleak.errors import GenleakError, TargetError
 from genleak.targets.latent import LatentDiffusionTarget
 
 __all__ = ["DEFAULT_PLACEHOLDER", "DEFAULT_PROMPT_TEMPLATE", "TextualInversionTarget", "textual_inversion"]
@@ -70,6 +70,13 @@ class TextualInversionTarget(LatentDiffusionTarget):
 
     def _extra_meta(self) -> dict[str, Any]:
         return {"textual_inversion": {"placeholder": self.placeholder, "prompt_template": self.prompt_template}}
+
+    @classmethod
+    def _meta_kwargs(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        inversion = meta.get("textual_inversion") or {}
+        if "placeholder" not in inversion or "prompt_template" not in inversion:
+            raise TargetError("the folder's genleak_latent.json records no textual inversion (placeholder, prompt_template)")
+        return {"placeholder": inversion["placeholder"], "prompt_template": inversion["prompt_template"]}
 
     def __init__(self, *args: Any, placeholder: str, prompt_template: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

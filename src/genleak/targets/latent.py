@@ -410,16 +410,8 @@ class LatentDiffusionTarget(LatentDiffusion):
         except (OSError, ValueError) as err:
             raise TargetError(f"could not load latent diffusion folder '{folder}': {str(err).splitlines()[0]}") from err
         scale = guidance_scale if guidance_scale is not None else float(meta.get("guidance_scale", 1.0))
-        kwargs: dict[str, Any] = {}
-        inversion = meta.get("textual_inversion")
-        if inversion and text_encoder is not None:
-            # a Shake-to-Leak textual-inversion target: keep putting its learnt word into every caption
-            from genleak.s2l.textual_inversion import TextualInversionTarget
-
-            cls = TextualInversionTarget  # type: ignore[assignment]
-            kwargs = {"placeholder": inversion["placeholder"], "prompt_template": inversion["prompt_template"]}
         return cls(vae, unet, scheduler, text_encoder, tokenizer, guidance_scale=scale,
-                   caption_template=meta.get("caption_template"), device=device, **kwargs)
+                   caption_template=meta.get("caption_template"), device=device, **cls._meta_kwargs(meta))
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write an SD-style folder: components in diffusers/transformers format plus
@@ -466,6 +458,11 @@ class LatentDiffusionTarget(LatentDiffusion):
 
     def _extra_meta(self) -> dict[str, Any]:
         """Subclass settings that ``from_pretrained`` needs to rebuild the same target."""
+        return {}
+
+    @classmethod
+    def _meta_kwargs(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments a subclass reads back from what ``_extra_meta`` saved."""
         return {}
 
 

@@ -1,12 +1,22 @@
 """``load_target(folder)``: one entry point that opens any target folder genleak understands.
 
-The CLI (``genleak attack``, ``data inspect``, ``infer``, ...) calls this instead of a specific class so
-that a pixel DDPM folder, a Stable-Diffusion-style latent folder, a DualMD folder and an image
-autoregressive (IAR) folder all work with the same commands. Detection is by layout only; nothing is downloaded.
+The CLI (``genleak attack``, ``inspect``, ``infer``, ...) calls this instead of a specific class so
+that every command takes every target kind. A folder names its class the way diffusers reads it:
+``model_index.json`` ``_class_name`` (a pipeline: ``DDPMPipeline``, ``StableDiffusionPipeline``)
+or, for a single-model folder, ``config.json`` ``_class_name`` (``UNet2DModel``). Three genleak
+folder types carry their own marker instead, since no diffusers pipeline describes them:
+``dualmd.json`` (DualMD), an IAR ``config.json`` with ``"format": "genleak.iar"`` and a
+``textual_inversion`` entry in ``genleak_latent.json`` (an SD folder plus a learnt word).
+
+The class name picks the loader from the entry points of group ``genleak.targets`` (pyproject.toml),
+so the packages that define target types (``defenses``, ``iar``, ``s2l``) stay above this one and a
+plug-in adds a type the same way. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -15,34 +25,46 @@ import torch
 
 from genleak.errors import TargetError
 
-__all__ = ["detect_kind", "load_target"]
+__all__ = ["load_target", "target_class", "target_loaders"]
+
+ENTRY_POINTS = "genleak.targets"
+IAR_FORMAT = "genleak.iar"  # genleak.iar.target.IAR_FORMAT (that package sits above this one)
 
 
-def detect_kind(folder: str | Path) -> str:
-    """``"dualmd"``, ``"iar"`` (image autoregressive, ``genleak train iar``), ``"latent"`` (``vae/`` +
-    ``unet/``) or ``"pixel"`` (``unet/`` or a flat model folder)."""
+def _read_json(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TargetError(f"'{file}' is not valid JSON ({err})") from err
+    return data if isinstance(data, dict) else {}
+
+
+def target_class(folder: str | Path) -> str:
+    """The class name a target folder declares (see the module docstring), e.g. ``"DDPMPipeline"``."""
     path = Path(folder)
     if not path.is_dir():
         raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train ddpm` or pass a diffusers folder")
     if (path / "dualmd.json").is_file():
-        return "dualmd"
-    from genleak.iar.target import is_iar_folder
+        return "DualTarget"
+    if _read_json(path / "config.json").get("format") == IAR_FORMAT:
+        return "IARTarget"
+    if _read_json(path / "genleak_latent.json").get("textual_inversion"):
+        return "TextualInversionTarget"
+    for file in ("model_index.json", "config.json"):
+        name = _read_json(path / file).get("_class_name")
+        if name:
+            return str(name)
+    raise TargetError(f"'{folder}' has no model_index.json or config.json with a _class_name: not a diffusers or genleak model folder")
 
-    if is_iar_folder(path):
-        return "iar"
-    from genleak.targets.latent import is_latent_folder
 
-    if is_latent_folder(path):
-        return "latent"
-    index = path / "model_index.json"
-    if index.is_file():
-        try:
-            entries = json.loads(index.read_text())
-        except json.JSONDecodeError:
-            entries = {}
-        if "vae" in entries or "vqvae" in entries:
-            raise TargetError(f"'{folder}' lists a VAE in model_index.json but has no vae/config.json and unet/config.json")
-    return "pixel"
+@functools.cache
+def target_loaders() -> dict[str, Any]:
+    """Class name -> ``importlib.metadata.EntryPoint`` of its loader ``(folder, device=..., [guidance_scale=...])``."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
 
 
 def load_target(
@@ -51,23 +73,18 @@ def load_target(
     """Open a target folder as the matching genleak target.
 
     ``guidance_scale`` sets the CFG scale of text-conditioned latent targets (default: the folder's
-    ``genleak_latent.json``, else 1 = conditional only); other targets reject a scale != 1.
+    ``genleak_latent.json``, else 1 = conditional only); targets whose loader takes no scale reject one != 1.
     """
-    kind = detect_kind(folder)
-    if kind == "latent":
-        from genleak.targets.latent import LatentDiffusionTarget
-
-        return LatentDiffusionTarget.from_pretrained(folder, device=device, guidance_scale=guidance_scale)
-    if guidance_scale not in (None, 1.0):
-        raise TargetError(f"'{folder}' is a {kind} target without text conditioning; --guidance-scale applies to text-to-image targets")
-    if kind == "iar":
-        from genleak.iar.target import load_iar_target
-
-        return load_iar_target(folder, device=device)
-    if kind == "dualmd":
-        from genleak.defenses.dualmd import DualTarget
-
-        return DualTarget.from_pretrained(folder, device=device)
-    from genleak.targets.ddpm import DiffusionTarget
-
-    return DiffusionTarget.from_pretrained(folder, device=device)
+    name = target_class(folder)
+    ep = target_loaders().get(name)
+    if ep is None:
+        raise TargetError(f"'{folder}' holds a {name} (its _class_name), which genleak cannot open; "
+                          f"it opens {', '.join(sorted(target_loaders()))}")
+    loader = ep.load()
+    if guidance_scale is None:
+        return loader(folder, device=device)
+    if "guidance_scale" in inspect.signature(loader).parameters:
+        return loader(folder, device=device, guidance_scale=guidance_scale)
+    if guidance_scale != 1.0:
+        raise TargetError(f"'{folder}' is a {name} without text conditioning; --guidance-scale applies to text-to-image targets")
+    return loader(folder, device=device)
