@@ -8,6 +8,7 @@
 #   echo /.whl/ >> .git/info/exclude
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata==9.1.0
+#   pip wheel --no-deps --no-build-isolation -w .whl .   # optional: else genleak is built there (setuptools >= 77)
 # and run it with the device tool: command `bash benchmarks/gpu_check.sh`, carry [".whl"], timeout_s 540.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,9 @@ budget=${BUDGET_S:-460}  # seconds for the whole script, installation included
 if [ -d .whl ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
-$py -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . || exit 1
+if ! ls .whl/genleak-*.whl >/dev/null 2>&1; then
+    $py -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . || exit 1
+fi
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 $py -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device: this script is for a GPU machine")' || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
