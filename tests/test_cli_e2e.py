@@ -114,10 +114,15 @@ def test_demo_audits_its_own_tiny_model(cli, tmp_path):
     code, out, err = cli("demo", "--out", str(tmp_path), "--steps", "300", "--members", "16", "--nonmembers", "32",
                          "--size", "8")
     assert code == 0, err
-    attacks = json.loads((tmp_path / "results.json").read_text())["attacks"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    attacks = data["attacks"]
     assert {a: attacks[a]["status"] for a in DEFAULT_ATTACKS} == dict.fromkeys(DEFAULT_ATTACKS, "ok")
     assert min(attacks[a]["metrics"]["auc"] for a in ("loss", "sima")) > 0.9  # 1.0 and 1.0 observed
     assert (tmp_path / "roc.png").is_file() and (tmp_path / "target" / "genleak_train.json").is_file()
+    # the demo is `genleak audit`: its settings, the verdict, the defense recommendation and report.html
+    assert data["settings"]["calibration_fraction"] == 0.25 and "genbox" in attacks
+    assert data["sections"]["defense"]["status"] == "ok" and f"verdict: {data['verdict']['label']}" in out
+    assert f"report: {tmp_path / 'report.html'}" in out and (tmp_path / "report.html").is_file()
 
 
 def test_train_vae_then_ldm_on_it(tiny, cli, tmp_path):
