@@ -65,8 +65,9 @@ def test_fresh_outputs_verify(cli, runs, kind):
     if kind == "infer":
         assert "cdi.p_value" in out and "32 samples' features re-extracted" in out
     else:
-        # attack: the 9 evaluate() figures + asr_calibrated; audit adds its TPR@0.1% CI and simultaneous bounds
-        n = {"attack": 10, "audit": 12}[kind]
+        # attack: the 15 evaluate() figures (9 + 6 two-sided) + asr_calibrated; audit adds its two TPR@0.1% CIs
+        # (direct and sign-flipped) and the simultaneous bounds
+        n = {"attack": 16, "audit": 19}[kind]
         assert "attacks.loss: 32 samples rescored" in out and f"attacks.sima: {n} metrics recomputed" in out
     if kind == "audit":
         assert "ok: verdict" in out
