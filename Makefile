@@ -2,11 +2,11 @@
 .PHONY: demo test lint bench
 
 demo:
-	bash scripts/setup-env.sh
+	bash scripts/setup-env.sh all
 	.venv/bin/genleak demo
 
 test:
-	bash scripts/setup-env.sh dev,mlflow
+	bash scripts/setup-env.sh dev,all
 	bash scripts/run-tests.sh
 
 lint:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from genleak._extras import needs_extra
 from genleak.errors import GenleakError
 
 
@@ -50,7 +51,8 @@ class ServerProcess:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 180.0) -> ServerProcess:
-        import httpx
+        with needs_extra("serve"):
+            import httpx
 
         cmd = [sys.executable, "-m", "genleak.cli", "b4b", "serve", "--model", self.model, "--db", self.db,
                "--host", self.host, "--port", str(self.port), "--log-level", "warning", *self.extra_args]

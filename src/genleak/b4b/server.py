@@ -31,12 +31,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
+from genleak._extras import needs_extra
 from genleak.b4b.service import B4BService
 from genleak.b4b.wire import InputError, decode_array, encode_array
+
+with needs_extra("serve"):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
 SETTINGS_ENV = "GENLEAK_B4B_SERVER"
 
@@ -242,7 +245,8 @@ def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, w
           log_level: str = "info", announce: Callable[[str], None] | None = None) -> None:
     """Run the API with uvicorn. Several workers (or several machines on one PostgreSQL URL) share
     all user state through the database."""
-    import uvicorn
+    with needs_extra("serve"):
+        import uvicorn
 
     app = app_from_settings(settings)  # validates model, config and database before binding the port
     if announce is not None:

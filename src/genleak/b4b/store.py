@@ -31,29 +31,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Float,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    insert,
-    inspect,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
-from sqlalchemy.pool import StaticPool
-
+from genleak._extras import needs_extra
 from genleak.b4b.config import POLICIES, TRANSFORM_KINDS, B4BConfig, config_diff
 from genleak.errors import GenleakError
+
+with needs_extra("serve"):
+    from sqlalchemy import (
+        BigInteger,
+        Column,
+        Float,
+        Integer,
+        LargeBinary,
+        MetaData,
+        String,
+        Table,
+        Text,
+        create_engine,
+        event,
+        insert,
+        inspect,
+        select,
+        update,
+    )
+    from sqlalchemy.engine import Connection, Engine, make_url
+    from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
+    from sqlalchemy.pool import StaticPool
 
 KEY_PREFIX = "glb4b_"
 SCHEMA_VERSION = "1"

@@ -39,10 +39,14 @@ from typing import Any
 
 import torch
 
+from genleak._extras import needs_extra
 from genleak.data import MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json
 from genleak.train import TrainConfig, TrainHooks, train_ddpm
+
+with needs_extra("dp"):  # here, so a missing extra stops `defend dpsgd` before anything is trained
+    import opacus  # noqa: F401
 
 DP_FILE = "dp.json"
 
