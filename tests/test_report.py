@@ -723,7 +723,9 @@ def test_recommendation_for_latent_and_text_targets():
                              "ema_decay": 0.995, "beta_schedule": "scaled_linear", "text": False, "extra": {}}}
     latent = recommend(_facts("latent-diffusion", ldm_recipe, sima=LEAKY_GRAY))
     ids = [r.id for r in latent]
-    assert ids[0] == "vae-kl" and "prompt-diversification" not in ids and "dpsgd" not in ids
+    assert ids[0] == "vae-kl" and "prompt-diversification" not in ids
+    # DP-SGD trains the audited latent UNet too (defend dpsgd --target)
+    assert "--target /runs/base" in _by_id(latent)["dpsgd"].commands[0]
     kl = latent[0]
     assert kl.priority == "recommended" and f"--kl-weight {KL_WEIGHT_HARDENED:g}" in kl.commands[0]
     assert kl.commands[0].startswith("genleak train vae ") and kl.commands[1].startswith("genleak train ldm ")
@@ -731,8 +733,8 @@ def test_recommendation_for_latent_and_text_targets():
     assert "0.661" in kl.expected_effect.measured and "did NOT hold" in kl.expected_effect.caveat
     assert "results_latent.md" in kl.expected_effect.source
     for r in latent:
-        if r.id in ("distillmd", "dualmd"):  # only where this CLI trains latent teachers
-            assert "--latent /runs/base" in r.commands[0] and r.priority == "consider"
+        if r.id in ("distillmd", "dualmd"):  # teachers of the audited folder's architecture
+            assert "--target /runs/base" in r.commands[0] and r.priority == "consider"
 
     text_recipe = {"config": {**ldm_recipe["config"], "text": True, "extra": {"prompt_variants": 0, "vae": "/runs/vae"}}}
     text = _by_id(recommend(_facts("text-to-image-ldm", text_recipe, sima=LEAKY_GRAY, **{"gen-prompt": LEAKY_BLACK})))
@@ -744,7 +746,7 @@ def test_recommendation_for_latent_and_text_targets():
     assert "--text" in text["vae-kl"].commands[1]
     # DistillMD was measured on a text-to-image LDM (results_latent.md §2b); DualMD barely helped there
     assert text["distillmd"].priority == "recommended" and "0.373" in text["distillmd"].expected_effect.measured
-    assert text["dualmd"].priority == "consider" and "--latent /runs/base" in text["dualmd"].commands[0]
+    assert text["dualmd"].priority == "consider" and "--target /runs/base" in text["dualmd"].commands[0]
     gray_only = _by_id(recommend(_facts("text-to-image-ldm", text_recipe, sima=LEAKY_GRAY)))
     assert gray_only["prompt-diversification"].priority == "consider"  # it does not lower gray-box attacks
     # already hardened: KL 0.1 and 5 rephrasings -> neither is recommended again

@@ -90,8 +90,8 @@ def group(app: typer.Typer, name: str) -> typer.Typer:
 
 
 def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``--param`` values ``["secmi.t_sec=20", "multiloss.timesteps=[0,100]"]`` ->
-    ``{"secmi": {"t_sec": 20}, "multiloss": {...}}``; values are read as JSON when they parse
+    """``--param`` values ``["secmi.t_sec=30", "multiloss.timesteps=[0,100]"]`` ->
+    ``{"secmi": {"t_sec": 30}, "multiloss": {...}}``; values are read as JSON when they parse
     (numbers, lists, true/false), else kept as strings."""
     import json
 
@@ -100,7 +100,7 @@ def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         name, dot, param = key.strip().partition(".")
         if not eq or not dot or not name or not param:
-            raise GenleakError(f"--param {item!r} must look like ATTACK.NAME=VALUE, e.g. secmi.t_sec=20")
+            raise GenleakError(f"--param {item!r} must look like ATTACK.NAME=VALUE, e.g. secmi.t_sec=30")
         try:
             parsed: Any = json.loads(value)
         except ValueError:
@@ -122,7 +122,7 @@ def out_option(command: str, what: str) -> Any:
 
 
 # The options every scoring command (attack, sweep, audit, infer, iar attack, defend evaluate) shares.
-PARAM = typer.Option([], "--param", help="Attack hyperparameter ATTACK.NAME=VALUE (repeatable), e.g. secmi.t_sec=20; "
+PARAM = typer.Option([], "--param", help="Attack hyperparameter ATTACK.NAME=VALUE (repeatable), e.g. secmi.t_sec=30; "
                      "values are read as JSON when they parse.")
 DEVICE = typer.Option(None, "--device", help="torch device (default: cuda if available).")
 THREADS = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default).")

@@ -24,7 +24,8 @@ The rules
   the model was trained with ``PROMPT_VARIANTS`` rephrasings; DistillMD on latent teachers as for
   pixel models on text-to-image targets (measured there) and as "consider" on unconditional LDMs
   (not measured), DualMD as "consider" (it barely helped without prompt diversification), through
-  ``genleak defend disjoint --latent``.
+  ``genleak defend disjoint --target``, which trains the audited folder's architecture; DP-SGD as
+  for pixel models (``defend dpsgd --target`` trains latent and text-to-image UNets too).
 * Image autoregressive models: output noise on the logits (thesis supp. D.11).
 
 Every command the rules can print is parsed against genleak's command tree by the tests
@@ -516,7 +517,7 @@ def recommend(f: AuditFacts) -> list[Recommendation]:
         recs += _latent_hardening(f, priority, why, base_triggers, bb, p)
     if fam in ("pixel", "latent", "text"):
         recs += _two_teacher_defenses(f, priority, why, base_triggers, bb, p)
-    if fam == "pixel" and gw is not None and _RANK[gw.level] >= _RANK[DPSGD_FROM_LEVEL]:
+    if fam in ("pixel", "latent", "text") and gw is not None and _RANK[gw.level] >= _RANK[DPSGD_FROM_LEVEL]:
         out = p.out("dpsgd")
         recs.append(Recommendation(
             id="dpsgd", name="DP-SGD (differentially private training)", priority=PRIORITY_CONSIDER,
@@ -525,7 +526,7 @@ def recommend(f: AuditFacts) -> list[Recommendation]:
                     "utility cost below is acceptable."),
             triggers=[_attack_trigger(gw)],
             commands=[_cmd("defend", "dpsgd", "--split", p.split, "--out", out, "--noise-multiplier",
-                           repr(DPSGD_NOISE_MULTIPLIER), *_pixel_train_args(f.training))],
+                           repr(DPSGD_NOISE_MULTIPLIER), *_pixel_train_args(f.training), "--target", p.target)],
             verify=p.verify(out, "dpsgd"), expected_effect=EVIDENCE["dpsgd"], cost=COSTS["dpsgd"],
             paper="Abadi et al. 2016 (DP-SGD, via Opacus); the baseline of 001 §4",
             applies_if="the weights are released (white/gray-box access)"))
@@ -565,8 +566,8 @@ def _two_teacher_defenses(f: AuditFacts, priority: str, why: str, base_triggers:
     gw = f.leak(["white-box", "gray-box"])
     teachers, student = p.out("dualmd"), p.out("distillmd")
     train = _pixel_train_args(f.training)
-    disjoint = _cmd("defend", "disjoint", "--split", p.split, "--out", teachers, *train,
-                    *(["--latent", p.target] if latent else []))
+    # --target copies the audited folder's architecture, scheduler and conditioning (issue 13 item 4)
+    disjoint = _cmd("defend", "disjoint", "--split", p.split, "--out", teachers, *train, "--target", p.target)
     recs = [Recommendation(
         id="distillmd", name="DistillMD (alternating distillation from two disjoint teachers)",
         # measured on pixel DDPMs and text-to-image LDMs; on unconditional LDMs an option next to the KL hardening
@@ -577,7 +578,8 @@ def _two_teacher_defenses(f: AuditFacts, priority: str, why: str, base_triggers:
                                                          "hardening above comes first." if f.family == "latent"
                                                          else ".")),
         triggers=base_triggers,
-        commands=[disjoint, _cmd("defend", "distill", "--teachers", teachers, "--out", student, *train)],
+        commands=[disjoint, _cmd("defend", "distill", "--teachers", teachers, "--out", student, *train,
+                                 "--target", p.target)],
         verify=p.verify(student, "distillmd"),
         expected_effect=EVIDENCE["distillmd-latent" if latent else "distillmd"], cost=COSTS["distillmd"],
         paper="001 §3.2 (disjoint training), §3.3 (DistillMD, Algorithm 2), §4.1 tables 3-4, §4.2 table 5")]
@@ -656,8 +658,7 @@ def _not_recommended(f: AuditFacts) -> list[dict[str, str]]:
     if f.family == "pixel":
         return [NOT_RECOMMENDED["kd"]]
     if f.family in ("latent", "text"):
-        return [NOT_RECOMMENDED["adversarial-vae"],
-                {"name": "DP-SGD", "why": "`genleak defend dpsgd` trains pixel DDPMs only"}]
+        return [NOT_RECOMMENDED["adversarial-vae"]]
     return []
 
 
