@@ -207,7 +207,7 @@ def test_weak_model_cdi_rejects_where_single_attacks_fail(weak_ddpm, tmp_path):
     strongest = max(max(v["auc"], 1 - v["auc"]) for v in result.single_features.values())
     print(f"\nweak model: best single-feature AUC {strongest:.3f} ({result.best_single[0]}), scorer AUC "
           f"{result.scorer_auc:.3f}, CDI p {result.p_value:.3g} (Welch {result.p_value_welch:.3g}) at |P| = {result.n_suspect}, "
-          f"min |P| (fixed scorer) {result.min_suspect_size}")
+          f"min |P| ({result.curve_method}) {result.min_suspect_size}")
     assert strongest <= 0.6, f"the model is not weak enough: a single feature reaches AUC {strongest:.3f}"
     assert result.rejected and result.p_value < 0.01
     assert not result.shift_detected
