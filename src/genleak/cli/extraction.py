@@ -124,13 +124,13 @@ def register(app: typer.Typer) -> None:
         t = load_target(target, device=device)
         if prompts is not None:
             conds, labels = read_prompts(prompts)
-            classes = getattr(getattr(t, "unet", None), "config", {}).get("num_class_embeds")
+            classes = t.num_classes
             if classes is not None:
                 try:
                     values = [int(c) for c in conds]
                 except ValueError:
                     raise GenleakError("the target is class-conditional: list class indices, one per line") from None
-            elif getattr(t, "conditional", False):
+            elif t.text_conditioned:
                 values = conds
             else:
                 raise GenleakError("the target is unconditional: rank images with --images instead of --prompts")

@@ -112,12 +112,14 @@ class TargetSpec:
 
     def check_schedule(self, *targets: Any) -> None:
         """Teachers must answer on the target's noise levels, or their labels mean other x_t."""
+        from genleak.targets.latent import LatentDiffusionTarget
+
         acp = self.scheduler.alphas_cumprod.double()
         for t in targets:
             if t.alphas_cumprod.shape != acp.shape or not torch.allclose(t.alphas_cumprod.double(), acp):
                 raise GenleakError(f"a teacher's noise schedule differs from the target '{self.folder}''s; "
                                    "train the teachers with `defend disjoint --target` on the same folder")
-            if self.latent and getattr(t, "vae", None) is not None and not _same_weights(t.vae, self.base.vae):
+            if self.latent and isinstance(t, LatentDiffusionTarget) and not _same_weights(t.vae, self.base.vae):
                 raise GenleakError(f"a teacher uses another VAE than the target '{self.folder}'")
 
     def train(
