@@ -111,9 +111,10 @@ class DiffusionTarget(PixelDiffusion):
     # -- loading and saving ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> DiffusionTarget:
-        """Load a diffusers folder from disk: ``DDPMPipeline`` layout (``unet/``, ``scheduler/``) or a
-        flat model folder (``config.json`` + weights + ``scheduler_config.json``, as in
-        ``google/ddpm-cifar10-32``). Nothing is downloaded."""
+        """Load a diffusers folder from disk: ``DDPMPipeline`` / ``DDIMPipeline`` layout (``unet/``,
+        ``scheduler/``; safetensors or bin, plain or a ``variant`` such as fp16) or a flat model folder
+        (``config.json`` + weights + ``scheduler_config.json``, as in ``google/ddpm-cifar10-32``).
+        Nothing is downloaded."""
         path = Path(folder)
         if not path.is_dir():
             raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train ddpm` or pass a diffusers folder")
@@ -129,9 +130,12 @@ class DiffusionTarget(PixelDiffusion):
             sched_dir = path
         else:
             raise TargetError(f"'{folder}' has no scheduler/scheduler_config.json: save the scheduler with the model")
-        try:
-            unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
-            scheduler = DDPMScheduler.from_pretrained(str(sched_dir), local_files_only=True)
+        from genleak.targets.loading import folder_scheduler, weights_variant
+
+        try:  # fp32 whatever the weights' variant: scores are computed in fp32
+            unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, torch_dtype=torch.float32,
+                                               variant=weights_variant(unet_dir))
+            scheduler = folder_scheduler(sched_dir)
         except (OSError, ValueError) as err:
             raise TargetError(f"could not load diffusers model from '{folder}': {str(err).splitlines()[0]}") from err
         return cls(unet, scheduler, device=device)

@@ -397,11 +397,15 @@ class LatentDiffusionTarget(LatentDiffusion):
         unet_cfg = json.loads((path / "unet" / "config.json").read_text())
         unet_cls = UNet2DModel if unet_cfg.get("_class_name") == "UNet2DModel" else UNet2DConditionModel
         text_encoder = tokenizer = None
-        try:
+        from genleak.targets.loading import folder_scheduler, weights_variant
+
+        try:  # fp32 whatever the weights' variant (fp16 SD folders): scores are computed in fp32
             _quiet_transformers()
-            vae = AutoencoderKL.from_pretrained(str(path / "vae"), local_files_only=True)
-            unet = unet_cls.from_pretrained(str(path / "unet"), local_files_only=True)
-            scheduler = DDPMScheduler.from_pretrained(str(sched_dir), local_files_only=True)
+            vae = AutoencoderKL.from_pretrained(str(path / "vae"), local_files_only=True, torch_dtype=torch.float32,
+                                                variant=weights_variant(path / "vae"))
+            unet = unet_cls.from_pretrained(str(path / "unet"), local_files_only=True, torch_dtype=torch.float32,
+                                            variant=weights_variant(path / "unet"))
+            scheduler = folder_scheduler(sched_dir)
             if unet_cls is UNet2DConditionModel and (path / "text_encoder" / "config.json").is_file():
                 from transformers import AutoTokenizer
 
@@ -472,14 +476,13 @@ def is_latent_folder(folder: str | Path) -> bool:
 
 
 def _load_text_encoder(folder: Path) -> Any:
+    from transformers import AutoModel, CLIPTextModel
+
+    from genleak.targets.loading import weights_variant
+
     config = json.loads((folder / "config.json").read_text())
-    if config.get("model_type") in ("clip_text_model", "clip"):
-        from transformers import CLIPTextModel
-
-        return CLIPTextModel.from_pretrained(str(folder), local_files_only=True)
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(str(folder), local_files_only=True)
+    cls = CLIPTextModel if config.get("model_type") in ("clip_text_model", "clip") else AutoModel
+    return cls.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32, variant=weights_variant(folder))
 
 
 def _quiet_transformers() -> None:

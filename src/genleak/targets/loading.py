@@ -2,11 +2,16 @@
 
 The CLI (``genleak attack``, ``inspect``, ``infer``, ...) calls this instead of a specific class so
 that every command takes every target kind. A folder names its class the way diffusers reads it:
-``model_index.json`` ``_class_name`` (a pipeline: ``DDPMPipeline``, ``StableDiffusionPipeline``)
+``model_index.json`` ``_class_name`` (a pipeline: ``DDPMPipeline``, ``DDIMPipeline``, ``StableDiffusionPipeline``)
 or, for a single-model folder, ``config.json`` ``_class_name`` (``UNet2DModel``). Three genleak
 folder types carry their own marker instead, since no diffusers pipeline describes them:
 ``dualmd.json`` (DualMD), an IAR ``config.json`` with ``"format": "genleak.iar"`` and a
 ``textual_inversion`` entry in ``genleak_latent.json`` (an SD folder plus a learnt word).
+
+The loaders open each component with diffusers' / transformers' own ``from_pretrained`` as
+``save_pretrained`` wrote it (``weights_variant``: ``*.fp16.safetensors`` from ``variant="fp16"``;
+``folder_scheduler``: the scheduler class ``scheduler_config.json`` names), never a pipeline class,
+so no code from the folder runs (no custom pipelines, no ``trust_remote_code``).
 
 The class name picks the loader from the entry points of group ``genleak.targets`` (pyproject.toml),
 so the packages that define target types (``defenses``, ``iar``, ``s2l``) stay above this one and a
@@ -18,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ import torch
 
 from genleak.errors import TargetError
 
-__all__ = ["load_target", "target_class", "target_loaders"]
+__all__ = ["folder_scheduler", "load_target", "target_class", "target_loaders", "weights_variant"]
 
 ENTRY_POINTS = "genleak.targets"
 IAR_FORMAT = "genleak.iar"  # genleak.iar.target.IAR_FORMAT (that package sits above this one)
@@ -39,6 +45,36 @@ def _read_json(file: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TargetError(f"'{file}' is not valid JSON ({err})") from err
     return data if isinstance(data, dict) else {}
+
+
+# diffusers / transformers weight files: NAME[-0000k-of-0000n][.safetensors.index][.VARIANT][-0000k-of-0000n].EXT
+_WEIGHTS = re.compile(r"(?:diffusion_pytorch_model|model|pytorch_model)(?:-\d+-of-\d+)?(?:\.(?:safetensors|bin)\.index)?"
+                      r"(?:\.(\w+))?(?:-\d+-of-\d+)?\.(?:safetensors|bin|json)")
+
+
+def weights_variant(folder: str | Path) -> str | None:
+    """The ``variant`` to pass to ``from_pretrained`` for a component folder: None when plain weights
+    are there, else the variant ``save_pretrained(variant=...)`` wrote (``fp16`` first when several)."""
+    found = {m.group(1) for f in Path(folder).iterdir() if (m := _WEIGHTS.fullmatch(f.name))}
+    if None in found or not found:
+        return None  # plain weights (or none at all: from_pretrained names what is missing)
+    if "fp16" in found or len(found) == 1:
+        return "fp16" if "fp16" in found else found.pop()
+    raise TargetError(f"'{folder}' holds weights of variants {', '.join(sorted(found))} and no plain ones; keep one variant")
+
+
+def folder_scheduler(folder: str | Path) -> Any:
+    """The noise scheduler in ``folder`` (holding ``scheduler_config.json``) as the diffusers class it
+    names (DDPM, DDIM, PNDM, Euler, ...: the DDPM-compatible family, which shares ``alphas_cumprod``)."""
+    import diffusers
+
+    config = _read_json(Path(folder) / "scheduler_config.json")
+    name = str(config.get("_class_name", "DDPMScheduler"))
+    family = {c.__name__: c for c in diffusers.DDPMScheduler().compatibles}
+    if name not in family:
+        raise TargetError(f"'{folder}' names scheduler {name!r}; genleak reads DDPM-family schedules "
+                          f"({', '.join(sorted(family))})")
+    return family[name].from_pretrained(str(folder), local_files_only=True)
 
 
 def target_class(folder: str | Path) -> str:
