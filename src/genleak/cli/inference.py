@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
 
         from genleak.data import load_source
         from genleak.inference.cdi import CDIConfig, format_result, run_cdi, write_cdi
-        from genleak.targets import DiffusionTarget
+        from genleak.targets.base import TargetKind
+        from genleak.targets.loading import load_target
 
         cfg = CDIConfig(
             features=features,
@@ -100,7 +101,9 @@ def register(app: typer.Typer) -> None:
             p_set, u_set = s.members, s.nonmembers
         else:
             p_set, u_set = load_source(suspect), load_source(reference)
-        t = DiffusionTarget.from_pretrained(target, device=device)
+        t = load_target(target, device=device)  # pixel or latent (text-to-image) diffusion folders
+        if t.target_kind is TargetKind.IAR:
+            raise GenleakError(f"'{target}' is an image autoregressive model: run `genleak iar infer` for its dataset inference")
         result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet,
                          command=command_line())
         result.provenance["inputs"] = {"target_path": str(target.resolve())}

@@ -426,6 +426,10 @@ def _run_html(r: Run, idx: int, colors: dict[str, str], heading: bool) -> str:
             f'<code>{e(split["fingerprint"][:16])}</code> · {e(split["n_members"])} members / '
             f'{e(split["n_nonmembers"])} non-members · created {e(d.get("created", "?"))} · '
             f'genleak {e(d.get("genleak_version", "?"))}</p>')
+    if (d.get("split_check") or {}).get("status") == "not recorded":  # e.g. a diffusers folder genleak did not train
+        meta += ('<p class="meta split-check" data-status="not recorded">training split not recorded: the target '
+                 'folder has no split.json, so the member / non-member labels come from the split alone and were '
+                 'not checked against the training data</p>')
     body = [
         f'<article class="run" id="run-{idx}" data-run="{idx}">', title, meta,
         _verdict_html(idx, verdict), _warnings_html(r, idx), _attack_table_html(r, idx, colors),
