@@ -28,8 +28,8 @@ ATTACKS = {
     "pia", "pian", "secmi", "sima", "sima-mc",
     *(f"iar-{f}{cfg}" for f in ("loss", "zlib", "mink", "minkpp", "hinge", "surp", "camia") for cfg in ("", "-cfg")),
 }
-TARGETS = {"DDPMPipeline", "DDIMPipeline", "UNet2DModel", "StableDiffusionPipeline", "LatentDiffusionTarget", "TextualInversionTarget",
-           "DualTarget", "IARTarget"}
+TARGETS = {"DDPMPipeline", "DDIMPipeline", "UNet2DModel", "StableDiffusionPipeline", "LatentDiffusionTarget",
+           "TextualInversionTarget", "DualTarget", "IARTarget"}
 
 
 def test_every_top_level_module_is_in_a_layer():
