@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         member_source: str = typer.Option(None, "--member-source", help="The images the model was trained on (a --source form); with --nonmember-source, instead of a random split of --source."),
         nonmember_source: str = typer.Option(None, "--nonmember-source", help="Images the model was not trained on (a --source form)."),
         index_file: Path = typer.Option(None, help="SecMI/PIA index .npz (mia_train_idxs, mia_eval_idxs) instead of a random split."),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         name: str = typer.Option("split"),
     ) -> None:
         """Build a membership split (random, from an index file, or from known member and non-member sources) and save its manifest."""
@@ -74,8 +74,8 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(1e-3),
         batch_size: int = typer.Option(32),
         ema: float = typer.Option(0.995, help="EMA decay; 0 disables EMA."),
-        seed: int = typer.Option(0),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        seed: int = SEED,
+        threads: int = THREADS,
     ) -> None:
         """Train a pixel DDPM (diffusers UNet2DModel + DDPMScheduler) on a split's members."""
 
@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         members: int = typer.Option(64),
         nonmembers: int = typer.Option(512),
         size: int = typer.Option(16),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
     ) -> None:
         """End-to-end audit on the built-in data: split, train a tiny DDPM, run `genleak audit` on it."""
         from genleak.cli.demo import run_demo

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, group, out_option, set_threads, split_csv
+from genleak.cli.args import SEED, THREADS, command_line, group, out_option, set_threads, split_csv
 from genleak.errors import GenleakError
 
 _TRUE = {"1", "true", "yes", "memorised", "memorized", "m"}
@@ -72,10 +72,10 @@ def register(app: typer.Typer) -> None:
         conditions: str = typer.Option(None, help="Comma-separated class labels to extract from (default: all in the split)."),
         heldout: str = typer.Option(None, help="Held-out images instead of the split's non-members (source spec)."),
         eta: float = typer.Option(0.0, help="DDIM eta (0 deterministic, 1 ancestral)."),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         batch_size: int = typer.Option(256),
         device: str = typer.Option(None, help="torch device (default: cuda if available)."),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        threads: int = THREADS,
     ) -> None:
         """Generate-and-filter extraction: flag generations that copy a training image."""
         from genleak.data import MembershipSplit, load_source, parse_source_spec
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(50, help="DDIM steps for those generations."),
         t_sec: int = typer.Option(110, help="SecMI t_sec, public SecMI code's convention: the t-error is measured at t_sec - 10 (001 app. A.2.3: t = 100; 30 was the reliable choice on tiny DDPMs, see benchmarks/RESULTS.md, t-error claim)."),
         interval: int = typer.Option(10, help="SecMI DDIM interval (001 app. A.2.3: 10)."),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         device: str = typer.Option(None),
         threads: int = typer.Option(0),
     ) -> None:

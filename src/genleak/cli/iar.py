@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                                            "then leaks nothing); members: the split's members."),
         tokenizer_from: Path = typer.Option(None, help="Reuse the tokenizer of this IAR folder (VAR and RAR share one)."),
         config: Path = typer.Option(None, help="JSON with further IARTrainConfig keys (e.g. model/tokenizer overrides)."),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         threads: int = typer.Option(0),
     ) -> None:
         """Train a tiny class-conditional IAR (tokenizer + VAR/RAR/MAR model) on a split's members."""
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
         split: Path = typer.Option(..., help="Split: members = suspect set P, non-members = validation set U."),
         out: Path = out_option("iar infer", "di.json"),
         resamples: int = typer.Option(1000, help="Random subsets per suspect-set size (supp. C.5)."),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         threads: int = typer.Option(0),
     ) -> None:
         """Dataset inference on an IAR: the IAR variant (min-max + sum) and the CDI classifier, both."""
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         prefix_len: int = typer.Option(None, help="Prefix tokens kept (default: a quarter of the sequence)."),
         top_k: int = typer.Option(5, help="Candidates per class (ch. 9.5.3: top-5)."),
         threshold: float = typer.Option(0.95, help="Similarity (1 - RMS distance in [0,1]) counted as extracted."),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         threads: int = typer.Option(0),
     ) -> None:
         """Prefix-completion extraction with candidate selection and the validation false-positive check."""
@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
         out: Path = out_option("iar mitigate", "mitigation.json, table.md"),
         n_per_class: int = typer.Option(20, help="Samples per class for the quality figures."),
         resamples: int = typer.Option(1000),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         threads: int = typer.Option(0),
     ) -> None:
         """Output-noise defense (supp. D.11): MIA, DI, extraction and quality before/after, per sigma."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from genleak.cli.args import group, parse_ints, set_threads
+from genleak.cli.args import SEED, THREADS, group, parse_ints, set_threads
 from genleak.errors import GenleakError
 
 
@@ -90,8 +90,8 @@ def register(app: typer.Typer) -> None:
         disc_start: int = typer.Option(None, help="Step at which the discriminator starts (default: half the run)."),
         extra: int = typer.Option(512, help="Also train on up to N images of the split's source that are neither members "
                                            "nor non-members (public data: real VAEs see far more than the UNet's members)."),
-        seed: int = typer.Option(0),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        seed: int = SEED,
+        threads: int = THREADS,
     ) -> None:
         """Train a beta-VAE (AutoencoderKL) with a configurable KL weight, optionally adversarially."""
         from genleak.data import MembershipSplit
@@ -128,8 +128,8 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(1e-3),
         batch_size: int = typer.Option(32),
         ema: float = typer.Option(0.995, help="EMA decay; 0 disables EMA."),
-        seed: int = typer.Option(0),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        seed: int = SEED,
+        threads: int = THREADS,
     ) -> None:
         """Train a latent diffusion model on a VAE's latents (unconditional or text-to-image), or fine-tune one."""
         from genleak.data import MembershipSplit

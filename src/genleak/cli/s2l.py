@@ -10,7 +10,17 @@ from pathlib import Path
 
 import typer
 
-from genleak.cli.args import command_line, group, out_option, parse_floats, parse_ints, set_threads, split_csv
+from genleak.cli.args import (
+    SEED,
+    THREADS,
+    command_line,
+    group,
+    out_option,
+    parse_floats,
+    parse_ints,
+    set_threads,
+    split_csv,
+)
 
 
 def _print(comparison, path: Path) -> None:
@@ -40,8 +50,8 @@ def register(app: typer.Typer) -> None:
         embedding_template: str = typer.Option(
             "{prompt} {token}", help="Prompt with the learnt token, for training and the re-attack ({prompt}: caption)."),
         batch_size: int = typer.Option(32),
-        seed: int = typer.Option(0),
-        threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+        seed: int = SEED,
+        threads: int = THREADS,
     ) -> None:
         """Shake-to-Leak: fine-tune on the target's own domain samples, report ΔAUC / ΔTPR@1%FPR."""
 
@@ -69,7 +79,7 @@ def register(app: typer.Typer) -> None:
         domain: str = typer.Option("all", help="Evaluate on 'all' or one class of the split."),
         attacks: str = typer.Option("loss,pia,sima"),
         out: Path = out_option("s2l perturb", "s2l.json and s2l.md, kind = perturb"),
-        seed: int = typer.Option(0),
+        seed: int = SEED,
         threads: int = typer.Option(0),
     ) -> None:
         """Gaussian parameter perturbation (S2L mechanism 3), swept over sigma: before vs after."""
