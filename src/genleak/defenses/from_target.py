@@ -44,18 +44,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_scheduler(folder: str | Path) -> Any:
-    """The folder's noise scheduler as the class its config names (``_class_name``), built by
-    diffusers' ``from_config``; only diffusers scheduler classes with ``alphas_cumprod`` are accepted."""
-    import diffusers
+    """The folder's noise scheduler as ``load_target`` reads it (the DDPM-family class its config
+    names); genleak's trainers regress on the noise, so other prediction types are refused."""
+    from genleak.targets.loading import folder_scheduler
 
     path = _config_file(Path(folder), "scheduler", "scheduler_config.json")
-    config = _read_json(path)
-    cls = getattr(diffusers, str(config.get("_class_name", "DDPMScheduler")), None)
-    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
-        raise GenleakError(f"'{path}' names {config.get('_class_name')!r}, which is not a diffusers scheduler")
-    scheduler = cls.from_config(config)
-    if not hasattr(scheduler, "alphas_cumprod"):
-        raise GenleakError(f"scheduler {cls.__name__} has no alphas_cumprod; genleak trains DDPM/DDIM-type schedules")
+    scheduler = folder_scheduler(path.parent)
     if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
         raise GenleakError(f"'{path}': prediction_type {scheduler.config.prediction_type!r}; genleak's trainers "
                            "regress on the noise (epsilon) only")
