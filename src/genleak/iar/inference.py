@@ -87,7 +87,6 @@ def minmax_curve(
     verdict's sidedness) and the two-sided one the authors' code reports (``mean_p_two_sided``)."""
     from genleak.inference.stats import ttest_power
     from genleak.inference.stats_refit import _welch_both
-    from genleak.metrics import tpr_at_fpr
 
     if not (np.isfinite(fp).all() and np.isfinite(fu).all()):
         raise GenleakError("features contain NaN or inf; the attack features are broken")
@@ -112,14 +111,9 @@ def minmax_curve(
             max_p.append(sp.max(1))
             max_u.append(su.max(1))
         one, two = np.concatenate(p1), np.concatenate(p2)
-        lo_q, hi_q = np.quantile(one, [0.025, 0.975])
-        out.append(CurvePoint(
-            n_suspect=n, n_reference=n, mean_p=float(one.mean()), median_p=float(np.median(one)),
-            p_ci=(float(lo_q), float(hi_q)), reject_rate=float((one < alpha).mean()),
-            power=ttest_power(d, n, n, alpha, "greater"),
-            set_mia_tpr=tpr_at_fpr(np.concatenate(max_p), np.concatenate(max_u), 0.01),
-            resamples=n_resamples, mean_p_one_sided=float(one.mean()), mean_p_two_sided=float(two.mean()),
-        ))
+        out.append(CurvePoint.from_pvalues(
+            n, n, one, alpha, ttest_power(d, n, n, alpha, "greater"), np.concatenate(max_p), np.concatenate(max_u),
+            resamples=n_resamples, mean_p_one_sided=float(one.mean()), mean_p_two_sided=float(two.mean())))
     return out
 
 

@@ -103,6 +103,17 @@ class CurvePoint:
     mean_p_one_sided: float | None = None  # refitted curve: both sidednesses (mean_p is the configured one)
     mean_p_two_sided: float | None = None
 
+    @classmethod
+    def from_pvalues(cls, n: int, m: int, pv: np.ndarray, alpha: float, power: float, max_p: np.ndarray,
+                     max_u: np.ndarray, **extra: float | int) -> CurvePoint:
+        """The point for the per-resample p-values ``pv`` and set maxima ``max_p`` / ``max_u`` at size n."""
+        from genleak.metrics import tpr_at_fpr
+
+        lo, hi = np.quantile(pv, [0.025, 0.975])
+        return cls(n_suspect=n, n_reference=m, mean_p=float(pv.mean()), median_p=float(np.median(pv)),
+                   p_ci=(float(lo), float(hi)), reject_rate=float((pv < alpha).mean()), power=power,
+                   set_mia_tpr=tpr_at_fpr(max_p, max_u, 0.01), **extra)
+
     def to_dict(self) -> dict[str, float | int | list[float]]:
         extra = {k: getattr(self, k) for k in ("resamples", "mean_p_one_sided", "mean_p_two_sided")
                  if getattr(self, k) is not None}
@@ -150,7 +161,6 @@ def resampled_curve(
     set-level TPR describe this one pool (the set-level threshold is even calibrated on it) rather
     than fresh sets; at n = |P| every resample is the same set.
     """
-    from genleak.metrics import tpr_at_fpr
 
     alternative = _check_alternative(alternative)
     p = np.asarray(scores_p, float).ravel()
@@ -189,24 +199,9 @@ def resampled_curve(
         set_max_u[start : start + rows] = np.maximum.accumulate(su, axis=1)[:, idx_u]
     # NaN p (both sides constant) counts as "no evidence": p = 1
     pvals = np.where(np.isnan(pvals), 1.0, pvals)
-    out = []
-    for j, (n, m) in enumerate(zip(sizes, n_u_of)):
-        pj = pvals[:, j]
-        lo, hi = np.quantile(pj, [0.025, 0.975])
-        out.append(
-            CurvePoint(
-                n_suspect=n,
-                n_reference=m,
-                mean_p=float(pj.mean()),
-                median_p=float(np.median(pj)),
-                p_ci=(float(lo), float(hi)),
-                reject_rate=float((pj < alpha).mean()),
-                power=ttest_power(d, n, m, alpha, alternative),
-                set_mia_tpr=tpr_at_fpr(set_max_p[:, j], set_max_u[:, j], 0.01),
-                resamples=int(n_resamples),
-            )
-        )
-    return out
+    return [CurvePoint.from_pvalues(n, m, pvals[:, j], alpha, ttest_power(d, n, m, alpha, alternative),
+                                    set_max_p[:, j], set_max_u[:, j], resamples=int(n_resamples))
+            for j, (n, m) in enumerate(zip(sizes, n_u_of))]
 
 
 def _random_prefix(rng: np.random.Generator, values: np.ndarray, rows: int, length: int) -> np.ndarray:

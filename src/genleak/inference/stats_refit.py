@@ -137,7 +137,6 @@ def refitted_curve(
     power at ``effect_size`` (Cohen's d of the full-data scores, as in the fixed-scorer curve);
     ``set_mia_tpr`` compares the maximum refitted score of the P and U sets.
     """
-    from genleak.metrics import tpr_at_fpr
 
     xp, xu = np.asarray(features_p, float), np.asarray(features_u, float)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
@@ -166,21 +165,8 @@ def refitted_curve(
                 if abs(pv.mean() - alpha) > SETTLE_SE * pv.std(ddof=1) / np.sqrt(done):
                     break
         one, two = np.concatenate(p1), np.concatenate(p2)
-        pv = one if alternative == "greater" else two
-        lo, hi = np.quantile(pv, [0.025, 0.975])
-        out.append(
-            CurvePoint(
-                n_suspect=n,
-                n_reference=m,
-                mean_p=float(pv.mean()),
-                median_p=float(np.median(pv)),
-                p_ci=(float(lo), float(hi)),
-                reject_rate=float((pv < alpha).mean()),
-                power=ttest_power(effect_size, n, m, alpha, alternative),
-                set_mia_tpr=tpr_at_fpr(np.concatenate(max_p), np.concatenate(max_u), 0.01),
-                resamples=len(one),
-                mean_p_one_sided=float(one.mean()),
-                mean_p_two_sided=float(two.mean()),
-            )
-        )
+        out.append(CurvePoint.from_pvalues(
+            n, m, one if alternative == "greater" else two, alpha, ttest_power(effect_size, n, m, alpha, alternative),
+            np.concatenate(max_p), np.concatenate(max_u), resamples=len(one),
+            mean_p_one_sided=float(one.mean()), mean_p_two_sided=float(two.mean())))
     return out
