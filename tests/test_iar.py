@@ -196,7 +196,7 @@ def test_registered_attacks_match_feature_table(rar_target, var_target, iar_data
     batch-size invariant, and a CFG variant costs two passes."""
     import genleak.iar  # noqa: F401  (registers the iar-* attacks)
     from genleak.attacks import available_attacks, get_attack
-    from genleak.iar.attacks import feature_name, iar_attack_names, iar_features
+    from genleak.attacks.iar import feature_name, iar_attack_names, iar_features
 
     assert set(iar_attack_names()) <= set(available_attacks())
     s = iar_data["split"].members[:20]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from genleak.iar.attacks import TokenStats, stat_camia, stat_minkpp, zlib_length
+from genleak.attacks.iar import TokenStats, stat_camia, stat_minkpp, zlib_length
 
 
 def _stats(logp: list[list[float]], mu: list[list[float]] | None = None, sigma: list[list[float]] | None = None) -> TokenStats:
@@ -68,7 +68,7 @@ def test_mar_masks_are_per_image_and_four_by_default():
     masked take the sample's mean loss, so the set of positions holding that value is the mask's
     complement: two identical images with different ids get different masks, the same id the same."""
     from genleak.attacks.base import NoiseSource
-    from genleak.iar.attacks import IARAttackConfig
+    from genleak.attacks.iar import IARAttackConfig
     from genleak.iar.target import build_target
 
     assert IARAttackConfig().mask_draws == 4 and IARAttackConfig().mask_ratio == 0.95
@@ -91,7 +91,7 @@ def _fill(row: torch.Tensor) -> torch.Tensor:
 
 def test_ceil_k_tokens_for_mink():
     """Min-K% token count: the authors' code int(K N); genleak ceil(K N), at least one token."""
-    from genleak.iar.attacks import stat_mink
+    from genleak.attacks.iar import stat_mink
 
     s = _stats([[-1.0, -2.0, -3.0, -4.0, -5.0]])
     assert float(stat_mink(s, 0.3)) == pytest.approx((-5.0 - 4.0) / 2)  # ceil(1.5) = 2 tokens (code: 1)

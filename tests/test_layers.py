@@ -54,7 +54,7 @@ def test_each_registry_lists_genleak_s_names():
 
 
 def test_importing_a_module_registers_nothing():
-    code = ("import genleak.attacks.loss, genleak.attacks.sima, genleak.attacks.denoising_family, genleak.iar.attacks, "
+    code = ("import genleak.attacks.loss, genleak.attacks.sima, genleak.attacks.denoising_family, genleak.attacks.iar, "
             "genleak.audit, genleak.report.recommend\n"
             "from genleak.attacks.base import _REGISTRY\nfrom genleak.audit import _REGISTERED\n"
             "print(len(_REGISTRY), len(_REGISTERED))")

@@ -142,7 +142,7 @@ def test_concrete_targets_declare_their_kind(pixel, text_latent):
 
 
 def test_each_registered_attack_declares_its_kinds():
-    import genleak.iar.attacks as iar_attacks
+    import genleak.attacks.iar as iar_attacks
 
     source = inspect.getsource(iar_attacks)
     names = available_attacks()
@@ -152,7 +152,7 @@ def test_each_registered_attack_declares_its_kinds():
         assert cls.kinds and cls.kinds <= set(TargetKind), name
         if name.startswith("iar-"):
             assert cls.kinds == {TargetKind.IAR}, name
-            assert f'"{name}"' in source, f"{name} is not an explicit class in genleak.iar.attacks"
+            assert f'"{name}"' in source, f"{name} is not an explicit class in genleak.attacks.iar"
             assert get_attack(name).config.cfg_diff is name.endswith("-cfg")
         else:
             assert cls.kinds <= {TargetKind.PIXEL, TargetKind.LATENT}, name

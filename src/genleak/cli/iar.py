@@ -105,8 +105,8 @@ def register(app: typer.Typer) -> None:
         threads: int = THREADS,
     ) -> None:
         """MIAs on an IAR: hyperparameters chosen on calibration data, metrics on the rest."""
+        from genleak.attacks.iar import calibrate, iar_attack_names, iar_features
         from genleak.data import MembershipSplit
-        from genleak.iar.attacks import calibrate, iar_attack_names, iar_features
         from genleak.iar.audit import AuditData
         from genleak.pipeline import run_attacks
         from genleak.report.results import write_results
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0),
     ) -> None:
         """Dataset inference on an IAR: the IAR variant (min-max + sum) and the CDI classifier, both."""
-        from genleak.iar.attacks import iar_features
+        from genleak.attacks.iar import iar_features
         from genleak.iar.inference import iar_di_table
         from genleak.io import atomic_write_json
 

@@ -2,7 +2,7 @@
 attacks (thesis ch. 9): LLM MIAs on per-token log-probabilities (plain and CFG difference),
 dataset inference without a classifier, prefix extraction, and the output-noise mitigation.
 
-``genleak.attacks.get_attack`` knows the ``iar-*`` attacks (its registry imports ``genleak.iar.attacks``).
+``genleak.attacks.get_attack`` knows the ``iar-*`` attacks (its registry imports ``genleak.attacks.iar``).
 
     from genleak.iar import train_iar, IARTrainConfig, load_iar_target
     from genleak.attacks import get_attack

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from genleak.attacks.iar import Calibration, calibrate, iar_features
 from genleak.data import ImageSet, MembershipSplit
 from genleak.errors import GenleakError
-from genleak.iar.attacks import Calibration, calibrate, iar_features
 
 
 @dataclass
@@ -90,7 +90,7 @@ def compute_features(target: Any, data: AuditData, *, seed: int = 0, batch_size:
 def mia_report(features: FeatureSets) -> dict[str, Any]:
     """Calibrate hyperparameters on the calibration sets, evaluate every attack on the evaluation
     sets; the "best" attack (plain, CFG, overall) is also chosen on the calibration sets."""
-    from genleak.iar.attacks import feature_name
+    from genleak.attacks.iar import feature_name
     from genleak.metrics import evaluate
 
     cal: Calibration = calibrate(features.cal_members, features.cal_nonmembers)

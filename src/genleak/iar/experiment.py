@@ -101,7 +101,7 @@ def ddpm_report(target: Any, data: AuditData, attacks: tuple[str, ...] = DDPM_AT
 def group_aucs(target: Any, data: AuditData) -> dict[str, list[float]]:
     """AUC of the mean log-prob of each token group (VAR scale / RAR position) on the evaluation
     sets, plain and CFG difference."""
-    from genleak.iar.attacks import group_scores
+    from genleak.attacks.iar import group_scores
     from genleak.metrics import auc
 
     out = {}
