@@ -45,3 +45,48 @@ def test_finished_run_is_reused_and_config_mismatch_refused(digits8, tmp_path):
 def test_bad_training_input():
     with pytest.raises(GenleakError, match="non-empty"):
         train_ddpm(torch.zeros(0, 1, 8, 8), TrainConfig(steps=1), progress=False)
+
+
+def _linear_run(batch_size, grad_accum, steps=6, mixed_precision="no"):
+    """A linear regression on the one trainer: deterministic losses, so only the updates can differ."""
+    import torch.nn.functional as F
+
+    from genleak.train.loop import LoopConfig, make_accelerator, run_loop
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, generator=gen), torch.randn(16, 1, generator=gen)
+    loop = LoopConfig(steps, batch_size, 0, grad_accum=grad_accum, mixed_precision=mixed_precision)
+    accelerator = make_accelerator(loop)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    model, losses, _ = run_loop(model, torch.optim.SGD(model.parameters(), lr=0.1), loop,
+                                lambda m, idx, step, g: F.mse_loss(m(x[idx]), y[idx]), accelerator=accelerator, n=16,
+                                progress=False)
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), losses
+
+
+def test_gradient_accumulation_equals_one_large_batch_and_mixed_precision_does_not_leak():
+    big, big_losses = _linear_run(8, 1)
+    # 2 micro-batches of 4 per step see the same rows (16 = 2 epochs of 8 = 4 of 4) and average to the same gradient
+    small, small_losses = _linear_run(4, 2)
+    torch.testing.assert_close(small, big, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(small_losses), torch.tensor(big_losses), rtol=0, atol=1e-6)
+    stepped, _ = _linear_run(4, 1, steps=12)  # the same micro-batches, but a step after each
+    assert (stepped - big).abs().max() > 1e-3
+    bf16, _ = _linear_run(8, 1, mixed_precision="bf16")
+    assert not torch.equal(bf16, big)  # bf16 autocast reached the forward pass
+    torch.testing.assert_close(bf16, big, rtol=0, atol=0.05)
+    again, _ = _linear_run(8, 1)  # accelerate's process-wide state was reset: fp32 again, bitwise
+    assert torch.equal(again, big)
+
+
+def test_accelerate_settings_are_checked(digits8):
+    from genleak.defenses.dpsgd import DPConfig, DPSGDHooks
+
+    with pytest.raises(GenleakError, match="mixed_precision must be one of no, fp16, bf16"):
+        TrainConfig(mixed_precision="fp32")
+    with pytest.raises(GenleakError, match="grad_accum must be an integer >= 1"):
+        TrainConfig(grad_accum=0)
+    dp = DPSGDHooks(8, 4, 1.0, DPConfig(noise_multiplier=1.0))
+    with pytest.raises(GenleakError, match="grad_accum 1"):
+        train_ddpm(digits8[:8].images, TrainConfig(steps=1, grad_accum=2), hooks=dp, progress=False)

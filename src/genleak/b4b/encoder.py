@@ -245,55 +245,35 @@ def train_simclr_encoder(images: np.ndarray, *, embed_dim: int = 64, width: int 
     spread uniformly over the sphere, the geometry in which bucket coverage separates broad from
     narrow querying (Section 6.3.1, Figure 6.4.1).
     """
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    enc = SmallConvEncoder(images.shape[1], width, embed_dim, normalize=True)
-    opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=1e-4)
     x_all = torch.as_tensor(np.asarray(images, np.float32))
     steps_per_epoch = max(1, len(x_all) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    enc.train()
-    last = float("nan")
-    with _progress(progress, "train encoder (InfoNCE)", epochs * steps_per_epoch) as advance:
-        for _ in range(epochs):
-            perm = torch.randperm(len(x_all), generator=gen)
-            for s in range(steps_per_epoch):
-                xb = x_all[perm[s * batch_size:(s + 1) * batch_size]]
-                loss = info_nce(enc(augment(xb, gen)), enc(augment(xb, gen)), temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                last = float(loss.detach())
-                advance(f"loss {last:.3f}")
-    enc.eval()
+
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        return info_nce(model(augment(x_all[idx], gen)), model(augment(x_all[idx], gen)), temperature)
+
+    enc, losses = fit_encoder(lambda: SmallConvEncoder(images.shape[1], width, embed_dim, normalize=True), loss_step,
+                              len(x_all), epochs * steps_per_epoch, batch_size, lr, seed, drop_last=True,
+                              label="train encoder (InfoNCE)", progress=progress)
     meta = {"trainer": "infonce", "epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
-            "seed": seed, "n_images": len(images), "final_loss": round(last, 5)}
+            "seed": seed, "n_images": len(images), "final_loss": round(losses[-1], 5)}
     return Encoder(enc, tuple(images.shape[1:]), name="genleak-infonce-cnn", meta=meta)
 
 
-class _progress:
-    """A rich progress bar (or nothing) as a context manager yielding ``advance(description)``."""
+def fit_encoder(build: Callable[[], nn.Module], loss_step: Callable[..., torch.Tensor], n: int, steps: int,
+                batch_size: int, lr: float, seed: int, *, drop_last: bool, label: str,
+                progress: bool) -> tuple[nn.Module, list[float]]:
+    """Train ``build()`` (made after seeding torch with ``seed``) on the one trainer with AdamW and a
+    one-cycle learning rate: epoch-wise batches of ``n`` rows (``drop_last``: only full batches),
+    ``loss_step(model, rows, step, generator)``. Returns the module in eval mode and the losses."""
+    from genleak.train.loop import LoopConfig, make_accelerator, run_loop
 
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled, self.label, self.total = enabled, label, total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[str], None]:
-        if not self.enabled:
-            return lambda _desc="": None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                             TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-        self._bar.start()
-        task = self._bar.add_task(self.label, total=self.total)
-
-        def advance(desc: str = "") -> None:
-            self._bar.update(task, advance=1, description=f"{self.label} {desc}".strip())
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    loop = LoopConfig(steps, batch_size, seed, drop_last=drop_last)
+    accelerator = make_accelerator(loop, cpu=True)  # the images stay on the CPU, as the encoder does
+    torch.manual_seed(seed)
+    model = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    model, losses, _ = run_loop(model, opt, loop, loss_step, accelerator=accelerator, n=n, lr_scheduler=sched,
+                                desc=label, progress=progress)
+    return model.eval(), losses

@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from genleak.b4b.encoder import Encoder, SmallConvEncoder, _progress, info_nce
+from genleak.b4b.encoder import Encoder, SmallConvEncoder, fit_encoder, info_nce
 
 
 def train_stolen_encoder(images: np.ndarray, targets: np.ndarray, *, loss: Literal["mse", "infonce"] = "mse",
@@ -32,34 +32,21 @@ def train_stolen_encoder(images: np.ndarray, targets: np.ndarray, *, loss: Liter
     """
     if len(images) != len(targets) or len(images) == 0:
         raise ValueError(f"need as many targets as images (got {len(images)} images, {len(targets)} targets)")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    if loss not in ("mse", "infonce"):
+        raise ValueError(f"unknown stealing loss {loss!r}; use 'mse' or 'infonce'")
     x = torch.as_tensor(np.asarray(images, np.float32))
     t = np.nan_to_num(np.asarray(targets, np.float64))
     y = torch.as_tensor((t - t.mean(axis=0)).astype(np.float32))
-    model = SmallConvEncoder(x.shape[1], width, y.shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = max(1, -(-len(x) // batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    model.train()
-    with _progress(progress, label, epochs * steps_per_epoch) as advance:
-        for _ in range(epochs):
-            perm = torch.randperm(len(x), generator=gen)
-            for s in range(steps_per_epoch):
-                idx = perm[s * batch_size:(s + 1) * batch_size]
-                out = model(x[idx])
-                if loss == "mse":
-                    objective = F.mse_loss(out, y[idx])
-                elif loss == "infonce":
-                    objective = info_nce(out, y[idx], temperature) if len(idx) > 1 else F.mse_loss(out, y[idx])
-                else:
-                    raise ValueError(f"unknown stealing loss {loss!r}; use 'mse' or 'infonce'")
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
-                opt.step()
-                sched.step()
-                advance(f"loss {float(objective.detach()):.4f}")
-    model.eval()
+
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        out = model(x[idx])
+        if loss == "infonce" and len(idx) > 1:
+            return info_nce(out, y[idx], temperature)
+        return F.mse_loss(out, y[idx])
+
+    model, _ = fit_encoder(lambda: SmallConvEncoder(x.shape[1], width, y.shape[1]), loss_step, len(x),
+                           epochs * max(1, -(-len(x) // batch_size)), batch_size, lr, seed, drop_last=False,
+                           label=label, progress=progress)
     return Encoder(model, tuple(x.shape[1:]), name=f"stolen-{label}", meta={"loss": loss, "epochs": epochs})
 
 

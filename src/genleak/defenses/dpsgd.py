@@ -86,6 +86,8 @@ class DPConfig:
 class DPSGDHooks(TrainHooks):
     """Opacus per-sample clipping + noise inside ``train_ddpm`` (Poisson sampling, accountant)."""
 
+    accumulates = False  # one Poisson batch per optimiser step is what the accountant counts
+
     def __init__(self, n: int, batch_size: int, noise_multiplier: float, dp: DPConfig, seed: int = 0) -> None:
         from opacus.accountants import create_accountant
 

@@ -35,6 +35,7 @@ class LeakageMonitor(TrainHooks):
         split.validate()
         self.split, self.every, self.attacks = split, every, tuple(attacks)
         self.stop_auc, self.inner = stop_auc, inner or TrainHooks()
+        self.accumulates = self.inner.accumulates
         self.attack_params, self.seed, self.batch_size = attack_params or {}, seed, batch_size
         self.curve: list[dict[str, Any]] = []
         self.stopped_at: int | None = None

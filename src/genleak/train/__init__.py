@@ -4,7 +4,7 @@ from genleak._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "TrainConfig": "genleak.train.ddpm",
-    "TrainHooks": "genleak.train.ddpm",
+    "TrainHooks": "genleak.train.loop",
     "train_ddpm": "genleak.train.ddpm",
 }
 

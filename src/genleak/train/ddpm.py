@@ -9,7 +9,6 @@ which is written last and marks the folder as complete.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,62 +19,15 @@ from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json, publish_folder
 from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
-from genleak.train.loop import CHECKPOINT, next_batch, run_loop  # noqa: F401  (next_batch: for hooks' callers)
+from genleak.train.loop import (  # noqa: F401  (TrainHooks, CHECKPOINT, next_batch: this module's public names)
+    CHECKPOINT,
+    LoopConfig,
+    TrainHooks,
+    make_accelerator,
+    next_batch,
+    run_loop,
+)
 from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
-
-
-class TrainHooks:
-    """Pluggable pieces of the training loop; the defaults are plain DDPM training (Ho et al. 2020).
-
-    Defenses change *what* is learnt (a teacher's output instead of the true noise: DistillMD, KD)
-    or *how* gradients are formed (DP-SGD via Opacus) without copying the loop, so checkpoints,
-    resuming, EMA and the output folder stay the same for every model a comparison trains. A hook
-    object that holds state (a privacy accountant) saves it through ``state_dict`` into the
-    checkpoint. Settings that change the result belong in ``TrainConfig.extra`` so a finished or
-    resumed run with other settings is refused.
-    """
-
-    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
-        """Wrap model and optimiser before ``accelerator.prepare`` (e.g. Opacus' GradSampleModule)."""
-        return model, optimizer
-
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The plain diffusers model inside what ``prepare`` returned (for EMA, checkpoints, output)."""
-        return model
-
-    def batch_indices(self, step: int, n: int, generator: torch.Generator) -> torch.Tensor | None:
-        """Rows of ``images`` for this step, or None for the default epoch-wise shuffling."""
-        return None
-
-    def regression_target(
-        self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor, step: int,
-        cond: Any = None,
-    ) -> torch.Tensor:
-        """What eps_theta(x_t, t[, cond]) is regressed on: the true noise (eq. 3 of the DualMD paper).
-
-        ``cond`` is the batch's conditioning as the UNet receives it (text-encoder states for
-        text-to-image training, None for unconditional models).
-        """
-        return noise
-
-    def after_step(self, step: int) -> None:
-        """Called after each optimiser step (``step`` counts completed steps)."""
-
-    def evaluate(self, step: int, make_target: Callable[[], Any]) -> bool:
-        """Called after ``after_step``; ``make_target()`` builds a target of the weights the run would
-        publish now (the EMA when there is one). True stops training here (the run is then published
-        as finished at this step: a leakage threshold, ``genleak.defenses.monitor``)."""
-        return False
-
-    def record(self) -> dict[str, Any]:
-        """Extra JSON entries for the run record (e.g. a leakage curve)."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 @dataclass
@@ -93,6 +45,8 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     checkpoint_every: int = 250
     weight_decay: float = 0.01  # AdamW default, as in ../shared/CALIBRATION.md
+    grad_accum: int = 1  # micro-batches of batch_size per optimiser step (accelerate)
+    mixed_precision: str = "no"  # accelerate's "no", "fp16" (GPU) or "bf16"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,8 +74,6 @@ def train_ddpm(
     ``scheduler`` (any diffusers scheduler with ``alphas_cumprod``, e.g. the audited model's) replaces
     ``default_scheduler``; ``labels`` (N,) are class labels for a class-conditional ``unet``.
     """
-    from accelerate import Accelerator
-
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
     if images.shape[-1] != images.shape[-2]:
@@ -132,7 +84,9 @@ def train_ddpm(
     if out is not None and finished_run(out, config.to_dict(), data=data_info):
         return DiffusionTarget.from_pretrained(out)
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    loop = LoopConfig(config.steps, config.batch_size, config.seed * 1000, config.ema_decay, config.checkpoint_every,
+                      config.grad_accum, config.mixed_precision)
+    accelerator = make_accelerator(loop)
     torch.manual_seed(config.seed)
     model = unet if unet is not None else build_unet(
         images.shape[-1], images.shape[1], tuple(config.block_out_channels), config.layers_per_block, config.attention
@@ -160,8 +114,9 @@ def train_ddpm(
         return torch.nn.functional.mse_loss(pred, hooks.regression_target(x_t, t, noise, idx, step, cond=cond))
 
     final, losses, seconds = run_loop(
-        model, optimizer, config, hooks, loss_step, lambda m: DiffusionTarget(m, scheduler, device=accelerator.device),
-        accelerator=accelerator, n=images.shape[0], out=out, data_info=data_info, desc="train", progress=progress)
+        model, optimizer, loop, loss_step, accelerator=accelerator, n=images.shape[0], hooks=hooks,
+        as_target=lambda m: DiffusionTarget(m, scheduler, device=accelerator.device), out=out,
+        config=config.to_dict(), data_info=data_info, desc="train", progress=progress)
     target = DiffusionTarget(copy.deepcopy(final).eval(), scheduler)
     if out is not None and accelerator.is_main_process:
         _save_run(target, out, config, losses, seconds, split_manifest, {**data_info, **hooks.record()})

@@ -44,8 +44,13 @@ from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported
     caption_sets,
     sd_scheduler,
 )
-from genleak.train.ddpm import TrainHooks
-from genleak.train.loop import CHECKPOINT, run_loop  # noqa: F401  (CHECKPOINT: the run folder layout, for callers)
+from genleak.train.loop import (  # noqa: F401  (CHECKPOINT: the run folder layout, for callers)
+    CHECKPOINT,
+    LoopConfig,
+    TrainHooks,
+    make_accelerator,
+    run_loop,
+)
 from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
 
 LORA_DIR = "lora"
@@ -76,6 +81,8 @@ class LatentTrainConfig(JsonConfig):
     weight_decay: float = 0.01
     seed: int = 0
     checkpoint_every: int = 250
+    grad_accum: int = 1  # micro-batches of batch_size per optimiser step (accelerate)
+    mixed_precision: str = "no"  # accelerate's "no", "fp16" (GPU) or "bf16"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,8 +125,6 @@ def train_latent(
     targets); their ``regression_target`` also gets ``cond``, the batch's text-encoder states (or
     class labels: ``labels`` (N,) condition a class-conditional unconditional-text UNet).
     """
-    from accelerate import Accelerator
-
     if images.ndim != 4 or images.shape[0] == 0:
         raise GenleakError(f"training needs a non-empty (N, C, H, W) image tensor, got {tuple(images.shape)}")
     check_config(config)
@@ -151,7 +156,9 @@ def train_latent(
     if int(vae.config.in_channels) != images.shape[1]:
         raise GenleakError(f"the VAE takes {vae.config.in_channels}-channel images, got {images.shape[1]} channels")
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    loop = LoopConfig(config.steps, config.batch_size, config.seed * 1000, config.ema_decay, config.checkpoint_every,
+                      config.grad_accum, config.mixed_precision)
+    accelerator = make_accelerator(loop)
     device = accelerator.device
     torch.manual_seed(config.seed)
     if init is not None:
@@ -213,9 +220,9 @@ def train_latent(
                                      text_encoder if text else None, tokenizer if text else None,
                                      caption_template=caption_template, device=device)
 
-    final, losses, seconds = run_loop(model, optimizer, config, hooks, loss_step, as_target, accelerator=accelerator,
-                                      n=images.shape[0], out=out, data_info=data_info, desc="train-latent",
-                                      progress=progress)
+    final, losses, seconds = run_loop(model, optimizer, loop, loss_step, accelerator=accelerator, n=images.shape[0],
+                                      hooks=hooks, as_target=as_target, out=out, config=config.to_dict(),
+                                      data_info=data_info, desc="train-latent", progress=progress)
     final = copy.deepcopy(final).eval()
     if lora and out is not None and accelerator.is_main_process:
         final.save_pretrained(str(out / LORA_DIR))  # the adapter alone (peft format)

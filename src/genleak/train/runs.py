@@ -29,6 +29,7 @@ TRAIN_RECORD = "genleak_train.json"
 # cannot train (a batch of 0 used to train on empty batches and publish NaN weights).
 _POSITIVE_INTS = ("steps", "batch_size", "checkpoint_every", "layers_per_block", "num_train_timesteps",
                   "latent_channels", "disc_channels", "tokenizer_steps", "num_classes")
+MIXED_PRECISION = ("no", "fp16", "bf16")  # accelerate's choices
 
 
 def check_config(config: Any) -> None:
@@ -49,9 +50,19 @@ def check_config(config: Any) -> None:
         value = getattr(config, key, None)
         if value is not None and not _finite(value, rule):
             raise GenleakError(f"{name}: {key} must be a finite number {text}, got {value!r}")
+    check_accelerate(getattr(config, "grad_accum", 1), getattr(config, "mixed_precision", "no"), name)
     channels = getattr(config, "block_out_channels", (1,))
     if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
         raise GenleakError(f"{name}: block_out_channels must be integers >= 1, got {channels!r}")
+
+
+def check_accelerate(grad_accum: Any, mixed_precision: Any, name: str) -> None:
+    """One-line errors for a config's two accelerate settings (gradient accumulation, mixed precision)."""
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise GenleakError(f"{name}: grad_accum must be an integer >= 1, got {grad_accum!r}")
+    if mixed_precision not in MIXED_PRECISION:
+        raise GenleakError(f"{name}: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                           f"got {mixed_precision!r}")
 
 
 def _finite(value: Any, rule: Any) -> bool:

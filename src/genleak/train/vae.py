@@ -19,7 +19,6 @@ Resumable like ``train_ddpm``: atomic checkpoints, the same command continues a 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,11 @@ from torch import nn
 
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
-from genleak.io import atomic_save_torch, atomic_write_json, publish_folder
-from genleak.train.runs import (
-    check_config,
-    check_loss,
-    finished_run,
-    load_checkpoint,
-    output_folder,
-    training_data,
-)
+from genleak.io import atomic_write_json, publish_folder
+from genleak.train.loop import CHECKPOINT, LoopConfig, TrainHooks, make_accelerator, run_loop  # noqa: F401
+from genleak.train.runs import check_config, check_loss, finished_run, output_folder, training_data
 
 VAE_RECORD = "genleak_vae.json"
-CHECKPOINT = "checkpoint/state.pt"
 
 
 @dataclass
@@ -65,6 +57,8 @@ class VAEConfig(JsonConfig):
     disc_lr: float | None = None  # default: lr
     seed: int = 0
     checkpoint_every: int = 400
+    grad_accum: int = 1  # micro-batches of batch_size per optimiser step (accelerate)
+    mixed_precision: str = "no"  # accelerate's "no", "fp16" (GPU) or "bf16"
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -107,9 +101,6 @@ def train_vae(
     folder ends up a standard diffusers model folder plus ``genleak_vae.json`` (config, losses,
     reconstruction MSE on the training images and on ``heldout``, and what it was trained on:
     ``split_manifest``'s fingerprint and the images' ``data_fingerprint``, as for ``train_ddpm``)."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
     from genleak.targets.latent import build_vae
 
     if images.ndim != 4 or images.shape[0] == 0:
@@ -120,7 +111,9 @@ def train_vae(
     if out is not None and finished_run(out, config.to_dict(), what="VAE run", record=VAE_RECORD, data=data_info):
         return load_vae(out)
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    loop = LoopConfig(config.steps, config.batch_size, config.seed * 1000, None, config.checkpoint_every,
+                      config.grad_accum, config.mixed_precision)
+    accelerator = make_accelerator(loop)
     torch.manual_seed(config.seed)
     try:
         vae = build_vae(images.shape[-1], images.shape[1], tuple(config.block_out_channels), config.latent_channels,
@@ -128,82 +121,77 @@ def train_vae(
     except ValueError as err:
         raise GenleakError(str(err)) from err
     vae.train()
-    disc = PatchDiscriminator(images.shape[1], config.disc_channels) if config.adversarial else None
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.5, 0.9))
-    opt_d = (torch.optim.AdamW(disc.parameters(), lr=config.disc_lr or config.lr, weight_decay=0.0, betas=(0.5, 0.9))
-             if disc is not None else None)
-    gen = torch.Generator().manual_seed(config.seed * 1000 + accelerator.process_index)
-    n = images.shape[0]
-    step, history = 0, []
-    perm, cursor = torch.randperm(n, generator=gen), 0
-    ckpt = out / CHECKPOINT if out is not None else None
-    if ckpt is not None and ckpt.is_file():
-        state = load_checkpoint(ckpt, config.to_dict(), data_info,
-                                ("vae", "opt", "disc", "opt_d", "generator", "step", "history", "perm", "cursor"), "VAE run")
-        vae.load_state_dict(state["vae"])
-        opt.load_state_dict(state["opt"])
-        if disc is not None:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
-        gen.set_state(state["generator"])
-        step, history, perm, cursor = state["step"], state["history"], state["perm"], state["cursor"]
-
-    vae, opt = accelerator.prepare(vae, opt)
-    if disc is not None:
-        disc, opt_d = accelerator.prepare(disc, opt_d)
+    hooks = _VAEHooks(config, images.shape[1], accelerator)
     data = images.to(accelerator.device)
-    last_layer = accelerator.unwrap_model(vae).decoder.conv_out.weight
-    start_time = time.time()
-    bar = tqdm(total=config.steps, initial=step, desc="train-vae", unit="step", disable=not progress, leave=False)
-    while step < config.steps:
-        if cursor + config.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor : cursor + min(config.batch_size, n)]
-        cursor += config.batch_size
+    last_layer = vae.decoder.conv_out.weight
+
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        """L1 reconstruction + beta KL (+ the adaptive hinge-GAN generator term once the discriminator is on)."""
         x = data[idx.to(data.device)]
-        posterior = vae.encode(x).latent_dist
+        posterior = model.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(x.device)
-        rec = vae.decode(z).sample
+        rec = model.decode(z).sample
         rec_loss = (rec - x).abs().flatten(1).sum(1).mean()
         kl = posterior.kl().mean()
         loss = rec_loss + config.kl_weight * kl
         g_loss = torch.zeros(())
-        use_disc = disc is not None and step >= config.disc_start_step
-        if use_disc:
-            g_loss = -disc(rec).mean()  # hinge-GAN generator loss (LDM)
+        if hooks.disc is not None and step >= config.disc_start_step:
+            g_loss = -hooks.disc(rec).mean()  # hinge-GAN generator loss (LDM)
             loss = loss + _adaptive_weight(rec_loss, g_loss, last_layer, config.disc_weight) * g_loss
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt.step()
-        d_loss = torch.zeros(())
-        if use_disc:
-            d_loss = 0.5 * (torch.relu(1 - disc(x)).mean() + torch.relu(1 + disc(rec.detach())).mean())
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(d_loss)
-            opt_d.step()
-        step += 1
-        history.append([rec_loss.item(), kl.item(), g_loss.item(), d_loss.item()])
-        check_loss(sum(history[-1]), step)
-        bar.update(1)
-        if step % 50 == 0:
-            recent = history[-50:]
-            bar.set_postfix(rec=f"{sum(h[0] for h in recent) / len(recent):.3f}", kl=f"{sum(h[1] for h in recent) / len(recent):.1f}")
-        if ckpt is not None and accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
-            atomic_save_torch(ckpt, {
-                "config": config.to_dict(),
-                "vae": accelerator.unwrap_model(vae).state_dict(),
-                "opt": opt.state_dict(),
-                "disc": accelerator.unwrap_model(disc).state_dict() if disc is not None else None,
-                "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                "generator": gen.get_state(),
-                "step": step, "history": history, "perm": perm, "cursor": cursor, **data_info,
-            })
-    bar.close()
-    vae = accelerator.unwrap_model(vae).eval().requires_grad_(False)
+            hooks.batch = (x, rec.detach())
+        hooks.parts.append([rec_loss.item(), kl.item(), g_loss.item()])
+        return loss
+
+    vae, _, seconds = run_loop(vae, opt, loop, loss_step, accelerator=accelerator, n=images.shape[0], hooks=hooks,
+                               out=out, config=config.to_dict(), data_info=data_info, desc="train-vae",
+                               progress=progress)
+    vae = vae.eval().requires_grad_(False)
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, images))
     if out is not None and accelerator.is_main_process:
-        _save_vae(vae, out, config, history, time.time() - start_time, images, heldout, data_info)
+        _save_vae(vae, out, config, hooks.history, seconds, images, heldout, data_info)
     return vae
+
+
+class _VAEHooks(TrainHooks):
+    """The VAE's own part of the loop: the PatchGAN discriminator's step after each VAE step (on the
+    batch and reconstruction the loss step left), and the per-step history [rec, kl, g, d]."""
+
+    def __init__(self, config: VAEConfig, channels: int, accelerator: Any) -> None:
+        self.disc = self.opt_d = None
+        if config.adversarial:
+            if config.grad_accum > 1:
+                raise GenleakError("adversarial VAE training steps its discriminator on every batch; use grad_accum 1")
+            disc = PatchDiscriminator(channels, config.disc_channels)
+            opt_d = torch.optim.AdamW(disc.parameters(), lr=config.disc_lr or config.lr, weight_decay=0.0,
+                                      betas=(0.5, 0.9))
+            self.disc, self.opt_d = accelerator.prepare(disc, opt_d)
+        self.accelerator = accelerator
+        self.history: list[list[float]] = []
+        self.parts: list[list[float]] = []  # [rec, kl, g] of this step's micro-batches
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def after_step(self, step: int) -> None:
+        d_loss = torch.zeros(())
+        if self.batch is not None:
+            x, rec = self.batch
+            d_loss = 0.5 * (torch.relu(1 - self.disc(x)).mean() + torch.relu(1 + self.disc(rec)).mean())
+            self.opt_d.zero_grad(set_to_none=True)
+            self.accelerator.backward(d_loss)
+            self.opt_d.step()
+        self.history.append([sum(p[k] for p in self.parts) / len(self.parts) for k in range(3)] + [d_loss.item()])
+        self.parts, self.batch = [], None
+        check_loss(d_loss.item(), step)
+
+    def state_dict(self) -> dict[str, Any]:
+        disc = self.accelerator.unwrap_model(self.disc).state_dict() if self.disc is not None else None
+        return {"history": self.history, "disc": disc, "opt_d": self.opt_d.state_dict() if self.opt_d else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = state["history"]
+        if self.disc is not None:
+            self.accelerator.unwrap_model(self.disc).load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
 
 
 def _adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, disc_weight: float) -> torch.Tensor:
