@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from genleak.data.images import ImageSet
 from genleak.errors import DataError, GenleakError, TargetError
 from genleak.targets.base import Target, TargetKind, kind_phrase
 
@@ -94,7 +95,7 @@ class Attack(ABC):
     def score(
         self,
         target: Target,
-        images: torch.Tensor,
+        images: torch.Tensor | ImageSet,
         ids: Sequence[str] | None = None,
         *,
         cond: Sequence[Any] | torch.Tensor | None = None,
@@ -102,15 +103,27 @@ class Attack(ABC):
         seed: int = 0,
         progress: bool = True,
         desc: str | None = None,
+        num_workers: int = 0,
     ) -> torch.Tensor:
         """Score images in [-1, 1] (NCHW). Returns a float tensor (N,) (or (N, k) for features).
 
-        ``ids`` name the samples; the noise for sample i is drawn from a generator seeded by
-        (seed, attack name, ids[i]), so a score does not depend on batch size, order or sharding.
+        ``ids`` name the samples (default: an ``ImageSet``'s own); the noise for sample i is drawn
+        from a generator seeded by (seed, attack name, ids[i]), so a score does not depend on batch
+        size, order or sharding. An ``ImageSet`` is streamed with ``ImageSet.batches`` (a lazy one is
+        decoded per batch by ``num_workers`` DataLoader workers and never held whole in memory).
         """
         self.check(target)
-        check_images(images)
-        n = images.shape[0]
+        if isinstance(images, ImageSet):
+            n, ids = len(images), images.ids if ids is None else ids
+            if n == 0:
+                raise DataError("no images to score")
+            if not images.is_lazy:  # decoded uint8 is always finite
+                check_images(images.images)
+            batches = (x for _, x in images.batches(batch_size, num_workers=num_workers, device=target.device))
+        else:
+            check_images(images)
+            n = images.shape[0]
+            batches = (images[start : start + batch_size] for start in range(0, n, max(batch_size, 1)))
         if ids is None:
             ids = [str(i) for i in range(n)]
         if len(ids) != n:
@@ -122,15 +135,15 @@ class Attack(ABC):
         out: list[torch.Tensor] = []
         grad_ctx = torch.enable_grad if self.needs_grad else torch.inference_mode
         with tqdm(total=n, desc=desc or self.name, unit="img", disable=not progress, leave=False) as bar:
-            for start in range(0, n, batch_size):
+            for start, batch in zip(range(0, n, batch_size), batches, strict=True):
                 stop = min(start + batch_size, n)
                 batch_cond = None if cond is None else _slice(cond, start, stop)
                 with grad_ctx():
                     if self.pixel_queries:
-                        x = images[start:stop].to(target.device)
+                        x = batch.to(target.device)
                         shape = target.working_shape
                     else:
-                        x = target.encode(images[start:stop])
+                        x = target.encode(batch)
                         shape = x.shape[1:]
                     noise = NoiseSource(ids[start:stop], seed, self.name, shape, x.device, x.dtype)
                     s = self.score_batch(target, x, noise, batch_cond)
@@ -197,13 +210,12 @@ def check_images(images: torch.Tensor) -> None:
         raise DataError(f"{bad} image(s) contain NaN or inf values; clean the data first")
 
 
-def check_compatible(target: Target, images: torch.Tensor) -> None:
-    """Shape check against a target that declares ``image_shape``."""
+def check_compatible(target: Target, images: torch.Tensor | ImageSet) -> None:
+    """Shape check against a target that declares ``image_shape`` (an ``ImageSet`` is not decoded for it)."""
     expected = target.image_shape
-    if expected is not None and tuple(images.shape[1:]) != tuple(expected):
-        raise DataError(
-            f"images have shape (C, H, W) = {tuple(images.shape[1:])} but the target expects {tuple(expected)}"
-        )
+    got = images.shape if isinstance(images, ImageSet) else tuple(images.shape[1:])
+    if expected is not None and tuple(got) != tuple(expected):
+        raise DataError(f"images have shape (C, H, W) = {tuple(got)} but the target expects {tuple(expected)}")
 
 
 def _slice(cond: Sequence[Any] | torch.Tensor, start: int, stop: int) -> Any:

@@ -11,6 +11,7 @@ Pixel conversion and resizing go through :mod:`genleak.data.transforms` only.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -18,17 +19,18 @@ import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from genleak.data.images import ImageSet
-from genleak.data.transforms import quantize_uint8, resize, to_model_range, to_nchw
+from genleak.data.transforms import from_uint8, quantize_uint8, resize, to_model_range, to_nchw, to_uint8
 from genleak.errors import DataError, SplitError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "FileImage",
     "SOURCES",
     "cifar10_source",
     "digits_source",
@@ -104,17 +106,14 @@ def _pil_to_chw(img: Any, target_mode: str) -> np.ndarray:
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return arr.transpose(2, 0, 1).copy()  # C-order and writable (PIL's array is read-only)
 
 
-def _images_from_pil(
+def _scan_headers(
     opened: list[tuple[str, Callable[[], Any]]], size: int | None, channels: int | None, where: str
-) -> torch.Tensor:
-    """Decode PIL images (given as ``(name, opener)``) into one NCHW [-1, 1] tensor.
-
-    A first pass reads only headers (mode, size) to decide the channel count and to refuse mixed
-    sizes early; the second pass decodes.
-    """
+) -> tuple[str, tuple[int, int, int]]:
+    """PIL mode ("L" or "RGB") and per-image shape (C, H, W) of images given as ``(name, opener)``,
+    from their headers only: decides the channel count and refuses mixed sizes early."""
     kinds, sizes = [], []
     for name, opener in opened:
         with opener() as img:
@@ -122,7 +121,6 @@ def _images_from_pil(
             sizes.append(img.size)
     if channels is None:
         channels = 3 if "RGB" in kinds else 1
-    target_mode = "RGB" if channels == 3 else "L"
     if size is None and len(set(sizes)) > 1:
         (n0, s0) = opened[0][0], sizes[0]
         j = next(i for i, s in enumerate(sizes) if s != s0)
@@ -131,17 +129,54 @@ def _images_from_pil(
             f"{opened[j][0]!r} is {sizes[j][0]}x{sizes[j][1]}); add ?size=N to the source to resize them all, "
             f"e.g. '{where.split()[0]}:PATH?size={min(s0)}'"
         )
-    out = []
-    for name, opener in opened:
-        try:
-            with opener() as img:
-                chw = _pil_to_chw(img, target_mode)
-        except DataError:
-            raise
-        except Exception as err:  # PIL raises many types for corrupt files
-            raise DataError(f"{where}: cannot decode image {name!r} ({err}); remove or fix it") from err
-        out.append(_finish_uint8(chw[None], size))
-    return torch.cat(out, 0)
+    h, w = (size, size) if size is not None else sizes[0][::-1]
+    return "RGB" if channels == 3 else "L", (channels, h, w)
+
+
+def _decode_pil(opener: Callable[[], Any], name: str, mode: str, size: int | None, where: str) -> torch.Tensor:
+    """One image as uint8 (C, H, W), resized to ``size`` and snapped back to the 8-bit grid if needed
+    (so ``to_model_range`` of it is bit-identical to :func:`_finish_uint8` of the file's pixels)."""
+    try:
+        with opener() as img:
+            chw = torch.from_numpy(_pil_to_chw(img, mode))
+    except DataError:
+        raise
+    except Exception as err:  # PIL raises many types for corrupt files
+        raise DataError(f"{where}: cannot decode image {name!r} ({err}); remove or fix it") from err
+    if size is not None and tuple(chw.shape[-2:]) != (size, size):
+        chw = to_uint8(resize(from_uint8(chw[None]), size))[0]
+    return chw
+
+
+class FileImage(NamedTuple):
+    """One image file of a lazy folder or list source (:meth:`ImageSet.lazy`): decoded on ``load``."""
+
+    path: str
+    name: str  # for messages: the path relative to the source's root
+    mode: str  # "L" or "RGB"
+    size: int | None
+    where: str
+
+    def load(self) -> torch.Tensor:
+        from PIL import Image
+
+        return _decode_pil(lambda: _open_image(Image, Path(self.path), self.where), self.name, self.mode, self.size,
+                           self.where)
+
+
+def _open_image(image_module: Any, file: Path, where: str) -> Any:
+    try:
+        return image_module.open(file)
+    except Exception as err:
+        raise DataError(f"{where}: cannot open image {file.name!r} ({err}); remove or fix it") from err
+
+
+def _images_from_pil(
+    opened: list[tuple[str, Callable[[], Any]]], size: int | None, channels: int | None, where: str
+) -> torch.Tensor:
+    """Decode PIL images (given as ``(name, opener)``) into one NCHW [-1, 1] tensor."""
+    mode, _ = _scan_headers(opened, size, channels, where)
+    return from_uint8(torch.stack([_decode_pil(opener, name, mode, size, where) for name, opener in opened]))
 
 
 # ----------------------------------------------------------------------------- digits
@@ -219,31 +254,26 @@ def folder_source(path: str | os.PathLike[str], size: int | None = None, channel
     )
     if not files:
         raise DataError(f"{where}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) found; check the path")
-    images, captions = _decode_files(root, files, size, channels, where)
-    return ImageSet(
-        images=images,
-        ids=[f"folder/{f.relative_to(root).as_posix()}" for f in files],
-        captions=captions,
-        source={"kind": "folder", "path": str(root), "size": size, "channels": channels},
-    )
+    return _decode_files(root, files, size, channels, where, [f"folder/{f.relative_to(root).as_posix()}" for f in files],
+                         {"kind": "folder", "path": str(root), "size": size, "channels": channels})
 
 
 def _decode_files(
-    root: Path, files: list[Path], size: int | None, channels: int | None, where: str
-) -> tuple[torch.Tensor, list[str] | None]:
-    """Images and captions of ``files`` under ``root`` (folder rules: see :func:`folder_source`)."""
+    root: Path, files: list[Path], size: int | None, channels: int | None, where: str, ids: list[str],
+    spec: dict[str, Any],
+) -> ImageSet:
+    """A lazy :class:`ImageSet` of ``files`` under ``root`` (folder rules: see :func:`folder_source`).
+
+    Headers are read now, and every image is decoded once, one at a time, for its sha256 (so a
+    corrupt file is refused here, and the split manifest has its hashes); pixels are decoded again
+    per batch when the set is scored."""
     from PIL import Image
 
-    def opener(f: Path) -> Callable[[], Any]:
-        def _open() -> Any:
-            try:
-                return Image.open(f)
-            except Exception as err:
-                raise DataError(f"{where}: cannot open image {f.name!r} ({err}); remove or fix it") from err
-
-        return _open
-
-    images = _images_from_pil([(f.relative_to(root).as_posix(), opener(f)) for f in files], size, channels, where)
+    mode, shape = _scan_headers(
+        [(f.relative_to(root).as_posix(), functools.partial(_open_image, Image, f, where)) for f in files],
+        size, channels, where,
+    )
+    refs = [FileImage(str(f), f.relative_to(root).as_posix(), mode, size, where) for f in files]
     found = _read_folder_captions(root, files)
     captions: list[str] | None = None
     if found:
@@ -254,7 +284,9 @@ def _decode_files(
                 f"{where}: {n_missing} of {len(files)} images have no caption; using '' for them",
                 stacklevel=3,
             )
-    return images, captions
+    images = ImageSet.lazy(refs, ids, shape, captions=captions, source=spec)
+    images.hashes  # noqa: B018 - the streaming pass that decodes (and so checks) every image once
+    return images
 
 
 # ----------------------------------------------------------------------------- list
@@ -322,9 +354,8 @@ def list_source(
         bad = outside or missing
         raise DataError(f"{where}: {len(bad)} entries {'are outside' if outside else 'are not files under'} root "
                         f"'{base}', e.g. {bad[0]!r}; fix the list or pass root=FOLDER")
-    images, captions = _decode_files(base, files, size, channels, where)
-    return ImageSet(images=images, ids=[f"folder/{f.relative_to(base).as_posix()}" for f in files],
-                    captions=captions, source=spec)
+    return _decode_files(base, files, size, channels, where, [f"folder/{f.relative_to(base).as_posix()}" for f in files],
+                         spec)
 
 
 # ----------------------------------------------------------------------------- npz
@@ -596,15 +627,10 @@ def join_sides(members: ImageSet, nonmembers: ImageSet) -> ImageSet:
         )
     parts = (("members", members), ("nonmembers", nonmembers))
     no_captions = members.captions is None and nonmembers.captions is None
-    out = ImageSet(
-        images=torch.cat([members.images, nonmembers.images], 0),
-        ids=[f"{side}/{i}" for side, p in parts for i in p.ids],
-        captions=None if no_captions else [c for _, p in parts for c in (p.captions or [""] * len(p))],
-        labels=None if members.labels is None or nonmembers.labels is None else members.labels + nonmembers.labels,
-    )
-    if "hashes" in members.__dict__ and "hashes" in nonmembers.__dict__:
-        out.__dict__["hashes"] = members.hashes + nonmembers.hashes
-    return out
+    no_labels = members.labels is None or nonmembers.labels is None
+    a, b = (p.with_fields(ids=[f"{side}/{i}" for i in p.ids], source=None, labels=None if no_labels else p.labels,
+                          captions=None if no_captions else (p.captions or [""] * len(p))) for side, p in parts)
+    return a.concat(b)
 
 
 def known_source(members: dict[str, Any], nonmembers: dict[str, Any]) -> ImageSet:

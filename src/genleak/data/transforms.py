@@ -29,6 +29,7 @@ from genleak.errors import DataError
 __all__ = [
     "VALUE_RANGES",
     "detect_value_range",
+    "from_uint8",
     "quantize_uint8",
     "resize",
     "to_model_range",
@@ -120,6 +121,13 @@ def to_model_range(
         x.mul_(2.0).sub_(1.0)
     # clamp absorbs the tolerance; + 0.0 turns -0.0 into 0.0 so equal pixels have equal bytes (hashes)
     return x.clamp_(-1.0, 1.0).add_(0.0)
+
+
+def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] on the tensor's own device: the same operations as
+    :func:`to_model_range` (so the same bytes and hashes), for batches decoded as uint8 and converted
+    only once they reach the model's device."""
+    return pixels.to(torch.float32).div_(127.5).sub_(1.0).clamp_(-1.0, 1.0).add_(0.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
