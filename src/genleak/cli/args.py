@@ -130,3 +130,25 @@ BATCH = typer.Option(64, "--batch-size", help="Samples scored per forward pass (
 SEED = typer.Option(0, "--seed", help="Seed of every random choice (noise, resamples, held-out parts).")
 CALIBRATION = typer.Option(0.0, "--calibration", help="Fraction of each side of the split held out to calibrate "
                            "the ASR threshold and hyperparameters (metrics use the rest; 0: none).")
+
+
+class TRAIN:
+    """The options every ``genleak train ...`` command shares: the one trainer's settings
+    (``genleak.train.loop``), with one name, help text and check each; commands differ only in defaults."""
+
+    @staticmethod
+    def steps(default: int) -> Any:
+        return typer.Option(default, "--steps", help="Optimiser steps.")
+
+    @staticmethod
+    def batch_size(default: int) -> Any:
+        return typer.Option(default, "--batch-size", help="Training images per micro-batch.")
+
+    LR = typer.Option(1e-3, "--lr", help="Learning rate (AdamW).")
+    EMA = typer.Option(0.995, "--ema", help="EMA decay; 0 disables EMA.")
+    GRAD_ACCUM = typer.Option(1, "--grad-accum", help="Micro-batches per optimiser step (accelerate's gradient "
+                              "accumulation: a step trains on grad-accum x batch-size images).")
+    MIXED_PRECISION = typer.Option("no", "--mixed-precision", help="accelerate's mixed precision: no, fp16 (GPU) "
+                                   "or bf16.")
+    SEED = SEED
+    THREADS = THREADS

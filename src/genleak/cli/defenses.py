@@ -15,6 +15,7 @@ from genleak.cli.args import BATCH as SCORE_BATCH
 from genleak.cli.args import (
     PARAM,
     THREADS,
+    TRAIN,
     command_line,
     group,
     out_option,
@@ -37,12 +38,12 @@ def _train_config(steps: int, channels: str, lr: float, batch_size: int, ema: fl
 
 # The training options every defense shares with `genleak train` (same defaults: a fair comparison
 # trains baseline, teachers and student with the same budget; DualMD paper appendix A.2.2).
-STEPS = typer.Option(2000, help="Training steps (use the baseline's).")
+STEPS = TRAIN.steps(2000)
 CHANNELS = typer.Option("32,64", help="UNet block_out_channels (use the baseline's).")
-LR = typer.Option(1e-3)
-BATCH = typer.Option(32, help="Batch size (DistillMD: per step, drawn from one half).")
-EMA = typer.Option(0.995, help="EMA decay; 0 disables EMA.")
-SEED = typer.Option(0)
+LR = TRAIN.LR
+BATCH = typer.Option(32, "--batch-size", help="Batch size (DistillMD: per step, drawn from one half).")
+EMA = TRAIN.EMA
+SEED = TRAIN.SEED
 TARGET = typer.Option(None, help="The audited model's folder: train its UNet architecture, scheduler and conditioning "
                       "(pixel or latent) on the split's members instead of genleak's default UNet (--channels is ignored).")
 
@@ -245,9 +246,9 @@ def register(app: typer.Typer) -> None:
         split: Path = typer.Option(..., help="Split manifest; the encoder trains on source images outside it."),
         out: Path = typer.Option(..., help="Output folder (encoder.json + encoder.safetensors)."),
         reference: str = typer.Option(None, help="Source of reference images (default: the split's source minus the split)."),
-        steps: int = typer.Option(600),
-        seed: int = SEED,
-        threads: int = THREADS,
+        steps: int = TRAIN.steps(600),
+        seed: int = TRAIN.SEED,
+        threads: int = TRAIN.THREADS,
     ) -> None:
         """Train the offline default feature extractor (for genbox's feature distance and FID)."""
         from genleak.data import MembershipSplit, parse_source_spec

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from genleak.cli.args import SEED, THREADS, group, parse_ints, set_threads
+from genleak.cli.args import TRAIN, group, parse_ints, set_threads
 from genleak.errors import GenleakError
 
 
@@ -82,16 +82,18 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="Output VAE folder (diffusers AutoencoderKL; resumes from a checkpoint)."),
         kl_weight: float = typer.Option(1e-6, "--kl-weight", help="beta: weight of the KL term (LDM/SD: 1e-6; larger = harder to attack, blurrier)."),
         adversarial: bool = typer.Option(False, "--adversarial", help="Add a PatchGAN discriminator (adversarial VAE training)."),
-        steps: int = typer.Option(800),
         channels: str = typer.Option("16,32", help="VAE block_out_channels (one downsampling per extra block)."),
         latent_channels: int = typer.Option(4),
-        batch_size: int = typer.Option(64),
-        lr: float = typer.Option(1e-3),
         disc_start: int = typer.Option(None, help="Step at which the discriminator starts (default: half the run)."),
         extra: int = typer.Option(512, help="Also train on up to N images of the split's source that are neither members "
                                            "nor non-members (public data: real VAEs see far more than the UNet's members)."),
-        seed: int = SEED,
-        threads: int = THREADS,
+        steps: int = TRAIN.steps(800),
+        batch_size: int = TRAIN.batch_size(64),
+        lr: float = TRAIN.LR,
+        grad_accum: int = TRAIN.GRAD_ACCUM,
+        mixed_precision: str = TRAIN.MIXED_PRECISION,
+        seed: int = TRAIN.SEED,
+        threads: int = TRAIN.THREADS,
     ) -> None:
         """Train a beta-VAE (AutoencoderKL) with a configurable KL weight, optionally adversarially."""
         from genleak.data import MembershipSplit
@@ -101,7 +103,7 @@ def register(app: typer.Typer) -> None:
         s = MembershipSplit.load(split)
         config = VAEConfig(steps=steps, batch_size=batch_size, lr=lr, block_out_channels=parse_ints(channels),
                            latent_channels=latent_channels, kl_weight=kl_weight, adversarial=adversarial,
-                           disc_start=disc_start, seed=seed)
+                           disc_start=disc_start, seed=seed, grad_accum=grad_accum, mixed_precision=mixed_precision)
         train_vae(vae_training_images(s, extra, seed), config, out, heldout=s.nonmembers.images,
                   split_manifest=s.to_manifest())
         record = json.loads((out / VAE_RECORD).read_text())
@@ -120,16 +122,18 @@ def register(app: typer.Typer) -> None:
         prompt_variants: int = typer.Option(0, help="Prompt diversification: add N template rephrasings per image (001: 5)."),
         captions_file: Path = typer.Option(None, help="Several captions per member: JSON mapping id to a list of captions, or JSONL rows with id and captions."),
         caption_template: str = typer.Option(None, help="Caption template for members without captions (saved with the model)."),
-        steps: int = typer.Option(1250),
         channels: str = typer.Option("32,64", help="UNet block_out_channels."),
         schedule: str = typer.Option("scaled_linear", help="scaled_linear (Stable Diffusion) or linear (pixel DDPM)."),
         cond_dropout: float = typer.Option(0.1, help="Probability of an empty caption (for CFG; SD: 0.1)."),
         text_dim: int = typer.Option(32, help="Hidden size of the tiny text encoder built for --text from scratch."),
-        lr: float = typer.Option(1e-3),
-        batch_size: int = typer.Option(32),
-        ema: float = typer.Option(0.995, help="EMA decay; 0 disables EMA."),
-        seed: int = SEED,
-        threads: int = THREADS,
+        steps: int = TRAIN.steps(1250),
+        batch_size: int = TRAIN.batch_size(32),
+        lr: float = TRAIN.LR,
+        ema: float = TRAIN.EMA,
+        grad_accum: int = TRAIN.GRAD_ACCUM,
+        mixed_precision: str = TRAIN.MIXED_PRECISION,
+        seed: int = TRAIN.SEED,
+        threads: int = TRAIN.THREADS,
     ) -> None:
         """Train a latent diffusion model on a VAE's latents (unconditional or text-to-image), or fine-tune one."""
         from genleak.data import MembershipSplit
@@ -174,6 +178,7 @@ def register(app: typer.Typer) -> None:
         config = LatentTrainConfig(
             steps=steps, batch_size=batch_size, lr=lr, block_out_channels=parse_ints(channels), text=conditional,
             cond_dropout=cond_dropout, beta_schedule=schedule, ema_decay=ema or None, lora_rank=lora_rank, seed=seed,
+            grad_accum=grad_accum, mixed_precision=mixed_precision,
             extra={"prompt_variants": prompt_variants, "init": str(init) if init else None,
                    "vae": str(vae) if vae else None},
         )
