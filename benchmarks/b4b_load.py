@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         store = StateStore(db)
         keys = [store.create_user(f"bench-{i}")[1] for i in range(args.users)]
-        extra = ("--sqlite-sync", args.sqlite_sync, "--workers", str(args.workers))
-        with ServerProcess(model, db, extra_args=extra) as server:
+        with ServerProcess(model, db, workers=args.workers, sqlite_synchronous=args.sqlite_sync) as server:
             run_load(server.url, keys, concurrency=2, duration_s=1.0, max_requests=20, keep_images=False)  # warm-up
             for c in levels:
                 rep = run_load(server.url, keys, concurrency=c, duration_s=args.duration,

@@ -232,7 +232,7 @@ class CountingTarget(PixelDiffusion):
 
 
 def test_dual_target_alternates_models_step_by_step(defense_setup):
-    from genleak.defenses.dualmd import DualTarget
+    from genleak.targets.dual import DualTarget
     from genleak.targets.sampling import generate
 
     sub = defense_setup["targets"]["dualmd"].models
@@ -253,8 +253,8 @@ def test_dual_target_alternates_models_step_by_step(defense_setup):
 
 
 def test_dual_folder_round_trip_and_sampling(defense_setup):
-    from genleak.defenses.dualmd import DualTarget
     from genleak.targets.ddpm import DiffusionTarget
+    from genleak.targets.dual import DualTarget
     from genleak.targets.loading import load_target
     from genleak.targets.sampling import generate
 
@@ -282,7 +282,7 @@ def test_disjoint_halves_are_recorded_and_disjoint(defense_setup):
     h1, h2 = halves_of(split)
     assert not set(h1) & set(h2) and len(h1) + len(h2) == 32 and abs(len(h1) - len(h2)) <= 1
     assert split.metadata["halves"]["1"] == [split.members.ids[i] for i in h1]
-    meta = json.loads((defense_setup["root"] / "dualmd" / "dualmd.json").read_text())
+    meta = json.loads((defense_setup["root"] / "dualmd" / "model_index.json").read_text())
     assert meta["format"] == "genleak.dualmd" and meta["train_config"]["steps"] == STEPS
     rec = json.loads((defense_setup["root"] / "dualmd" / "model_1" / "genleak_train.json").read_text())
     assert rec["steps"] == STEPS and rec["config"]["extra"]["half"] == 1

@@ -157,10 +157,11 @@ def test_group_scores_per_scale_and_position(rar_target, var_target, iar_data):
 
 
 def test_save_load_roundtrip_and_errors(rar_target, iar_data, tmp_path):
-    from genleak.iar.target import is_iar_folder, load_iar_target
+    from genleak.targets.iar import load_iar_target
+    from genleak.targets.loading import target_class
 
     rar_target.save_pretrained(tmp_path / "t")
-    assert is_iar_folder(tmp_path / "t") and not is_iar_folder(tmp_path)
+    assert target_class(tmp_path / "t") == "IARTarget"
     loaded = load_iar_target(tmp_path / "t")
     assert loaded.fingerprint() == rar_target.fingerprint()
     x = iar_data["split"].members.images[:4]

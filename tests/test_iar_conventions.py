@@ -69,7 +69,7 @@ def test_mar_masks_are_per_image_and_four_by_default():
     complement: two identical images with different ids get different masks, the same id the same."""
     from genleak.attacks.base import NoiseSource
     from genleak.attacks.iar import IARAttackConfig
-    from genleak.iar.target import build_target
+    from genleak.targets.iar import build_target
 
     assert IARAttackConfig().mask_draws == 4 and IARAttackConfig().mask_ratio == 0.95
     torch.manual_seed(0)

@@ -227,7 +227,7 @@ def test_clid_and_cfg_need_a_conditional_target(digits8):
 def test_sweep_conditions_text_targets_like_attack(tiny_sd, digits8):
     """`genleak sweep` scores with the split's captions, as `genleak attack` does: the same AUC per value
     (on empty captions, as before issue 13, the t=20 AUC was 0.42 against attack's 0.50)."""
-    from genleak.attacks.calibrate import sweep_parameter
+    from genleak.pipeline import sweep_parameter
     from genleak.data import make_split
     from genleak.pipeline import run_attacks
 
@@ -306,7 +306,7 @@ def test_lora_fine_tuning_changes_only_attention_projections(tiny_sd, digits8, t
 def test_latent_targets_compose_with_dualmd(tiny_sd, digits8):
     """DualMD's ``DualTarget`` wraps two latent text-to-image targets: captions flow through
     ``conditions`` and every gray-box attack and image-to-image sampling run unchanged."""
-    dualmd = pytest.importorskip("genleak.defenses.dualmd")
+    from genleak.targets import dual as dualmd
     from genleak.targets.sampling import generate
 
     target, _ = tiny_sd
@@ -334,7 +334,7 @@ def test_dualmd_and_distillmd_on_text_to_image_targets(tiny_sd, tmp_path, cli):
     captioned latent teachers on disjoint halves, `defend distill` a latent student conditioned
     through the same frozen text encoder; genbox (black-box, from the caption) scores all three."""
     from genleak.defenses.distill import AlternatingDistillation
-    from genleak.defenses.dualmd import DualTarget
+    from genleak.targets.dual import DualTarget
     from genleak.train.latent import LatentTrainConfig, train_latent
 
     _, folder = tiny_sd

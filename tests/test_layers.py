@@ -1,14 +1,17 @@
 """The layers contract covers every package, and the registries are filled from entry points only.
 
 `lint-imports` (scripts/run-tests.sh) checks the imports; these tests check what it cannot: that
-no top-level module escapes the contract, that each registry lists exactly genleak's names, that
-importing a module registers nothing, and how ``load_target`` reads a folder's ``_class_name``.
+no top-level module escapes the contract, that no module reaches a higher layer through a string
+(an entry point, ``python -m``, a lazy export), that each registry lists exactly genleak's names,
+that importing a module registers nothing, and how ``load_target`` reads a folder's ``_class_name``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -32,12 +35,55 @@ TARGETS = {"DDPMPipeline", "DDIMPipeline", "UNet2DModel", "StableDiffusionPipeli
            "TextualInversionTarget", "DualTarget", "IARTarget"}
 
 
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# Strings that spell a package name without naming the module: the IAR folder format (kept for old folders).
+NOT_MODULE_NAMES = {("targets/loading.py", "genleak.iar"), ("targets/iar.py", "genleak.iar")}
+
+
+def _layer_of() -> dict[str, int]:
+    """Top-level module name -> its layer, 0 = the bottom (the order of the import-linter contract)."""
+    layers = next(c for c in PYPROJECT["tool"]["importlinter"]["contracts"] if c["type"] == "layers")["layers"]
+    return {m.strip().removeprefix("genleak."): len(layers) - 1 - i
+            for i, layer in enumerate(layers) for m in re.split(r"[|:]", layer)}
+
+
 def test_every_top_level_module_is_in_a_layer():
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
-    named = {m.strip() for layer in layers for m in layer.replace(":", "|").split("|")}
-    present = {f"genleak.{m.name}" for m in pkgutil.iter_modules(genleak.__path__)}
-    assert present == named, (present - named, named - present)
+    present = {m.name for m in pkgutil.iter_modules(genleak.__path__)}
+    assert present == set(_layer_of()), (present - set(_layer_of()), set(_layer_of()) - present)
+
+
+def _code_strings(tree: ast.AST) -> list[str]:
+    """Every string constant of a module except docstrings (which may point the reader anywhere)."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_no_module_names_a_higher_layer_in_a_string():
+    """import-linter sees imports only; ``importlib``, entry points and ``python -m X`` take module names
+    as strings, so a lower layer could still load a higher one at run time. None does."""
+    layer = _layer_of()
+    src = ROOT / "src" / "genleak"
+    upward = []
+    for file in sorted(src.rglob("*.py")):
+        rel = file.relative_to(src).as_posix()
+        own = 0 if rel == "__init__.py" else layer[rel.split("/")[0].removesuffix(".py")]  # every module imports the root
+        for text in _code_strings(ast.parse(file.read_text())):
+            for ref in re.findall(r"\bgenleak\.(\w+)", text):
+                if ref in layer and layer[ref] > own and (rel, f"genleak.{ref}") not in NOT_MODULE_NAMES:
+                    upward.append(f"{rel}: {text!r}")
+    assert not upward, upward
+
+
+def test_each_registry_loads_only_from_the_layer_that_reads_it():
+    """An entry point is loaded by the module that reads its group, so its value may not sit higher."""
+    layer = _layer_of()
+    readers = {"genleak.attacks": "attacks", "genleak.targets": "targets", "genleak.audit_sections": "audit"}
+    for group, entries in PYPROJECT["project"]["entry-points"].items():
+        for name, value in entries.items():
+            package = value.split(":")[0].split(".")[1]
+            assert layer[package] <= layer[readers[group]], f"{group} entry {name} = {value} sits above {readers[group]}"
 
 
 def test_each_registry_lists_genleak_s_names():
@@ -83,23 +129,25 @@ def _folder(tmp_path: Path, name: str, files: dict[str, dict]) -> Path:
     return folder
 
 
-def test_target_class_reads_class_names_and_genleak_markers(tmp_path):
-    from genleak.iar.target import IAR_FORMAT
+def test_target_class_reads_class_names_and_legacy_markers(tmp_path):
+    from genleak.targets.iar import IAR_FORMAT
     from genleak.targets.loading import IAR_FORMAT as MARKER
     from genleak.targets.loading import target_class
 
-    assert MARKER == IAR_FORMAT  # the marker copy below the iar layer
-    cases = {
-        "DDPMPipeline": {"model_index.json": {"_class_name": "DDPMPipeline"}, "config.json": {"_class_name": "x"}},
-        "UNet2DModel": {"config.json": {"_class_name": "UNet2DModel"}},
-        "DualTarget": {"dualmd.json": {}, "model_index.json": {"_class_name": "DDPMPipeline"}},
-        "IARTarget": {"config.json": {"format": IAR_FORMAT}},
-        "TextualInversionTarget": {"model_index.json": {"_class_name": "StableDiffusionPipeline"},
-                                   "genleak_latent.json": {"textual_inversion": {"placeholder": "<x>"}}},
-        "StableDiffusionPipeline": {"model_index.json": {"_class_name": "StableDiffusionPipeline"},
-                                    "genleak_latent.json": {"caption_template": "a {label}"}},
-    }
-    for i, (expected, files) in enumerate(cases.items()):
+    assert MARKER == IAR_FORMAT  # loading.py keeps a copy so naming a folder does not import the IAR models
+    sd = {"_class_name": "StableDiffusionPipeline"}
+    cases = [  # (expected, files): the _class_name a folder writes today, then the markers of older folders
+        ("DDPMPipeline", {"model_index.json": {"_class_name": "DDPMPipeline"}, "config.json": {"_class_name": "x"}}),
+        ("UNet2DModel", {"config.json": {"_class_name": "UNet2DModel"}}),
+        ("DualTarget", {"model_index.json": {"_class_name": "DualTarget"}}),
+        ("IARTarget", {"config.json": {"_class_name": "IARTarget", "format": IAR_FORMAT}}),
+        ("TextualInversionTarget", {"model_index.json": sd, "genleak_latent.json": {"_class_name": "TextualInversionTarget"}}),
+        ("StableDiffusionPipeline", {"model_index.json": sd, "genleak_latent.json": {"caption_template": "a {label}"}}),
+        ("DualTarget", {"dualmd.json": {}}),
+        ("IARTarget", {"config.json": {"format": IAR_FORMAT}}),
+        ("TextualInversionTarget", {"model_index.json": sd, "genleak_latent.json": {"textual_inversion": {"placeholder": "<x>"}}}),
+    ]
+    for i, (expected, files) in enumerate(cases):
         assert target_class(_folder(tmp_path, f"f{i}", files)) == expected
 
 

@@ -57,7 +57,7 @@ def text_latent():
 
 def test_check_refuses_a_wrong_kind_with_one_line(pixel):
     from genleak.audit import applicable_attacks
-    from genleak.iar.target import build_target
+    from genleak.targets.iar import build_target
 
     with pytest.raises(TargetError) as err:
         get_attack("clid").check(pixel)
@@ -119,8 +119,8 @@ def test_a_kinds_defaults():
 
 
 def test_concrete_targets_declare_their_kind(pixel, text_latent):
-    from genleak.defenses.dualmd import DualTarget
-    from genleak.iar.target import build_target
+    from genleak.targets.dual import DualTarget
+    from genleak.targets.iar import build_target
 
     assert pixel.target_kind is TargetKind.PIXEL and pixel.working_shape == (1, 8, 8)
     assert text_latent.target_kind is TargetKind.LATENT and text_latent.text_conditioned

@@ -49,7 +49,7 @@ def _subset(a: bytes, b: bytes) -> bool:
 def test_load_no_5xx_and_no_lost_bucket_updates(tmp_path, tiny_encoder_dir, workers):
     """8 concurrent clients for 6 s; with 2 workers, two API replicas share the state database."""
     db, store, keys = _setup(tmp_path, "load")
-    with ServerProcess(tiny_encoder_dir, db, extra_args=("--threads", "1", "--workers", str(workers))) as server:
+    with ServerProcess(tiny_encoder_dir, db, torch_threads=1, workers=workers) as server:
         report = run_load(server.url, keys, concurrency=8, duration_s=6.0, max_requests=300, seed=1)
         log = server.log_text()
     counts = report.status_counts()

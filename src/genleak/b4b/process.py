@@ -1,4 +1,5 @@
-"""Run ``genleak b4b serve`` as a child process on loopback (simulation, benchmarks, tests).
+"""Run the B4B server (``python -m genleak.b4b.server``, what ``genleak b4b serve`` runs) as a child
+process on loopback (simulation, benchmarks, tests).
 
 A real process, not a thread, so it can be killed with SIGKILL mid-request: that is how the
 durability claim ("every acknowledged request survives a crash") is checked.
@@ -7,6 +8,7 @@ durability claim ("every acknowledged request survives a crash") is checked.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from genleak._extras import needs_extra
 from genleak.errors import GenleakError
@@ -29,13 +32,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    """``genleak b4b serve`` in a subprocess; ``start()`` returns once ``/healthz`` answers."""
+    """The B4B server in a subprocess; ``start()`` returns once ``/healthz`` answers. ``settings`` are
+    further ``ServerSettings`` fields (``torch_threads``, ``sqlite_synchronous``, ``max_batch``, ...)."""
 
     def __init__(self, model: str | Path, db: str, *, config: str | Path | None = None, port: int | None = None,
-                 host: str = "127.0.0.1", extra_args: tuple[str, ...] = (), log_file: str | Path | None = None) -> None:
-        self.model, self.db, self.config, self.host = str(model), db, config, host
+                 host: str = "127.0.0.1", workers: int = 1, log_file: str | Path | None = None, **settings: Any) -> None:
+        from genleak.b4b.server import ServerSettings  # needs the [serve] extra (fastapi)
+
+        self.settings = ServerSettings(model=str(model), db=db, config=str(config) if config else None, **settings)
+        self.host, self.workers = host, workers
         self.port = port or free_port(host)
-        self.extra_args = tuple(extra_args)
         # Output goes to a file, never to an unread pipe that could fill up and stall the server.
         self._own_log = log_file is None
         if log_file is None:
@@ -54,13 +60,14 @@ class ServerProcess:
         with needs_extra("serve"):
             import httpx
 
-        cmd = [sys.executable, "-m", "genleak.cli", "b4b", "serve", "--model", self.model, "--db", self.db,
-               "--host", self.host, "--port", str(self.port), "--log-level", "warning", *self.extra_args]
-        if self.config:
-            cmd += ["--config", str(self.config)]
+        from genleak.b4b.server import SETTINGS_ENV
+
+        cmd = [sys.executable, "-m", "genleak.b4b.server", "--host", self.host, "--port", str(self.port),
+               "--workers", str(self.workers), "--log-level", "warning"]
+        env = {**os.environ, SETTINGS_ENV: json.dumps(asdict(self.settings))}
         self._log = open(self.log_file, "ab")  # closed in stop() / kill()
         # Own process group: kill() must take uvicorn's worker processes (--workers N) down too.
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -259,3 +259,23 @@ def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, w
     # 5 s check kills them on a busy machine, so allow two minutes.
     uvicorn.run("genleak.b4b.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, access_log=log_level == "debug", timeout_worker_healthcheck=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m genleak.b4b.server --host H --port P [--workers N] [--log-level L]`` with the
+    ``ServerSettings`` as JSON in ``$GENLEAK_B4B_SERVER``: how ``b4b.process.ServerProcess`` starts a
+    server without going through the CLI layer above this package."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m genleak.b4b.server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    settings = ServerSettings(**json.loads(os.environ[SETTINGS_ENV]))
+    serve(settings, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

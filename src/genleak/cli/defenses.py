@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
     @defend.command("disjoint")
     def disjoint_cmd(
         split: Path = typer.Option(..., help="Split manifest; its members are divided into two halves."),
-        out: Path = typer.Option(..., help="Output DualMD folder (model_1/, model_2/, dualmd.json, split.json)."),
+        out: Path = typer.Option(..., help="Output DualMD folder (model_1/, model_2/, model_index.json, split.json)."),
         steps: int = STEPS, channels: str = CHANNELS, lr: float = LR, batch_size: int = BATCH,
         ema: float = EMA, seed: int = SEED,
         halves_seed: int = typer.Option(0, help="Seed of the random halves (kept if the split already has halves)."),

@@ -31,7 +31,7 @@ from genleak.errors import GenleakError
 
 def _load(target: Path, split: Path, device: str | None = None):
     from genleak.data import MembershipSplit
-    from genleak.iar.target import load_iar_target
+    from genleak.targets.iar import load_iar_target
 
     return load_iar_target(target, device), MembershipSplit.load(split)
 
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
 
         from genleak.data import MembershipSplit, load_source
         from genleak.iar.experiment import public_images
-        from genleak.iar.target import load_iar_target
+        from genleak.targets.iar import load_iar_target
         from genleak.iar.train import TRAIN_RECORD, IARTrainConfig, train_iar, train_tokenizer
 
         set_threads(threads)

@@ -1,7 +1,8 @@
 """Defenses against membership inference: each produces a new target the same attacks then run on.
 
 * ``disjoint`` — Algorithm 1 of the DualMD paper: two teachers on disjoint halves of the members.
-* ``dualmd`` — ``DualTarget``: DualMD inference, alternating the two teachers step by step (sec. 3.4).
+* DualMD inference itself, ``genleak.targets.dual.DualTarget``, is a target type (it alternates the
+  two teachers step by step, sec. 3.4); ``disjoint`` writes its folders.
 * ``distill`` — DistillMD, Algorithm 2: a student taught on each half by the other half's teacher.
 * ``kd`` — normal single-teacher distillation, the baseline of table 10.
 * ``dpsgd`` — DP-SGD training with Opacus, reporting the epsilon spent.

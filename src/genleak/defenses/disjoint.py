@@ -5,7 +5,7 @@ The members are split into two disjoint halves D_1, D_2 (recorded in the split m
 each, with the same training budget (steps, batch size, lr) as the undefended baseline (appendix
 A.2.2: "we train both the baseline model, the two models trained on two disjoint subsets, and the
 distilled model with the same number of training steps"). The output folder is a DualMD folder
-(``model_1/``, ``model_2/``, ``dualmd.json``) plus the updated ``split.json``; it is both a
+(``model_1/``, ``model_2/``, ``model_index.json`` naming ``DualTarget``) plus the updated ``split.json``; it is both a
 deployable ``DualTarget`` and the ``--teachers`` input of DistillMD.
 """
 
@@ -135,7 +135,7 @@ def train_disjoint_latent(
 
 def _train_halves(split: MembershipSplit, out_dir: str | Path, train_half: Any, config_dict: dict[str, Any],
                   halves_seed: int, dual_steps: int | None, progress: bool) -> Any:
-    from genleak.defenses.dualmd import DEFAULT_STEPS, DualTarget
+    from genleak.targets.dual import DEFAULT_STEPS, DualTarget
 
     out = Path(out_dir)
     split = assign_halves(split, halves_seed)

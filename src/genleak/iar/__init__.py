@@ -12,11 +12,10 @@ dataset inference without a classifier, prefix extraction, and the output-noise 
 from genleak._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "IARTarget": "genleak.iar.target",
-    "RARTarget": "genleak.iar.target",
-    "VARTarget": "genleak.iar.target",
-    "is_iar_folder": "genleak.iar.target",
-    "load_iar_target": "genleak.iar.target",
+    "IARTarget": "genleak.targets.iar",
+    "RARTarget": "genleak.targets.iar",
+    "VARTarget": "genleak.targets.iar",
+    "load_iar_target": "genleak.targets.iar",
     "IARTrainConfig": "genleak.iar.train",
     "train_iar": "genleak.iar.train",
     "train_tokenizer": "genleak.iar.train",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from genleak.errors import GenleakError
-from genleak.iar.target import IARTarget, build_target, load_iar_target
+from genleak.targets.iar import IARTarget, build_target, load_iar_target
 from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
 
 KINDS = ("var", "rar", "mar")
@@ -90,11 +90,11 @@ def train_tokenizer(images: torch.Tensor, config: IARTrainConfig, *, progress: b
     gen = torch.Generator().manual_seed(config.seed + 7)
     cfg = _tokenizer_config(config, images)
     if config.kind == "mar":
-        from genleak.iar.mar import KLConfig, KLTokenizer
+        from genleak.models.mar import KLConfig, KLTokenizer
 
         tok: torch.nn.Module = KLTokenizer(KLConfig.from_dict(cfg))
     else:
-        from genleak.iar.vq import VQConfig, VQTokenizer
+        from genleak.models.vq import VQConfig, VQTokenizer
 
         tok = VQTokenizer(VQConfig.from_dict(cfg))
     opt = torch.optim.Adam(tok.parameters(), lr=config.tokenizer_lr)

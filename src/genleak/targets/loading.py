@@ -3,19 +3,21 @@
 The CLI (``genleak attack``, ``inspect``, ``infer``, ...) calls this instead of a specific class so
 that every command takes every target kind. A folder names its class the way diffusers reads it:
 ``model_index.json`` ``_class_name`` (a pipeline: ``DDPMPipeline``, ``DDIMPipeline``, ``StableDiffusionPipeline``)
-or, for a single-model folder, ``config.json`` ``_class_name`` (``UNet2DModel``). Three genleak
-folder types carry their own marker instead, since no diffusers pipeline describes them:
-``dualmd.json`` (DualMD), an IAR ``config.json`` with ``"format": "genleak.iar"`` and a
-``textual_inversion`` entry in ``genleak_latent.json`` (an SD folder plus a learnt word).
+or, for a single-model folder, ``config.json`` ``_class_name`` (``UNet2DModel``). genleak's own
+types write the same key: ``DualTarget`` in the DualMD ``model_index.json``, ``IARTarget`` in the IAR
+``config.json``. A text-to-image folder with a learnt word keeps ``StableDiffusionPipeline`` in
+``model_index.json`` (so other SD tools still open it) and names ``TextualInversionTarget`` in its
+``genleak_latent.json``, which is read first. Folders these types wrote before they recorded a
+``_class_name`` are recognised by their old markers (``_legacy_class``).
 
 The loaders open each component with diffusers' / transformers' own ``from_pretrained`` as
 ``save_pretrained`` wrote it (``weights_variant``: ``*.fp16.safetensors`` from ``variant="fp16"``;
 ``folder_scheduler``: the scheduler class ``scheduler_config.json`` names), never a pipeline class,
 so no code from the folder runs (no custom pipelines, no ``trust_remote_code``).
 
-The class name picks the loader from the entry points of group ``genleak.targets`` (pyproject.toml),
-so the packages that define target types (``defenses``, ``iar``, ``s2l``) stay above this one and a
-plug-in adds a type the same way. Nothing is downloaded.
+The class name picks the loader from the entry points of group ``genleak.targets`` (pyproject.toml).
+genleak's entries all live in this package (``targets.dual``, ``targets.iar``,
+``targets.textual_inversion``); a plug-in adds a type the same way. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from genleak.errors import TargetError
 __all__ = ["folder_scheduler", "load_target", "target_class", "target_loaders", "weights_variant"]
 
 ENTRY_POINTS = "genleak.targets"
-IAR_FORMAT = "genleak.iar"  # genleak.iar.target.IAR_FORMAT (that package sits above this one)
+SIDECAR = "genleak_latent.json"  # genleak's settings next to an SD-style folder (targets/latent.py LATENT_META)
+IAR_FORMAT = "genleak.iar"  # targets/iar.py IAR_FORMAT, kept here so naming a folder does not import the IAR models
 
 
 def _read_json(file: Path) -> dict[str, Any]:
@@ -82,17 +85,23 @@ def target_class(folder: str | Path) -> str:
     path = Path(folder)
     if not path.is_dir():
         raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train ddpm` or pass a diffusers folder")
+    name = _read_json(path / SIDECAR).get("_class_name") or _legacy_class(path)
+    for file in ("model_index.json", "config.json"):
+        name = name or _read_json(path / file).get("_class_name")
+    if not name:
+        raise TargetError(f"'{folder}' has no model_index.json or config.json with a _class_name: not a diffusers or genleak model folder")
+    return str(name)
+
+
+def _legacy_class(path: Path) -> str | None:
+    """The type of a genleak folder written before its type recorded a ``_class_name``."""
     if (path / "dualmd.json").is_file():
         return "DualTarget"
     if _read_json(path / "config.json").get("format") == IAR_FORMAT:
         return "IARTarget"
-    if _read_json(path / "genleak_latent.json").get("textual_inversion"):
+    if _read_json(path / SIDECAR).get("textual_inversion"):
         return "TextualInversionTarget"
-    for file in ("model_index.json", "config.json"):
-        name = _read_json(path / file).get("_class_name")
-        if name:
-            return str(name)
-    raise TargetError(f"'{folder}' has no model_index.json or config.json with a _class_name: not a diffusers or genleak model folder")
+    return None
 
 
 @functools.cache

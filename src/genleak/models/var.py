@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from genleak.config import JsonConfig
-from genleak.iar.layers import Trunk, additive_mask, drop_labels, pick_tokens
+from genleak.models.layers import Trunk, additive_mask, drop_labels, pick_tokens
 
 if TYPE_CHECKING:
-    from genleak.iar.vq import VQTokenizer
+    from genleak.models.vq import VQTokenizer
 
 
 @dataclass

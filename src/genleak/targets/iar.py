@@ -8,14 +8,16 @@ the model's working space, here *tokens*), ``decode``, ``conditions``, ``fingerp
 * discrete models (VAR, RAR): ``logits(tokens, labels)`` -> teacher-forced per-token logits
   (B, N, V) in one forward pass, N = all tokens (VAR: all scales, coarse to fine; RAR: raster);
   ``token_groups`` names each token's scale (VAR) or position (RAR);
-* continuous models (MAR): ``token_losses(...)`` -> per-token diffusion losses (see ``mar.py``);
+* continuous models (MAR): ``token_losses(...)`` -> per-token diffusion losses (see ``models/mar.py``);
 * all: ``generate(labels, prefix, prefix_len, ...)`` and ``decode``.
 
 ``output_noise`` = sigma switches on the mitigation of thesis supp. D.11.1: N(0, sigma^2) is added
 to every logit the model outputs (VAR/RAR) or to every continuous token it samples (MAR). It is part
 of the fingerprint, so cached scores of the undefended model are never reused for the defended one.
 
-Folders: ``config.json`` (format, kind, tokenizer and model configs) + ``tokenizer.safetensors`` +
+The networks themselves (tokenizers, VAR / RAR / MAR) are in ``genleak.models``.
+
+Folders: ``config.json`` (``_class_name`` ``IARTarget``, format, kind, tokenizer and model configs) + ``tokenizer.safetensors`` +
 ``model.safetensors``; written by :meth:`IARTarget.save_pretrained`, read by
 :func:`load_iar_target`.
 """
@@ -32,9 +34,9 @@ import torch
 from torch import nn
 
 from genleak.errors import GenleakError, TargetError
-from genleak.iar.rar import RARConfig, RARModel
-from genleak.iar.var import VARConfig, VARModel, scale_index
-from genleak.iar.vq import VQConfig, VQTokenizer
+from genleak.models.rar import RARConfig, RARModel
+from genleak.models.var import VARConfig, VARModel, scale_index
+from genleak.models.vq import VQConfig, VQTokenizer
 from genleak.targets.base import Autoregressive
 
 IAR_FORMAT = "genleak.iar"
@@ -140,8 +142,8 @@ class IARTarget(Autoregressive):
             state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             with atomic_path(folder / f"{name}.safetensors") as tmp:
                 save_file(state, str(tmp))
-        atomic_write_json(folder / CONFIG_FILE, {"format": IAR_FORMAT, "version": IAR_VERSION, "kind": self.kind,
-                                                 **self._config_dict()})
+        atomic_write_json(folder / CONFIG_FILE, {"_class_name": "IARTarget", "format": IAR_FORMAT, "version": IAR_VERSION,
+                                                 "kind": self.kind, **self._config_dict()})
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> IARTarget:
@@ -393,21 +395,10 @@ def build_target(kind: str, tokenizer_config: dict[str, Any], model_config: dict
     if kind == "var":
         return VARTarget(VQTokenizer(VQConfig.from_dict(tokenizer_config)), VARModel(VARConfig.from_dict(model_config)))
     if kind == "mar":
-        from genleak.iar.mar import KLConfig, KLTokenizer, MARConfig, MARModel
+        from genleak.models.mar import KLConfig, KLTokenizer, MARConfig, MARModel
 
         return MARTarget(KLTokenizer(KLConfig.from_dict(tokenizer_config)), MARModel(MARConfig.from_dict(model_config)))
     raise TargetError(f"unknown IAR kind '{kind}'; choose var, rar or mar")
-
-
-def is_iar_folder(folder: str | Path) -> bool:
-    """True if ``folder`` holds a genleak IAR target (so loaders can dispatch on target type)."""
-    cfg = Path(folder) / CONFIG_FILE
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == IAR_FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
 
 
 def load_iar_target(folder: str | Path, device: str | torch.device | None = None) -> IARTarget:

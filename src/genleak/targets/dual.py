@@ -8,13 +8,15 @@ answers the next step. Every sampler (``genleak.targets.sampling``) and every bl
 therefore works on it unchanged.
 
 Gray-box queries ``eps(x_t, t)`` carry no step index. They are answered the way the deployed
-sampler (``steps`` DDIM steps, stored in ``dualmd.json``) would answer at that noise level: by
+sampler (``steps`` DDIM steps, stored in the folder index) would answer at that noise level: by
 the model whose turn it is at timestep t on that grid. DualMD is a black-box defense (section 4.1:
 "it is not realistic to perform DualMD defense" against white-box attackers), and gray-box
 figures on a DualTarget measure exactly that deployment choice, nothing more.
 
-On disk a DualMD folder holds ``model_1/`` and ``model_2/`` (standard diffusers folders) and
-``dualmd.json``; ``genleak defend disjoint`` writes one.
+On disk a DualMD folder holds ``model_1/`` and ``model_2/`` (standard diffusers folders) and a
+``model_index.json`` whose ``_class_name`` is ``DualTarget``; ``genleak defend disjoint`` (defenses,
+Algorithm 1) writes one. Folders written before that index existed carry ``dualmd.json`` instead,
+which still loads. The class sits in the targets layer, like every type ``load_target`` opens.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from genleak.errors import TargetError
 from genleak.io import atomic_write_json
 from genleak.targets.base import Denoiser
 
-DUAL_FILE = "dualmd.json"
+INDEX_FILE = "model_index.json"
+LEGACY_FILE = "dualmd.json"  # the index's name before it carried a _class_name
 DUAL_FORMAT = "genleak.dualmd"
 # DDIM steps of the deployed sampler: 50, as the DualMD paper's black-box evaluation (appendix A.2.2).
 DEFAULT_STEPS = 50
@@ -152,11 +155,11 @@ class DualTarget(Denoiser):
     # -- folders -----------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> DualTarget:
-        """Load a DualMD folder (``model_1/``, ``model_2/``, ``dualmd.json``)."""
+        """Load a DualMD folder (``model_1/``, ``model_2/`` and its index)."""
         path = Path(folder)
-        meta_file = path / DUAL_FILE
-        if not meta_file.is_file():
-            raise TargetError(f"'{folder}' has no {DUAL_FILE}: not a DualMD folder (make one with `genleak defend disjoint`)")
+        meta_file = next((f for f in (path / INDEX_FILE, path / LEGACY_FILE) if f.is_file()), None)
+        if meta_file is None:
+            raise TargetError(f"'{folder}' has no {INDEX_FILE}: not a DualMD folder (make one with `genleak defend disjoint`)")
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != DUAL_FORMAT:
             raise TargetError(f"'{meta_file}' is not a DualMD description (format {meta.get('format')!r})")
@@ -164,10 +167,11 @@ class DualTarget(Denoiser):
         return cls(m1, m2, steps=int(meta.get("steps", DEFAULT_STEPS)))
 
     def save_metadata(self, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write ``dualmd.json`` (the sub-models are written by their training runs)."""
+        """Write the folder's ``model_index.json`` (the sub-models are written by their training runs)."""
         atomic_write_json(
-            Path(folder) / DUAL_FILE,
+            Path(folder) / INDEX_FILE,
             {
+                "_class_name": type(self).__name__,
                 "format": DUAL_FORMAT,
                 "version": 1,
                 "steps": self.steps,
@@ -179,15 +183,11 @@ class DualTarget(Denoiser):
         )
 
 
-def is_dual_folder(folder: str | Path) -> bool:
-    return (Path(folder) / DUAL_FILE).is_file()
-
-
 def _load_single(folder: Path, device: str | torch.device | None) -> Any:
     """One DualMD sub-model folder (pixel or latent), through ``genleak.targets.loading``."""
-    from genleak.targets.loading import load_target
+    from genleak.targets.loading import load_target, target_class
 
-    if is_dual_folder(folder):
+    if target_class(folder) == "DualTarget":
         raise TargetError(f"'{folder}' is itself a DualMD folder; a DualMD sub-model must be a single model")
     return load_target(folder, device=device)
 

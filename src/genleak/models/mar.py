@@ -1,4 +1,4 @@
-"""MAR-style model (its target, ``MARTarget``, is in ``genleak.iar.target``): masked autoregressive prediction of *continuous* tokens with a small diffusion
+"""MAR-style model (its target, ``MARTarget``, is in ``genleak.targets.iar``): masked autoregressive prediction of *continuous* tokens with a small diffusion
 head (Li et al. 2024; thesis ch. 9.2, eq. 9.3).
 
 * Tokenizer: a tiny KL-VAE; tokens are the posterior means of the latent map, one C-dim vector per
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genleak.config import JsonConfig
-from genleak.iar.layers import Trunk, drop_labels
-from genleak.iar.vq import conv_decoder, conv_encoder
+from genleak.models.layers import Trunk, drop_labels
+from genleak.models.vq import conv_decoder, conv_encoder
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genleak.config import JsonConfig
-from genleak.iar.layers import Trunk, additive_mask, drop_labels, pick_tokens
+from genleak.models.layers import Trunk, additive_mask, drop_labels, pick_tokens
 
 
 @dataclass
