@@ -231,21 +231,65 @@ class DenoisingProcessAttack(Attack):
         return torch.stack(cols, dim=1)
 
 
-def _preset_attack(preset: str, attack_name: str) -> type[DenoisingProcessAttack]:
-    cfg = dataclass(frozen=True)(type(f"{attack_name}Config", (DenoisingProcessConfig,), {
-        "__annotations__": {"preset": str}, "preset": preset, "__module__": __name__,
-    }))
-    doc = f"The {preset!r} process of {PRESETS[preset].source} (see ``DenoisingProcessAttack``)."
-    return type(attack_name, (DenoisingProcessAttack,), {
-        "name": f"dp-{preset}", "config_class": cfg, "__doc__": doc, "__module__": __name__,
-    })
+# One named attack per preset (``dp-<preset>``): the same process with its preset fixed as the default.
+@dataclass(frozen=True)
+class BaselineLossConfig(DenoisingProcessConfig):
+    preset: str = "baseline"
 
 
-BaselineLossAttack = _preset_attack("baseline", "BaselineLossAttack")
-PartialDenoisingAttack = _preset_attack("partial-denoising", "PartialDenoisingAttack")
-ReversedNoisingAttack = _preset_attack("reversed-noising", "ReversedNoisingAttack")
-ReversedDenoisingAttack = _preset_attack("reversed-denoising", "ReversedDenoisingAttack")
-FullDenoisingAttack = _preset_attack("full-denoising-100", "FullDenoisingAttack")
+class BaselineLossAttack(DenoisingProcessAttack):
+    """The ``baseline`` process (thesis 7.6.3); see ``DenoisingProcessAttack``."""
+
+    name = "dp-baseline"
+    config_class = BaselineLossConfig
+
+
+@dataclass(frozen=True)
+class PartialDenoisingConfig(DenoisingProcessConfig):
+    preset: str = "partial-denoising"
+
+
+class PartialDenoisingAttack(DenoisingProcessAttack):
+    """The ``partial-denoising`` process (thesis B.4.1 item 1); see ``DenoisingProcessAttack``."""
+
+    name = "dp-partial-denoising"
+    config_class = PartialDenoisingConfig
+
+
+@dataclass(frozen=True)
+class ReversedNoisingConfig(DenoisingProcessConfig):
+    preset: str = "reversed-noising"
+
+
+class ReversedNoisingAttack(DenoisingProcessAttack):
+    """The ``reversed-noising`` process (thesis B.4.1 item 12); see ``DenoisingProcessAttack``."""
+
+    name = "dp-reversed-noising"
+    config_class = ReversedNoisingConfig
+
+
+@dataclass(frozen=True)
+class ReversedDenoisingConfig(DenoisingProcessConfig):
+    preset: str = "reversed-denoising"
+
+
+class ReversedDenoisingAttack(DenoisingProcessAttack):
+    """The ``reversed-denoising`` process (thesis B.4.1 item 16); see ``DenoisingProcessAttack``."""
+
+    name = "dp-reversed-denoising"
+    config_class = ReversedDenoisingConfig
+
+
+@dataclass(frozen=True)
+class FullDenoisingConfig(DenoisingProcessConfig):
+    preset: str = "full-denoising-100"
+
+
+class FullDenoisingAttack(DenoisingProcessAttack):
+    """The ``full-denoising-100`` process (thesis B.4.1 item 7); see ``DenoisingProcessAttack``."""
+
+    name = "dp-full-denoising-100"
+    config_class = FullDenoisingConfig
 
 
 # -- generation from prompt (grey-box latent error, black-box pixel error) ---------------------------
