@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,3 +157,21 @@ def test_ctrl_c_and_sigterm_exit_130_and_143(tiny, tmp_path, sig, want, word):
     code, err = _interrupt(tmp_path, tiny / "split.json", sig)
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert code == want and word in last and "Traceback" not in err, (code, err[-2000:])
+
+
+@pytest.mark.parametrize("text, suffix, message", [
+    ("{bad", ".json", "is not valid JSON"),
+    ("[1, 2]", ".json", "must hold an object of settings"),
+    ('{"lr_g": 1e-4, "lr_gg": 1e-4}', ".json", r"unknown key\(s\) \['lr_gg'\]"),
+    ("lr_g = ", ".toml", "is not valid TOML"),
+])
+def test_a_bad_config_file_is_a_one_line_error_before_any_work(cli, tmp_path, text, suffix, message):
+    """`--config` files of every command go through config.read_config: a typo is refused, not ignored."""
+    code, _, _ = cli("sim", "data", "--out", str(tmp_path / "d.npz"), "--n", "5")
+    assert code == 0
+    config = tmp_path / f"c{suffix}"
+    config.write_text(text)
+    code, _, err = cli("sim", "train", "--data", str(tmp_path / "d.npz"), "--config", str(config),
+                       "--out", str(tmp_path / "run"), "--steps", "1")
+    assert code == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

@@ -46,11 +46,12 @@ def train_cmd(
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
 ) -> None:
     """Train a simulator; checkpoints (safetensors + state.json) make it resumable."""
+    from genleak.config import read_config
     from genleak.sim.data import SimData
     from genleak.sim.train import SimTrainConfig, train
 
     set_threads(threads)
-    extra = json.loads(config.read_text()) if config else {}
+    extra = read_config(config, known=SimTrainConfig.field_names()) if config else {}
     cfg = SimTrainConfig.from_dict({**extra, "model": model, "steps": steps, "experts": experts,
                                     "batch_size": batch_size, "seed": seed})
     state = train(SimData.load(data), cfg, out)

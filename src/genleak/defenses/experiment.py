@@ -16,26 +16,17 @@ quality_steps, tau, bootstrap, seed}.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
+from genleak.config import read_config
 from genleak.errors import GenleakError
 
 _KNOWN = {"name", "description", "split", "train", "defenses", "evaluate", "notes"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise GenleakError(f"experiment config '{path}' not found")
-    try:
-        cfg = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise GenleakError(f"experiment config '{path}' is not valid JSON ({err.msg} at line {err.lineno})") from err
-    unknown = set(cfg) - _KNOWN
-    if unknown:
-        raise GenleakError(f"experiment config '{path}' has unknown keys {sorted(unknown)}; known: {sorted(_KNOWN)}")
+    cfg = read_config(path, known=_KNOWN, what="experiment config")
     for key in ("split", "train"):
         if key not in cfg:
             raise GenleakError(f"experiment config '{path}' has no '{key}' section")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from genleak.config import read_config
 from genleak.errors import GenleakError
 
 EXPERIMENTS = ("members", "false_positive", "partial", "imbalance")
@@ -37,24 +38,11 @@ EXPERIMENTS = ("members", "false_positive", "partial", "imbalance")
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON or TOML experiment config and check its top-level keys."""
     file = Path(path)
-    if not file.is_file():
-        raise GenleakError(f"config '{file}' not found")
-    try:
-        if file.suffix.lower() == ".toml":
-            import tomllib
-
-            config = tomllib.loads(file.read_text(encoding="utf-8"))
-        else:
-            config = json.loads(file.read_text(encoding="utf-8"))
-    except ValueError as err:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
-        raise GenleakError(f"config '{file}' is not valid JSON/TOML ({err})") from err
-    if not isinstance(config, dict) or config.get("experiment") not in EXPERIMENTS:
-        raise GenleakError(f"config '{file}' needs \"experiment\": one of {', '.join(EXPERIMENTS)}")
     known = {"experiment", "name", "description", "workdir", "out", "data", "train", "features", "feature_params",
              "cdi", "trials", "suspect_size", "sizes", "ratios", "threads", "seed"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise GenleakError(f"config '{file}': unknown key(s) {unknown}; known: {sorted(known)}")
+    config = read_config(file, known=known)
+    if config.get("experiment") not in EXPERIMENTS:
+        raise GenleakError(f"config '{file}' needs \"experiment\": one of {', '.join(EXPERIMENTS)}")
     config.setdefault("name", file.stem)
     return config
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from genleak.config import read_config
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from genleak.sim.data import (
@@ -51,11 +52,8 @@ def _run_dir(out: Path, label: str, seed: int) -> Path:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise GenleakError(f"cannot read benchmark config {path}: {err}") from None
-    if not isinstance(cfg, dict) or not cfg.get("rows") or cfg.get("kind") not in ("synthetic", *DETECTORS):
+    cfg = read_config(path, what="benchmark config")
+    if not cfg.get("rows") or cfg.get("kind") not in ("synthetic", *DETECTORS):
         raise GenleakError(f"{path}: needs 'kind' (synthetic, zdc-neutron, zdc-proton) and a non-empty 'rows' list")
     return cfg
 
