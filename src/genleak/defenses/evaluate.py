@@ -141,7 +141,7 @@ def evaluate_defense(
             entry.pop("warnings", None)
             if a.ok and a.metrics is not None:
                 m = a.metrics
-                entry["auc"], entry["tpr_at_1pct_fpr"], entry["tpr_at_01pct_fpr"] = m.auc, m.tpr_at_1pct_fpr, m.tpr_at_01pct_fpr
+                entry.update({k: getattr(m, k) for k in TABLE_KEYS})
                 if halves is not None:
                     entry["per_half"] = _per_half(a, halves, seed)
                 if a.member_scores.ndim > 1:  # genbox: the pixel- and feature-space scores too
@@ -154,8 +154,7 @@ def evaluate_defense(
             attack_rows[key] = entry
             for col, m in entry.get("columns", {}).items():
                 if col.endswith("-feature"):  # its own table row: the feature-space distance
-                    attack_rows[f"{key}/feature"] = {"status": "ok", "auc": m["auc"], "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"],
-                                                       "tpr_at_01pct_fpr": m["tpr_at_01pct_fpr"]}
+                    attack_rows[f"{key}/feature"] = {"status": "ok", **{k: m[k] for k in TABLE_KEYS}}
         gen = generate(target, n_quality, quality_steps, seed, progress=progress)
         quality = quality_report(gen, heldout.images, split.members.images, extractor, tau=tau)
         models[name] = {
@@ -256,6 +255,22 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+# The figures a defense table shows per attack, judged two-sided (metrics module docstring): a
+# defense that drives AUC far below 0.5 leaks the reversed signal, which an attacker flips.
+TABLE_KEYS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "leakage_auc", "leak_direction",
+              "flipped_tpr_at_1pct_fpr", "flipped_tpr_at_01pct_fpr")
+
+
+def _leak_cell(row: dict[str, Any], sep: str, digits: int) -> str:
+    """AUC, TPR@1% and TPR@0.1%FPR; when members score lower (AUC < 0.5), also what the sign-flipped
+    attack reaches, so a reversed signal never reads as privacy."""
+    cell = sep.join([f"{row['auc']:.3f}", f"{row['tpr_at_1pct_fpr']:.{digits}f}", f"{row['tpr_at_01pct_fpr']:.{digits}f}"])
+    if row.get("leak_direction") == "flipped":
+        cell += " (flipped: " + sep.join([f"{row['leakage_auc']:.3f}", f"{row['flipped_tpr_at_1pct_fpr']:.{digits}f}",
+                                         f"{row['flipped_tpr_at_01pct_fpr']:.{digits}f}"]) + ")"
+    return cell
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """One table: rows = attacks (AUC / TPR@1%FPR / TPR@0.1%FPR) then quality; columns = models."""
     models = result["models"]
@@ -274,7 +289,7 @@ def markdown_table(result: dict[str, Any]) -> str:
             if row is None or row.get("status") != "ok":
                 cells.append("failed" if row else "—")
             else:
-                cells.append(f"{row['auc']:.3f} / {row['tpr_at_1pct_fpr']:.3f} / {row['tpr_at_01pct_fpr']:.3f}")
+                cells.append(_leak_cell(row, " / ", 3))
         lines.append(f"| {a} AUC / TPR@1% / TPR@0.1% | " + " | ".join(cells) + " |")
     for key, label in (("fid", "FID ↓"), ("precision", "precision ↑"), ("recall", "recall ↑"),
                        ("memorization_rate", "memorisation rate ↓"), ("nn_ratio", "NN-distance ratio (<1: copies)")):
@@ -309,7 +324,7 @@ def print_table(result: dict[str, Any]) -> None:
         for n in names:
             row = models[n]["attacks"].get(a)
             cells.append("—" if row is None else ("failed" if row.get("status") != "ok"
-                                                  else f"{row['auc']:.3f} | {row['tpr_at_1pct_fpr']:.2f} | {row['tpr_at_01pct_fpr']:.2f}"))
+                                                  else _leak_cell(row, " | ", 2)))
         table.add_row(f"{a} (AUC | TPR@1% | @0.1%)", *cells)
     for key, label in (("fid", "FID ↓"), ("precision", "precision ↑"), ("recall", "recall ↑"),
                        ("memorization_rate", "memorisation ↓"), ("nn_ratio", "NN ratio (<1: copies)")):

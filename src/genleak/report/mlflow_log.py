@@ -22,8 +22,10 @@ from genleak.report.results import RESULTS_FILE, ROC_FILE, SCORES_DIR, load_resu
 from genleak.report.verdict import compute_verdict
 
 DEFAULT_EXPERIMENT = "genleak"
-_METRIC_KEYS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "tpr_at_0_fpr", "asr", "asr_calibrated")
-_CI_KEYS = ("auc_ci", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr_ci")
+# the two-sided view too (metrics module docstring): an AUC of 0.35 is a flipped signal, not privacy
+_METRIC_KEYS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "tpr_at_0_fpr", "asr", "asr_calibrated",
+                "leakage_auc", "flipped_tpr_at_1pct_fpr", "flipped_tpr_at_01pct_fpr")
+_CI_KEYS = ("auc_ci", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr_ci", "leakage_auc_ci", "flipped_tpr_at_1pct_fpr_ci")
 _PARAM_MAX = 500  # MLflow caps param values (6000 chars in 3.x, 500 in older servers)
 
 
