@@ -247,6 +247,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.cmd == "claims":
         run_claims(args.config, args.out)
+        import sys
+
+        from evidence import record_run  # benchmarks/evidence.py: mark the evidence entries this run produced
+
+        record_run(sys.argv, args.out)
     else:
         print(run_speed(args.n, args.batch, [a for a in args.attacks.split(",") if a], args.guidance))
 

@@ -146,9 +146,11 @@ GUARDS_SECTION = SectionSpec("guards", guards_section, "Evaluation guards", kind
 
 def _run_seed(out: Path) -> int:
     """The audit's seed, read from the results.json the attacks just wrote (sections get no seed)."""
+    from genleak.report.results import read_results
+
     try:
-        return int(json.loads((out / "results.json").read_text()).get("seed", 0))
-    except (OSError, ValueError):
+        return read_results(out).seed
+    except GenleakError:
         return 0
 
 
@@ -167,6 +169,7 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     import warnings as _warnings
 
     from genleak.inference import CDIConfig, run_cdi, write_cdi
+    from genleak.results import CDIOutcome
 
     folder = out / "cdi"
     config = CDIConfig(seed=_run_seed(out))
@@ -191,12 +194,12 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     return {
         "summary": result.verdict,
         "warnings": messages,
-        "metrics": {
-            "p_value": result.p_value, "alpha": result.alpha, "rejected": result.rejected,
-            "min_suspect_size": result.min_suspect_size, "n_suspect": result.n_suspect,
-            "n_reference": result.n_reference, "scorer_auc": result.scorer_auc, "power_at_alpha": result.power,
-            "access": result.access,
-        },
+        "metrics": CDIOutcome(
+            p_value=result.p_value, alpha=result.alpha, rejected=result.rejected,
+            min_suspect_size=result.min_suspect_size, n_suspect=result.n_suspect,
+            n_reference=result.n_reference, scorer_auc=result.scorer_auc, power_at_alpha=result.power,
+            access=result.access,
+        ).to_json(),
         "curve": curve,
         "data": {"features": d["features"], "test": d["test"], "scorer": d["scorer"], "guards": d["guards"],
                  "config": d["provenance"].get("config"), "files": "cdi/cdi.json, cdi/scores.npz, cdi/min_p_curve.png"},
@@ -283,6 +286,8 @@ def applicable_attacks(target: Any, candidates: Sequence[str] | None = None) -> 
 
 def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec]) -> dict[str, dict[str, Any]]:
     """Run each section; record ok / skipped / failed with timing (one failure never stops the rest)."""
+    from genleak.results import SectionResult
+
     results: dict[str, dict[str, Any]] = {}
     for spec in specs:
         start = time.perf_counter()
@@ -293,6 +298,10 @@ def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec
                 raise TypeError(f"section returned {type(got).__name__}, expected a dict")
             sec = {**base, **_jsonable(got), "status": got.get("status", "ok")}
             json.dumps(sec, allow_nan=False)
+            try:  # a malformed section is a failed one (a bug), not a skipped one
+                SectionResult.from_json(spec.name, sec, f"section {spec.name}")
+            except GenleakError as bad:
+                raise TypeError(str(bad)) from bad
         except GenleakError as err:
             sec = {**base, "status": "skipped", "reason": str(err)}
         except Exception as err:  # a section bug must not lose the audit
@@ -306,18 +315,17 @@ def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec
 
 def _publish_sections(out: Path, sections: dict[str, dict[str, Any]]) -> None:
     """Add the finished sections to ``out/results.json`` (if there is one) for the sections after them."""
-    from genleak.report.results import RESULTS_FILE, save_results
+    from genleak.report.results import RESULTS_FILE, read_results, save_results
+    from genleak.results import SectionResult
 
-    path = Path(out) / RESULTS_FILE
-    if not path.is_file():
+    if not (Path(out) / RESULTS_FILE).is_file():
         return
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            return
-        data["sections"] = {**(data.get("sections") or {}), **sections}
-        save_results(data, out)
-    except (OSError, ValueError, GenleakError):  # a damaged file is the reader's problem, not this loop's
+        result = read_results(out)
+        result.sections = {**(result.sections or {}),
+                           **{n: SectionResult.from_json(n, s) for n, s in sections.items()}}
+        save_results(result, out)
+    except (OSError, GenleakError):  # a damaged file is the reader's problem, not this loop's
         return
 
 
@@ -346,7 +354,7 @@ def run_audit(
     """
     from genleak.pipeline import run_attacks
     from genleak.report.html import REPORT_FILE, write_report
-    from genleak.report.results import evaluation_masks, save_results, write_results
+    from genleak.report.results import evaluation_masks, load_results, save_results, write_results
     from genleak.report.verdict import compute_verdict
 
     out = Path(out)
@@ -363,7 +371,7 @@ def run_audit(
     if split_check is not None:
         extra["split_check"] = split_check
     write_results(result, out, extra=extra)
-    data = json.loads((out / "results.json").read_text())
+    data = load_results(out)
     if bootstrap:
         _add_audit_bounds(data, result, evaluation_masks(split.members.ids, split.nonmembers.ids, data["split"]),
                           bootstrap, seed)

@@ -325,6 +325,7 @@ def _recommendations_html(idx: int, name: str, recs: list[Any], data: dict[str, 
             rows.append(("Check it worked", verify))
         rows += [
             ("Measured by genleak", f'{e(effect.get("measured", "not measured"))}'
+                                    f'<br><span class="scale">Scale: {e(effect.get("scale") or "not recorded")}</span>'
                                     f'<br><span class="source">Source: {e(effect.get("source", "-"))}</span>'),
             ("Paper", f'{e(effect.get("paper", ""))} <span class="claim-held claim-{e(held.replace(" ", "-"))}">'
                       f"paper's claim held at tiny scale: {e(held or '?')}</span>"),

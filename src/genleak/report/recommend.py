@@ -41,8 +41,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genleak.errors import GenleakError
 from genleak.report.sections import SectionSkipped, SectionSpec
 from genleak.report.verdict import compute_verdict, guard_warnings, judged_side, level_of
+from genleak.results import CDIOutcome
 
 SECTION_NAME = "defense"
 
@@ -79,167 +81,73 @@ PRIORITY_CONSIDER = "consider"
 _ACCESS_ORDER = ("white-box", "gray-box", "black-box")
 
 # --------------------------------------------------------------------------------------------------
-# What genleak measured for each defense (quoted, with source). "paper_claim_held" says whether the
-# paper's claim reproduced at tiny scale: "yes", "partly", "no" (RESULTS.md documents each).
+# What genleak measured for each defense, read from evidence.json (next to this module; the benchmark
+# commands that produce an entry update it, benchmarks/claims.py prints it): numbers are data, not
+# code, so a rerun shows up here. "paper_claim_held" says whether the paper's claim reproduced at
+# tiny scale: "yes", "partly", "no" (RESULTS.md documents each), "not claimed".
 # --------------------------------------------------------------------------------------------------
+
+EVIDENCE_FILE = Path(__file__).with_name("evidence.json")
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """The expected effect of a defense as genleak measured it, its source and the paper's claim."""
+    """The expected effect of a defense as genleak measured it: at what scale, by which commands
+    (``source`` names the RESULTS.md section and the commands), and whether the paper's claim held."""
 
     measured: str
     source: str
     paper: str
     paper_claim_held: str
     caveat: str = ""
+    scale: str = ""
+    commands: tuple[str, ...] = ()
 
 
-_DEFENSE_SRC = ("benchmarks/RESULTS.md, 'Defenses (issue 4)': `genleak defend experiment --config "
-                "configs/defense_digits8.json` (digits 8x8, 64 members vs 512 non-members, UNet (16, 32), 1000 steps)")
+def _source(entry: dict[str, Any]) -> str:
+    commands = "; ".join(f"`{c}`" for c in entry.get("commands") or []) or "no command"
+    return f"{entry['section']}: {commands} ({entry.get('scale') or 'scale not recorded'})"
 
-EVIDENCE: dict[str, Evidence] = {
-    "distillmd": Evidence(
-        measured=("AUC baseline -> DistillMD: loss 0.978 -> 0.671, SecMI 0.846 -> 0.400 (sign-flipped: 0.600), "
-                  "PIA 0.987 -> 0.389 (sign-flipped: 0.611), SimA 1.000 -> 0.561 (TPR@1%FPR 1.000 -> 0.109), "
-                  "black-box genbox 0.854 -> 0.715; memorisation rate 0.008 -> 0.014"),
-        source=_DEFENSE_SRC,
-        paper=("001 §3.3 (Algorithm 2) and §4.1 table 3: SecMI 0.93 -> 0.59, PIA 0.89 -> 0.59 on CIFAR10 with "
-               "TPR@1%FPR <= 0.03; table 2: FID kept (14.13 -> 14.19); table 5: black-box 0.90 -> 0.66"),
-        paper_claim_held="partly",
-        caveat=("At tiny scale the paper's claims held only partly. Judged two-sided, SecMI/PIA/SimA leakage AUC "
-                "<= 0.65 held (0.600 / 0.611 / 0.561: SecMI and PIA fell *below* 0.5, a reversed signal an attacker "
-                "who knows the defense flips, not privacy; their flipped TPR@1%FPR was not recorded), but the loss "
-                "attack stayed at 0.671 and TPR@1%FPR at 0.156 (loss) / 0.109 (SimA) (paper: <= 0.05); "
-                "'quality kept' did NOT hold (FID 7.82 -> 20.57)."),
-    ),
-    "distillmd-from-dualmd": Evidence(
-        measured=("same teachers, DualMD -> DistillMD: black-box genbox AUC 0.871 -> 0.715; gray-box (a DualMD "
-                  "sub-model vs the student) loss 0.744 -> 0.671, PIA 0.764 -> 0.389 (sign-flipped: 0.611), "
-                  "SimA 0.738 -> 0.561"),
-        source=_DEFENSE_SRC,
-        paper="001 §3.3 and §4.1 (white-box attacks are defended by DistillMD, not DualMD); table 5",
-        paper_claim_held="partly",
-        caveat=("SecMI/PIA fell below 0.5: a reversed signal (two-sided leakage 0.600 / 0.611), not privacy; "
-                "FID 13.61 (DualMD) -> 20.57 (DistillMD) at tiny "
-                "scale, while the paper's table 2 has DistillMD closer to the original on CIFAR10."),
-    ),
-    "dualmd": Evidence(
-        measured=("black-box genbox AUC baseline -> DualMD: 0.914 -> 0.858 in the 32-member test setup, but "
-                  "0.854 -> 0.871 (no reduction) in the 64-member experiment; scored per half 0.99 -> 0.87; "
-                  "adaptive attack (001 app. A.5) r = 2: 0.830, r = 3: 0.789"),
-        source=_DEFENSE_SRC + "; test setup: `GENLEAK_PRINT_DEFENSES=1 python -m pytest tests/test_defenses.py -q -s`",
-        paper="001 §3.4 and §4.2 table 5: black-box AUC 0.90 -> 0.82 (0.52 with prompt diversification); table 9: "
-              "adaptive attack 0.53 / 0.51",
-        paper_claim_held="no",
-        caveat=("The reduction did NOT hold at 64 members (0.854 -> 0.871) and held only in the 32-member setup; "
-                "the adaptive attack stayed far above table 9 (0.83 vs 0.53). DualMD is a black-box defense "
-                "(001 §4.1): a gray-box attacker queries one sub-model, whose own half leaks with AUC 1.00."),
-    ),
-    "distillmd-latent": Evidence(
-        measured=("text-to-image LDM, 64 captioned members, 1250 steps: AUC loss 1.000 -> 0.466 (sign-flipped: "
-                  "0.534), SimA 1.000 -> 0.404 (sign-flipped: 0.596), PIA 0.995 -> 0.608, CLiD 0.836 -> 0.373 "
-                  "(sign-flipped: 0.627), genbox (image-to-image) 0.999 -> 0.602, caption-guided black-box 0.841 -> "
-                  "0.674 (unconditional LDMs: not measured)"),
-        source=("benchmarks/results_latent.md §2b: `python benchmarks/latent.py claims --config "
-                "configs/ldm_text_defenses.json --out runs/ldm-text-defenses`"),
-        paper=("001 §3.3, §4.1 table 4: SecMI on fine-tuned SD v1.5 0.99 -> 0.48 (Pokemon); table 5: black-box "
-               "0.90 -> 0.66, 0.46 with prompt diversification"),
-        # Two-sided (issue 16 §3): SimA and CLiD fell *below* 0.5, a reversed leak of 0.596 / 0.627, not the
-        # paper's near-chance 0.48 (two-sided 0.52); the black-box part (0.674 vs 0.66) held.
-        paper_claim_held="partly",
-        caveat=("Judged two-sided, the gray/white-box attacks were not brought to chance: SimA 0.404 and CLiD 0.373 "
-                "are reversed signals an attacker flips (leakage AUC 0.596 / 0.627; their flipped TPR@1%FPR was not "
-                "recorded), against the paper's 0.48; the black-box reduction held (0.674 vs table 5's 0.66). "
-                "With prompt diversification the caption-guided black-box AUC was 0.62 with DistillMD vs 0.54 "
-                "without it: at 64 vs 64 (AUC +-0.05) DistillMD added nothing to prompt diversification there."),
-    ),
-    "dualmd-latent": Evidence(
-        measured=("text-to-image LDM: caption-guided black-box AUC 0.841 -> 0.808, image-to-image genbox 0.999 -> "
-                  "0.966; with prompt diversification 0.539 (alone) vs 0.567 (with DualMD)"),
-        source=("benchmarks/results_latent.md §2b: `python benchmarks/latent.py claims --config "
-                "configs/ldm_text_defenses.json --out runs/ldm-text-defenses`"),
-        paper="001 §3.4, §4.2 table 5: black-box AUC on SD v1.5 0.90 -> 0.82, 0.52 with prompt diversification",
-        paper_claim_held="partly",
-        caveat=("Alone it barely lowered the black-box attacks (as table 5 finds without prompt diversification); "
-                "prompt diversification did the work. A black-box defense only (001 §4.1)."),
-    ),
-    "dpsgd": Evidence(
-        measured=("AUC with DP-SGD (sigma = 1): loss 0.538, SecMI 0.503, PIA 0.555, SimA 0.523, genbox 0.571 "
-                  "(baseline 0.978 / 0.846 / 0.987 / 1.000 / 0.854); TPR@1%FPR 0.000 for loss, PIA and SimA"),
-        source=_DEFENSE_SRC,
-        paper="no paper claim (Abadi et al. 2016 via Opacus; 001 compares against it); the only formal guarantee here",
-        paper_claim_held="not claimed",
-        caveat=("The spent epsilon was 229.4 (delta 1e-5, sigma 1, q 0.5, 1000 steps): the formal guarantee is "
-                "vacuous at that budget; the protection measured is empirical."),
-    ),
-    "vae-kl": Evidence(
-        measured=("LDM, 1250 steps, AUC at KL weight 1e-6 (SD's) -> 0.1: loss 1.000 -> 0.661, PIA 1.000 -> 0.868, "
-                  "SimA 1.000 -> 0.711; KL 1e-3 and 1e-2 changed nothing (AUC 1.000): a threshold, not a slope"),
-        source=("benchmarks/results_latent.md §1: `python benchmarks/latent.py claims --config "
-                "configs/ldm_kl_sweep.json --out runs/ldm` (digits 8x8, 64 members vs 64 non-members)"),
-        paper="000 (SimA): LDMs leak far less than pixel DDPMs; a stronger KL weight in the beta-VAE hardens them further",
-        paper_claim_held="partly",
-        caveat=("'LDMs leak dramatically less' did NOT hold at SD's KL weight 1e-6 (the LDM was as attackable as "
-                "the pixel DDPM); only KL 0.1 cut the attacks. SimA's second hardening, adversarial VAE training, "
-                "did NOT lower any AUC here and is not recommended."),
-    ),
-    "prompt-diversification": Evidence(
-        measured=("full fine-tune -> with 5 rephrasings: text-guided black-box AUC 0.969 -> 0.751, CLiD 0.995 -> "
-                  "0.693, gen-prompt 0.884 -> 0.641; gray/white-box loss, SimA and PIA stayed at 1.000"),
-        source=("benchmarks/results_latent.md §2: `python benchmarks/latent.py claims --config configs/ldm_text.json "
-                "--out runs/ldm`"),
-        paper="001 §3.5 and §4.2 table 5: black-box AUC 0.90 -> 0.45; table 8: white-box attacks barely change",
-        paper_claim_held="partly",
-        caveat=("The direction held, the size did not: 0.97 -> 0.75 here vs 0.90 -> 0.45 in table 5. It does not "
-                "help against gray/white-box attacks (as 001 table 8) nor against image-to-image black-box "
-                "attacks that need no caption (0.99 unchanged)."),
-    ),
-    "iar-output-noise": Evidence(
-        measured=("RAR logits: sigma 3 stops extraction (46/47 -> 0/47) with MIA TPR@1%FPR still 1.000; sigma 10: "
-                  "TPR@1%FPR 0.375, AUC 0.983; sigma 30: 0.094 / 0.780 (VAR: 0.219 at sigma 10)"),
-        source=("benchmarks/RESULTS.md, 'IAR results (issue 9)' §5: `genleak iar experiment --config "
-                "configs/iar_digits_compare.json --out runs/compare`"),
-        paper="thesis supp. D.11 (fig. D.11.1): output noise on the logits mitigates MIA, DI and extraction",
-        paper_claim_held="partly",
-        caveat=("Held for VAR/RAR only at a large quality cost; the MAR rows did NOT reproduce 'MAR becomes immune "
-                "at sigma = 0.001' (our MAR attack averages the noise away)."),
-    ),
-}
 
-COSTS: dict[str, str] = {
-    "distillmd": ("Compute: two teachers on half the data (2 x 0.83x a baseline run) plus the student (1.06x), "
-                  "about 2.7x the baseline's training; sampling unchanged (one model). Utility: FID 7.82 -> 20.57 "
-                  "at tiny scale (benchmarks/RESULTS.md, Defenses)."),
-    "distillmd-from-dualmd": ("Compute: one student run (1.06x a baseline run) on top of the existing teachers; "
-                              "sampling then needs one model instead of two. Utility: FID 13.61 (DualMD) -> 20.57."),
-    "dualmd": ("Compute: two teachers (2 x 0.83x a baseline run); sampling at the same NFE (38.0 vs 38.0 images/s) "
-               "but twice the weights in memory. Utility: FID 7.82 -> 13.61 at tiny scale."),
-    "dpsgd": ("Compute: 3.16x time per training step (Opacus per-sample gradients). Utility: severe at tiny scale, "
-              "FID 7.82 -> 126.72, precision/recall 0.678/0.894 -> 0.348/0.087 (samples no longer look like digits)."),
-    "vae-kl": ("Compute: retrain the VAE and, on its new latents, the diffusion model (a fine-tuned model's base must "
-               "be retrained too). Utility: reconstruction MSE doubles (members 0.0095 -> 0.0189, non-members "
-               "0.0221 -> 0.0368)."),
-    "prompt-diversification": ("Compute: none extra (same steps; one of six captions drawn per step). Utility: "
-                               "not measured at tiny scale; 001 gives no number for it (table 2 compares DualMD / "
-                               "DistillMD with the original model; fig. 7 only shows samples of models trained with it)."),
-    "iar-output-noise": ("Compute: none (inference-time noise). Utility: large: RAR FID 5.50 -> 31.42 and class "
-                         "accuracy 0.885 -> 0.080 at sigma 10 (benchmarks/RESULTS.md, IAR §5)."),
-}
+def load_evidence(path: Path | None = None) -> dict[str, Any]:
+    """evidence.json (``EVIDENCE_FILE`` unless given), read at every call so an update is never stale."""
+    p = Path(path or EVIDENCE_FILE)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise GenleakError(f"cannot read the defense evidence '{p}' ({err}); reinstall genleak") from err
+    if not isinstance(doc, dict) or doc.get("format") != "genleak.evidence" or doc.get("version") != 1:
+        raise GenleakError(f"'{p}' is not a genleak.evidence version 1 file")
+    return doc
 
-# Considered and measured, but not recommended (shown so a reader does not wonder why they are missing).
-NOT_RECOMMENDED: dict[str, dict[str, str]] = {
-    "kd": {
-        "name": "normal knowledge distillation (`genleak defend kd`)",
-        "why": ("measured far weaker than DistillMD: SimA AUC 1.000 -> 0.995, loss 0.978 -> 0.951 "
-                "(benchmarks/RESULTS.md, Defenses; 001 table 10's ordering held)"),
-    },
-    "adversarial-vae": {
-        "name": "adversarial VAE training (`genleak train vae --adversarial`)",
-        "why": ("did NOT lower any attack (AUC 1.000 at KL 1e-6 and 1e-3) and made reconstructions 3-4x worse "
-                "(benchmarks/results_latent.md §1); SimA's (000) claim did not hold at our scale"),
-    },
-}
+
+def _evidence(key: str, doc: dict[str, Any] | None = None) -> Evidence:
+    e = (doc or load_evidence())["defenses"][key]
+    return Evidence(measured=e["measured"], source=_source(e), paper=e["paper"],
+                    paper_claim_held=e["paper_claim_held"], caveat=e.get("caveat", ""), scale=e.get("scale") or "",
+                    commands=tuple(e.get("commands") or ()))
+
+
+def _cost(key: str) -> str:
+    c = load_evidence()["costs"][key]
+    return f"{c['text']} (Measured at: {c.get('scale') or 'not measured'}.)"
+
+
+def _rejected(key: str) -> dict[str, str]:
+    r = load_evidence()["not_recommended"][key]
+    return {"name": r["name"], "why": f"{r['why']} ({_source(r)})"}
+
+
+def __getattr__(name: str) -> Any:
+    """``EVIDENCE``, ``COSTS`` and ``NOT_RECOMMENDED`` as the dicts they were before evidence.json."""
+    doc = load_evidence()
+    if name == "EVIDENCE":
+        return {k: _evidence(k, doc) for k in doc["defenses"]}
+    if name == "COSTS":
+        return {k: _cost(k) for k in doc["costs"]}
+    if name == "NOT_RECOMMENDED":
+        return {k: _rejected(k) for k in doc["not_recommended"]}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,12 +270,12 @@ def _cdi_facts(data: dict[str, Any]) -> dict[str, Any] | None:
     for sec in (data.get("sections") or {}).values():
         if sec.get("kind") == "cdi" and sec.get("status") == "ok":
             m = sec.get("metrics") or {}
-            p, alpha = m.get("p_value"), m.get("alpha")
-            rejected = m.get("rejected")
-            if rejected is None and isinstance(p, int | float) and isinstance(alpha, int | float):
-                rejected = p < alpha
-            return {"rejected": bool(rejected), "p_value": p, "alpha": alpha,
-                    "min_suspect_size": m.get("min_suspect_size"), "n_suspect": m.get("n_suspect") or m.get("suspect_size")}
+            cdi = CDIOutcome.from_json(m)
+            if cdi is None:  # no p-value recorded: only an explicit decision counts
+                return {"rejected": bool(m.get("rejected")), "p_value": m.get("p_value"), "alpha": m.get("alpha"),
+                        "min_suspect_size": m.get("min_suspect_size"), "n_suspect": m.get("n_suspect")}
+            return {"rejected": cdi.rejected, "p_value": cdi.p_value, "alpha": cdi.alpha,
+                    "min_suspect_size": cdi.min_suspect_size, "n_suspect": cdi.n_suspect}
     return None
 
 
@@ -527,7 +435,7 @@ def recommend(f: AuditFacts) -> list[Recommendation]:
             triggers=[_attack_trigger(gw)],
             commands=[_cmd("defend", "dpsgd", "--split", p.split, "--out", out, "--noise-multiplier",
                            repr(DPSGD_NOISE_MULTIPLIER), *_pixel_train_args(f.training), "--target", p.target)],
-            verify=p.verify(out, "dpsgd"), expected_effect=EVIDENCE["dpsgd"], cost=COSTS["dpsgd"],
+            verify=p.verify(out, "dpsgd"), expected_effect=_evidence("dpsgd"), cost=_cost("dpsgd"),
             paper="Abadi et al. 2016 (DP-SGD, via Opacus); the baseline of 001 §4",
             applies_if="the weights are released (white/gray-box access)"))
     if fam == "dualmd":
@@ -542,8 +450,8 @@ def recommend(f: AuditFacts) -> list[Recommendation]:
                 reason=f"{why}{note} (001 §3.3).", triggers=base_triggers,
                 commands=[_cmd("defend", "distill", "--teachers", p.target, "--out", student,
                                *_pixel_train_args(f.training))],
-                verify=p.verify(student, "distillmd"), expected_effect=EVIDENCE["distillmd-from-dualmd"],
-                cost=COSTS["distillmd-from-dualmd"], paper="001 §3.3 (Algorithm 2), §4.1"))
+                verify=p.verify(student, "distillmd"), expected_effect=_evidence("distillmd-from-dualmd"),
+                cost=_cost("distillmd-from-dualmd"), paper="001 §3.3 (Algorithm 2), §4.1"))
     elif fam == "iar":
         out = p.out("mitigate")
         recs.append(Recommendation(
@@ -553,7 +461,7 @@ def recommend(f: AuditFacts) -> list[Recommendation]:
             triggers=base_triggers,
             commands=[_cmd("iar", "mitigate", "--target", p.target, "--split", p.split, "--sigma", IAR_NOISE_SIGMAS,
                            "--out", out)],
-            verify=[], expected_effect=EVIDENCE["iar-output-noise"], cost=COSTS["iar-output-noise"],
+            verify=[], expected_effect=_evidence("iar-output-noise"), cost=_cost("iar-output-noise"),
             paper="thesis ch. 9, supp. D.11", applies_if="only sampled images or noised logits are served"))
     order = {PRIORITY_RECOMMENDED: 0, PRIORITY_CONSIDER: 1}
     return sorted(recs, key=lambda r: order.get(r.priority, 2))  # stable: the rule order within a priority
@@ -581,7 +489,7 @@ def _two_teacher_defenses(f: AuditFacts, priority: str, why: str, base_triggers:
         commands=[disjoint, _cmd("defend", "distill", "--teachers", teachers, "--out", student, *train,
                                  "--target", p.target)],
         verify=p.verify(student, "distillmd"),
-        expected_effect=EVIDENCE["distillmd-latent" if latent else "distillmd"], cost=COSTS["distillmd"],
+        expected_effect=_evidence("distillmd-latent" if latent else "distillmd"), cost=_cost("distillmd"),
         paper="001 §3.2 (disjoint training), §3.3 (DistillMD, Algorithm 2), §4.1 tables 3-4, §4.2 table 5")]
     dual_priority, dual_reason, dual_triggers, applies = None, "", [], None
     if bb is not None:
@@ -600,7 +508,7 @@ def _two_teacher_defenses(f: AuditFacts, priority: str, why: str, base_triggers:
             id="dualmd", name="DualMD (two disjoint teachers, alternating at sampling time)",
             priority=PRIORITY_CONSIDER if latent else dual_priority, reason=dual_reason, triggers=dual_triggers,
             commands=[disjoint], verify=p.verify(teachers, "dualmd", "--attacks", "genbox"),
-            expected_effect=EVIDENCE["dualmd-latent" if latent else "dualmd"], cost=COSTS["dualmd"],
+            expected_effect=_evidence("dualmd-latent" if latent else "dualmd"), cost=_cost("dualmd"),
             paper="001 §3.2, §3.4 (self-correcting inference), §4.2 table 5", applies_if=applies))
     return recs
 
@@ -627,7 +535,7 @@ def _latent_hardening(f: AuditFacts, priority: str, why: str, base_triggers: lis
                       _cmd("train", "ldm", "--split", p.split, "--vae", vae_out, "--out", ldm_out,
                            *_ldm_train_args(f.training, text),
                            *(["--prompt-variants", str(f.prompt_variants)] if text and f.prompt_variants else []))],
-            verify=p.verify(ldm_out, "kl0.1"), expected_effect=EVIDENCE["vae-kl"], cost=COSTS["vae-kl"],
+            verify=p.verify(ldm_out, "kl0.1"), expected_effect=_evidence("vae-kl"), cost=_cost("vae-kl"),
             paper="000 (SimA): LDM robustness via a stronger KL weight in the beta-VAE"))
     if text and (f.prompt_variants is None or f.prompt_variants < PROMPT_VARIANTS):
         out = p.out("promptdiv")
@@ -649,16 +557,16 @@ def _latent_hardening(f: AuditFacts, priority: str, why: str, base_triggers: lis
                                              f"< {PROMPT_VARIANTS}")],
             commands=[_cmd("train", "ldm", "--split", p.split, *source, "--out", out, *_ldm_train_args(f.training, True),
                            *(["--lora-rank", str(int(lora))] if lora else []), "--prompt-variants", str(PROMPT_VARIANTS))],
-            verify=p.verify(out, "promptdiv"), expected_effect=EVIDENCE["prompt-diversification"],
-            cost=COSTS["prompt-diversification"], paper="001 §3.5, §4.2 table 5, app. table 8"))
+            verify=p.verify(out, "promptdiv"), expected_effect=_evidence("prompt-diversification"),
+            cost=_cost("prompt-diversification"), paper="001 §3.5, §4.2 table 5, app. table 8"))
     return recs
 
 
 def _not_recommended(f: AuditFacts) -> list[dict[str, str]]:
     if f.family == "pixel":
-        return [NOT_RECOMMENDED["kd"]]
+        return [_rejected("kd")]
     if f.family in ("latent", "text"):
-        return [NOT_RECOMMENDED["adversarial-vae"]]
+        return [_rejected("adversarial-vae")]
     return []
 
 
@@ -730,9 +638,10 @@ def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
         kind = target.describe().get("kind")
         data = {**data, "target": {**(data.get("target") or {}), "kind": kind or "unknown"}}
     audit = dict(data.get("audit") or {})
-    if not audit.get("training") and audit.get("target_path"):  # a DualMD folder records its recipe in dualmd.json
-        dual = Path(audit["target_path"]) / "dualmd.json"
-        if dual.is_file():
+    if not audit.get("training") and audit.get("target_path"):  # a DualMD folder records its recipe in its index
+        folder = Path(audit["target_path"])
+        dual = next((f for f in (folder / "model_index.json", folder / "dualmd.json") if f.is_file()), None)
+        if dual is not None:
             try:
                 audit["training"] = {"config": json.loads(dual.read_text()).get("train_config") or {}}
                 data = {**data, "audit": audit}

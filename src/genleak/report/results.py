@@ -1,10 +1,10 @@
-"""The results folder: ``results.json`` (versioned schema), per-attack scores, ``roc.png``.
+"""The results folder: ``results.json`` (``genleak.results``' typed schema), per-attack scores, ``roc.png``.
 
-Schema (``format: genleak.results``, ``version: 1``) is documented in ``docs/results-schema.md``.
-Version 1 has optional top-level keys added over time (``settings``, ``audit``, ``sections``,
-``verdict``); readers must treat a missing optional key as "not recorded", never as an error.
-``load_results`` checks the format, the version and the structure readers rely on, so a damaged
-or foreign file fails with one line naming the problem instead of a KeyError deep in a renderer.
+Schema (``format: genleak.results``, ``version: 1``) is documented in ``docs/results-schema.md`` and
+typed in ``genleak.results``; this module only adds the folder. ``load_results`` reads a file
+through ``AuditResult.from_json`` (format, version and the structure readers rely on, so a damaged
+or foreign file fails with one line naming the problem instead of a KeyError deep in a renderer)
+and ``read_results`` returns the typed result itself.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import numpy as np
 
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json
-from genleak.pipeline import RESULTS_FORMAT, RESULTS_VERSION, AuditResult, RunFailed
+from genleak.results import (  # noqa: F401  (ATTACK_STATUSES, REQUIRED_METRICS: re-exported for readers)
+    ATTACK_STATUSES,
+    REQUIRED_METRICS,
+    RESULTS_FILE,
+    AuditResult,
+    RunFailed,
+)
 
-RESULTS_FILE = "results.json"
 ROC_FILE = "roc.png"
 SCORES_DIR = "scores"
-
-# Keys every attack's ``metrics`` holds (written by ``MetricReport.to_dict``); renderers rely on them.
-REQUIRED_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "tpr_at_0_fpr", "asr", "n_members", "n_nonmembers")
-ATTACK_STATUSES = ("ok", "failed")
 
 
 def write_results(result: AuditResult, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
@@ -52,7 +53,7 @@ def write_results(result: AuditResult, out_dir: str | Path, *, extra: dict[str, 
     }
     if curves:
         plot_roc(curves, out / ROC_FILE, title=f"{result.split['name']}: members vs non-members")
-    data = result.to_dict()
+    data = result.to_dict()  # (to_json's alias)
     if extra:
         clash = sorted(set(extra) & set(data))
         if clash:
@@ -61,16 +62,16 @@ def write_results(result: AuditResult, out_dir: str | Path, *, extra: dict[str, 
     return save_results(data, out)
 
 
-def save_results(data: dict[str, Any], out_dir: str | Path) -> Path:
-    """Validate a results dict and write it as ``out_dir/results.json`` atomically."""
+def save_results(data: dict[str, Any] | AuditResult, out_dir: str | Path) -> Path:
+    """Write a results dict or typed result as ``out_dir/results.json`` atomically, through ``AuditResult``."""
     path = Path(out_dir) / RESULTS_FILE
-    validate_results(data, str(path))
-    atomic_write_json(path, data)
+    result = data if isinstance(data, AuditResult) else AuditResult.from_json(data, str(path))
+    atomic_write_json(path, result.to_json())
     return path
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """Read a results folder or file; refuse unknown formats and versions with a clear message."""
+def read_results(path: str | Path) -> AuditResult:
+    """The typed result of a results folder or file; unknown formats and versions fail with one line."""
     p = Path(path)
     if p.is_dir():
         p = p / RESULTS_FILE
@@ -80,59 +81,17 @@ def load_results(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as err:
         raise GenleakError(f"'{p}' is not valid JSON ({err.msg} at line {err.lineno})") from err
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        fmt = data.get("format") if isinstance(data, dict) else None
-        raise GenleakError(f"'{p}' is not a genleak results file (format={fmt!r})")
-    version = data.get("version")
-    if version is None:
-        raise GenleakError(f"'{p}' has no results schema version; this genleak reads version {RESULTS_VERSION}")
-    if version != RESULTS_VERSION:
-        import genleak
+    return AuditResult.from_json(data, str(p))
 
-        hint = ("it was written by a newer genleak: upgrade genleak" if isinstance(version, int) and version > RESULTS_VERSION
-                else "rerun `genleak attack` or `genleak audit` to rewrite it")
-        raise GenleakError(
-            f"'{p}' has results schema version {version}; genleak {genleak.__version__} reads only version "
-            f"{RESULTS_VERSION} ({hint})"
-        )
-    validate_results(data, str(p))
-    return data
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """``read_results`` as the JSON dict the renderers (verdict, HTML, MLflow, verify) walk."""
+    return read_results(path).to_json()
 
 
 def validate_results(data: dict[str, Any], where: str = RESULTS_FILE) -> None:
     """Check the structure renderers rely on (docs/results-schema.md); raise one clear GenleakError."""
-
-    def bad(msg: str) -> GenleakError:
-        return GenleakError(f"'{where}' is damaged: {msg}")
-
-    for key, kind in (("target", dict), ("split", dict), ("attacks", dict), ("seed", int)):
-        if not isinstance(data.get(key), kind):
-            raise bad(f"'{key}' is missing or not a {kind.__name__}")
-    for key in ("name", "fingerprint", "n_members", "n_nonmembers"):
-        if key not in data["split"]:
-            raise bad(f"split.{key} is missing")
-    for name, a in data["attacks"].items():
-        if not isinstance(a, dict):
-            raise bad(f"attacks.{name} is not an object")
-        status = a.get("status")
-        if status not in ATTACK_STATUSES:
-            raise bad(f"attacks.{name}.status is {status!r}, expected one of {list(ATTACK_STATUSES)}")
-        if status == "failed" and not isinstance(a.get("error"), str):
-            raise bad(f"attacks.{name} failed but records no error")
-        if status == "ok":
-            metrics = a.get("metrics")
-            if not isinstance(metrics, dict):
-                raise bad(f"attacks.{name}.status is 'ok' but it has no metrics")
-            missing = [k for k in REQUIRED_METRICS if not isinstance(metrics.get(k), int | float)]
-            if missing:
-                raise bad(f"attacks.{name}.metrics lacks {missing}")
-    sections = data.get("sections")
-    if sections is not None:
-        if not isinstance(sections, dict):
-            raise bad("'sections' is not an object")
-        for name, sec in sections.items():
-            if not isinstance(sec, dict) or sec.get("status") not in ("ok", "failed", "skipped"):
-                raise bad(f"sections.{name} needs a status of 'ok', 'failed' or 'skipped'")
+    AuditResult.from_json(data, where)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""The typed results of a run: attacks, sections (CDI's among them) and the audit, as ``results.json`` holds them.
+
+Everything that writes or reads ``results.json`` goes through ``AuditResult.to_json`` / ``from_json``
+(``genleak.report.results`` adds the file, the plot and the folder). The on-disk schema is
+``format: genleak.results``, ``version: 1`` (docs/results-schema.md): typing the results changed no
+key, so every version-1 file that records the metrics below loads; one written before genleak
+recorded the two-sided metrics (issue 16 §3) lacks fields of ``MetricReport`` and is refused with
+one line naming them, as is any other version. ``from_json(to_json(r))`` gives ``r`` back, and
+keys this module does not know (an optional key a newer writer added) are kept, never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+import genleak
+from genleak.errors import GenleakError
+from genleak.metrics import MetricReport
+
+RESULTS_FORMAT = "genleak.results"
+RESULTS_VERSION = 1
+RESULTS_FILE = "results.json"
+ATTACK_STATUSES = ("ok", "failed")
+SECTION_STATUSES = ("ok", "failed", "skipped")
+# Keys renderers read from every ok attack's metrics; older version-1 files hold at least these.
+REQUIRED_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "tpr_at_0_fpr", "asr", "n_members", "n_nonmembers")
+_METRIC_FIELDS = tuple(f.name for f in fields(MetricReport))
+
+
+class RunFailed(GenleakError):
+    """Every attack of a run failed: nothing is written and the command exits 1 (not a usage error)."""
+
+    exit_code = 1
+
+
+def scores_sha256(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> str:
+    """sha256 of the saved score arrays (dtype, shape and bytes): results.json names the exact scores
+    its metrics came from, so an edited ``scores/*.npz`` is caught even where no metric moves."""
+    h = hashlib.sha256()
+    for a in (member_scores, nonmember_scores):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def machine_info() -> dict[str, Any]:
+    import torch  # only a run that just scored (torch loaded) builds a fresh result
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _damaged(where: str, msg: str) -> GenleakError:
+    return GenleakError(f"'{where}' is damaged: {msg}")
+
+
+def metric_report_from_json(d: dict[str, Any], where: str = RESULTS_FILE, what: str = "metrics") -> MetricReport:
+    """``MetricReport.to_dict``'s inverse (CIs back to tuples); a missing field is one line naming it."""
+    missing = [k for k in _METRIC_FIELDS if k not in d]
+    if missing:
+        raise GenleakError(f"'{where}': {what} lacks {missing}: written by a genleak before two-sided metrics (issue 16 §3); "
+                           "rerun `genleak attack` or `genleak audit` to rewrite it")
+    return MetricReport(**{k: tuple(d[k]) if k.endswith("_ci") and d[k] is not None else d[k] for k in _METRIC_FIELDS})
+
+
+@dataclass
+class AttackResult:
+    """One attack's outcome on one split: scores, metrics, cost; or the error that stopped it.
+
+    A result read back from ``results.json`` has no score arrays, only their ``scores_sha256``;
+    ``metrics_extra`` holds the metrics keys beyond ``MetricReport`` (the audit's extra CIs and
+    simultaneous bounds)."""
+
+    name: str
+    description: dict[str, Any]
+    member_scores: np.ndarray | None = None
+    nonmember_scores: np.ndarray | None = None
+    metrics: MetricReport | None = None
+    asr_calibrated: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    scores_sha256: str | None = None
+    metrics_extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            **self.description,
+            "status": "ok" if self.ok else "failed",
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
+        if self.member_scores is not None and self.nonmember_scores is not None:
+            d["scores_sha256"] = scores_sha256(self.member_scores, self.nonmember_scores)
+        elif self.scores_sha256 is not None:
+            d["scores_sha256"] = self.scores_sha256
+        if self.metrics is not None:
+            d["metrics"] = {**self.metrics.to_dict(), "asr_calibrated": self.asr_calibrated, **self.metrics_extra}
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+    to_dict = to_json  # the name callers used before results were typed
+
+    @classmethod
+    def from_json(cls, name: str, d: Any, where: str = RESULTS_FILE) -> AttackResult:
+        if not isinstance(d, dict):
+            raise _damaged(where, f"attacks.{name} is not an object")
+        status = d.get("status")
+        if status not in ATTACK_STATUSES:
+            raise _damaged(where, f"attacks.{name}.status is {status!r}, expected one of {list(ATTACK_STATUSES)}")
+        if status == "failed" and not isinstance(d.get("error"), str):
+            raise _damaged(where, f"attacks.{name} failed but records no error")
+        metrics, extra, asr_cal = None, {}, None
+        if status == "ok":
+            m = d.get("metrics")
+            if not isinstance(m, dict):
+                raise _damaged(where, f"attacks.{name}.status is 'ok' but it has no metrics")
+            missing = [k for k in REQUIRED_METRICS if not isinstance(m.get(k), int | float)]
+            if missing:
+                raise _damaged(where, f"attacks.{name}.metrics lacks {missing}")
+            metrics = metric_report_from_json(m, where, f"attacks.{name}.metrics")
+            asr_cal = m.get("asr_calibrated")
+            extra = {k: v for k, v in m.items() if k not in _METRIC_FIELDS and k != "asr_calibrated"}
+        own = {"status", "seconds", "warnings", "scores_sha256", "metrics", "error"}
+        return cls(name=name, description={k: v for k, v in d.items() if k not in own}, metrics=metrics,
+                   asr_calibrated=asr_cal, seconds=float(d.get("seconds") or 0.0),
+                   error=d.get("error") if status == "failed" else None, warnings=list(d.get("warnings") or []),
+                   scores_sha256=d.get("scores_sha256"), metrics_extra=extra)
+
+
+@dataclass
+class SectionResult:
+    """One audit section as ``results.json["sections"][name]`` holds it (docs/results-schema.md):
+    ``ok`` with summary / warnings / metrics / data, ``skipped`` with a reason, ``failed`` with an
+    error. ``extra`` keeps the optional renderable keys (``curve``, ``images``, ``recommendations``)."""
+
+    status: str
+    title: str = ""
+    kind: str = "other"
+    summary: str | None = None
+    warnings: list[str] | None = None
+    metrics: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    reason: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("status", "title", "kind", "summary", "warnings", "metrics", "data", "reason", "error", "seconds")
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"title": self.title, "kind": self.kind, **self.extra, "status": self.status}
+        for k in ("summary", "warnings", "metrics", "data", "reason", "error", "seconds"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+    @classmethod
+    def from_json(cls, name: str, d: Any, where: str = RESULTS_FILE) -> SectionResult:
+        if not isinstance(d, dict) or d.get("status") not in SECTION_STATUSES:
+            raise _damaged(where, f"sections.{name} needs a status of 'ok', 'failed' or 'skipped'")
+        for k, kind in (("warnings", list), ("metrics", dict), ("data", dict)):
+            if d.get(k) is not None and not isinstance(d[k], kind):
+                raise _damaged(where, f"sections.{name}.{k} is not a {kind.__name__}")
+        return cls(status=d["status"], title=str(d.get("title") or ""), kind=str(d.get("kind") or "other"),
+                   summary=d.get("summary"), warnings=d.get("warnings"), metrics=d.get("metrics"),
+                   data=d.get("data"), reason=d.get("reason"), error=d.get("error"), seconds=d.get("seconds"),
+                   extra={k: v for k, v in d.items() if k not in cls._KEYS})
+
+
+@dataclass(frozen=True)
+class CDIOutcome:
+    """The CDI section's ``metrics`` (thesis ch. 8): the decision the defense recommendation reads."""
+
+    p_value: float
+    alpha: float
+    rejected: bool
+    min_suspect_size: int | None = None
+    n_suspect: int | None = None
+    n_reference: int | None = None
+    scorer_auc: float | None = None
+    power_at_alpha: float | None = None
+    access: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, m: dict[str, Any]) -> CDIOutcome | None:
+        """None when ``m`` records no p-value and alpha; ``rejected`` defaults to p < alpha.
+        ``suspect_size`` is the name sections written before this class used for ``n_suspect``."""
+        p, alpha = m.get("p_value"), m.get("alpha")
+        if not isinstance(p, int | float) or not isinstance(alpha, int | float):
+            return None
+        rejected = m.get("rejected")
+        return cls(p_value=float(p), alpha=float(alpha), rejected=bool(p < alpha if rejected is None else rejected),
+                   min_suspect_size=m.get("min_suspect_size"), n_suspect=m.get("n_suspect") or m.get("suspect_size"),
+                   n_reference=m.get("n_reference"), scorer_auc=m.get("scorer_auc"),
+                   power_at_alpha=m.get("power_at_alpha"), access=m.get("access"))
+
+
+@dataclass
+class AuditResult:
+    """Everything ``results.json`` holds: provenance, the split, one entry per attack and, for an
+    audit, its settings, inputs, sections and verdict (``verdict`` is ``report.verdict``'s dict).
+    ``extra`` keeps the other optional top-level keys (``inputs``, ``calibration``, a newer writer's)."""
+
+    target: dict[str, Any]
+    split: dict[str, Any]
+    attacks: list[AttackResult]
+    seed: int
+    command: str = ""
+    bootstrap: int = 0
+    settings: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
+    split_check: dict[str, Any] | None = None
+    sections: dict[str, SectionResult] | None = None
+    verdict: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    genleak_version: str = genleak.__version__
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    machine: dict[str, Any] = field(default_factory=machine_info)
+
+    _OPTIONAL = ("settings", "audit", "split_check", "sections", "verdict")
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "genleak_version": self.genleak_version,
+            "created": self.created, "command": self.command, "machine": self.machine, "seed": self.seed,
+            "bootstrap": self.bootstrap, "target": self.target, "split": self.split,
+            "attacks": {a.name: a.to_json() for a in self.attacks},
+        }
+        for k, v in self.extra.items():
+            d.setdefault(k, v)
+        for k in self._OPTIONAL:
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = {n: s.to_json() for n, s in v.items()} if k == "sections" else v
+        return d
+
+    to_dict = to_json  # the name callers used before results were typed
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = RESULTS_FILE) -> AuditResult:
+        """Check the format, the version and the structure readers rely on; one GenleakError line if not."""
+        if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+            fmt = data.get("format") if isinstance(data, dict) else None
+            raise GenleakError(f"'{where}' is not a genleak results file (format={fmt!r})")
+        version = data.get("version")
+        if version is None:
+            raise GenleakError(f"'{where}' has no results schema version; this genleak reads version {RESULTS_VERSION}")
+        if version != RESULTS_VERSION:
+            hint = ("it was written by a newer genleak: upgrade genleak" if isinstance(version, int) and version > RESULTS_VERSION
+                    else "rerun `genleak attack` or `genleak audit` to rewrite it")
+            raise GenleakError(f"'{where}' has results schema version {version}; genleak {genleak.__version__} reads only "
+                               f"version {RESULTS_VERSION} ({hint})")
+        for key, kind in (("target", dict), ("split", dict), ("attacks", dict), ("seed", int)):
+            if not isinstance(data.get(key), kind):
+                raise _damaged(where, f"'{key}' is missing or not a {kind.__name__}")
+        for key in ("name", "fingerprint", "n_members", "n_nonmembers"):
+            if key not in data["split"]:
+                raise _damaged(where, f"split.{key} is missing")
+        sections = data.get("sections")
+        if sections is not None and not isinstance(sections, dict):
+            raise _damaged(where, "'sections' is not an object")
+        core = {"format", "version", "genleak_version", "created", "command", "machine", "seed", "bootstrap",
+                "target", "split", "attacks", *cls._OPTIONAL}
+        return cls(
+            target=data["target"], split=data["split"], seed=data["seed"],
+            attacks=[AttackResult.from_json(n, a, where) for n, a in data["attacks"].items()],
+            command=str(data.get("command") or ""), bootstrap=int(data.get("bootstrap") or 0),
+            settings=data.get("settings"), audit=data.get("audit"), split_check=data.get("split_check"),
+            sections=None if sections is None else {n: SectionResult.from_json(n, s, where) for n, s in sections.items()},
+            verdict=data.get("verdict"), extra={k: v for k, v in data.items() if k not in core},
+            genleak_version=str(data.get("genleak_version") or ""), created=str(data.get("created") or ""),
+            machine=dict(data.get("machine") or {}),
+        )
+
+    def attack(self, name: str) -> AttackResult:
+        for a in self.attacks:
+            if a.name == name:
+                return a
+        raise KeyError(f"no attack '{name}' in this result")
+
+    def metric(self, attack: str, name: str = "auc") -> float:
+        a = self.attack(attack)
+        if a.metrics is None:
+            raise KeyError(f"no successful result for attack '{attack}'")
+        return float(getattr(a.metrics, name))
+
+    def cdi(self) -> CDIOutcome | None:
+        """The first ok CDI section's outcome, if the audit ran one."""
+        for sec in (self.sections or {}).values():
+            if sec.kind == "cdi" and sec.status == "ok":
+                return CDIOutcome.from_json(sec.metrics or {})
+        return None
