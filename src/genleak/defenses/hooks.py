@@ -1,7 +1,8 @@
 """Defenses for your own training loop, in the spirit of Opacus' ``make_private``.
 
 Each ``make_*`` returns a ``genleak.train.TrainHooks`` object. Pass it to ``train_ddpm`` /
-``train_latent`` (``hooks=``), or call its methods in your own loop:
+``train_latent`` (``hooks=``) or to the one trainer ``genleak.train.loop.run_loop`` with your own loss
+step, or call its methods in your own loop:
 
 * ``batch_indices(step, n, generator)`` — which rows to train on at ``step`` (None: your choice);
 * ``regression_target(x_t, t, noise, idx, step, cond)`` — what ``eps_theta(x_t, t, cond)`` is

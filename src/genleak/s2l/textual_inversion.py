@@ -114,9 +114,8 @@ def textual_inversion(
     and timesteps come from one seeded generator). Latents are VAE posterior samples scaled like
     ``genleak.train.latent.train_latent`` (``sample_latents=False``: posterior means).
     """
-    from tqdm.auto import tqdm
-
     from genleak.train.latent import _posteriors
+    from genleak.train.loop import LoopConfig, make_accelerator, run_loop
 
     if not isinstance(target, LatentDiffusionTarget) or not target.conditional:
         raise GenleakError("textual inversion needs a text-conditioned latent target (an SD-style folder with text_encoder/ and tokenizer/)")
@@ -169,41 +168,39 @@ def textual_inversion(
     unet = target.unet
     flags = [p.requires_grad for p in unet.parameters()]
     handle = table.register_forward_hook(splice)
-    gen = torch.Generator().manual_seed(int(seed))
     acp = target.scheduler.alphas_cumprod.to(device, torch.float32)
-    n, losses = images.shape[0], []
     start = time.perf_counter()
+
+    def loss_step(_: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        """The UNet's own objective on scaled VAE posterior samples, captioned with the placeholder."""
+        z0 = mu[idx.to(device)]
+        if sample_latents:
+            z0 = z0 + sigma[idx.to(device)] * torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
+        z0 = (z0 - target.shift_factor) * target.scaling_factor
+        noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
+        t = torch.randint(0, target.num_train_timesteps, (idx.shape[0],), generator=gen).to(device)
+        a = acp[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        hidden = text_encoder(ids)[0][index[idx].to(device)]
+        pred = unet(x_t, t, encoder_hidden_states=hidden, return_dict=False)[0]
+        if target.prediction_type == "v_prediction":  # the objective the UNet was trained with
+            goal = a.sqrt() * noise - (1 - a).sqrt() * z0
+        elif target.prediction_type == "sample":
+            goal = z0
+        else:
+            goal = noise
+        return torch.nn.functional.mse_loss(pred.float(), goal.float())
+
+    loop = LoopConfig(steps, batch_size, int(seed))
+    # on the target's device: the UNet, VAE and text encoder stay where the target keeps them
+    accelerator = make_accelerator(loop, cpu=torch.device(device).type == "cpu")
     try:
         unet.requires_grad_(False)  # a loaded target's UNet may still ask for gradients; none may reach it
         with torch.inference_mode(False), torch.enable_grad():
             mu, sigma = _posteriors(target.vae, images.to(device, target.vae.dtype))
-            perm, cursor = torch.randperm(n, generator=gen), 0
-            for _ in tqdm(range(steps), desc="textual-inversion", unit="step", disable=not progress, leave=False):
-                if cursor + batch_size > n:
-                    perm, cursor = torch.randperm(n, generator=gen), 0
-                idx = perm[cursor : cursor + min(batch_size, n)]
-                cursor += batch_size
-                z0 = mu[idx.to(device)]
-                if sample_latents:
-                    z0 = z0 + sigma[idx.to(device)] * torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
-                z0 = (z0 - target.shift_factor) * target.scaling_factor
-                noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
-                t = torch.randint(0, target.num_train_timesteps, (idx.shape[0],), generator=gen).to(device)
-                a = acp[t].view(-1, 1, 1, 1)
-                x_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-                hidden = text_encoder(ids)[0][index[idx].to(device)]
-                pred = unet(x_t, t, encoder_hidden_states=hidden, return_dict=False)[0]
-                if target.prediction_type == "v_prediction":  # the objective the UNet was trained with
-                    goal = a.sqrt() * noise - (1 - a).sqrt() * z0
-                elif target.prediction_type == "sample":
-                    goal = z0
-                else:
-                    goal = noise
-                loss = torch.nn.functional.mse_loss(pred.float(), goal.float())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
+            # the one trainable tensor, as a module for the trainer; the splice hook reads it
+            _, losses, _ = run_loop(torch.nn.ParameterList([vec]), optimizer, loop, loss_step, accelerator=accelerator,
+                                    n=images.shape[0], desc="textual-inversion", progress=progress)
     finally:
         handle.remove()
         for p, flag in zip(unet.parameters(), flags, strict=True):
