@@ -103,3 +103,18 @@ def test_update_evidence_and_a_rerun_are_recorded(tmp_path, doc):
     assert "numbers to update" in claims.table([rows["vae-kl"]]) and "numbers to update" not in claims.table([rows["s2l"]])
     with pytest.raises(ValueError, match="kind must be"):
         evidence.update_evidence("nope", "x", {}, path=path)
+
+
+def test_every_measured_number_is_in_the_results_files(doc):
+    """No number without a trace: each decimal in what we measured (not the paper's) appears in
+    benchmarks/*.md outside the generated claims table, or is 1 - one there (a sign-flipped AUC)."""
+    import re
+
+    md = "".join(p.read_text() for p in sorted((ROOT / "benchmarks").glob("*.md")))
+    md = md.split(claims.BEGIN)[0] + md.split(claims.END)[1]  # not the table generated from this file
+    untraced = []
+    for kind, key, e in evidence.entries(doc):
+        text = " ".join(str(e.get(f, "")) for f in ("measured", "caveat", "text", "why", "ours"))
+        untraced += [(kind, key, n) for n in re.findall(r"\d+\.\d+", text)
+                     if n not in md and f"{1 - float(n):.{len(n.split('.')[1])}f}" not in md]
+    assert not untraced, untraced
