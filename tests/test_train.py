@@ -78,6 +78,9 @@ def test_gradient_accumulation_equals_one_large_batch_and_mixed_precision_does_n
     torch.testing.assert_close(bf16, big, rtol=0, atol=0.05)
     again, _ = _linear_run(8, 1)  # accelerate's process-wide state was reset: fp32 again, bitwise
     assert torch.equal(again, big)
+    if not torch.cuda.is_available():
+        with pytest.raises(GenleakError, match="fp16 needs a GPU"):
+            _linear_run(8, 1, mixed_precision="fp16")
 
 
 def test_accelerate_settings_are_checked(digits8):
@@ -90,3 +93,30 @@ def test_accelerate_settings_are_checked(digits8):
     dp = DPSGDHooks(8, 4, 1.0, DPConfig(noise_multiplier=1.0))
     with pytest.raises(GenleakError, match="grad_accum 1"):
         train_ddpm(digits8[:8].images, TrainConfig(steps=1, grad_accum=2), hooks=dp, progress=False)
+
+
+@pytest.mark.parametrize("command", ["ddpm", "vae", "ldm", "iar"])
+def test_every_train_command_declares_the_shared_train_options(command, cli, digits8, tmp_path):
+    import click
+    import typer.main
+
+    from genleak.cli import app
+
+    root = typer.main.get_command(app)
+    train = root.get_command(click.Context(root), "train")
+    cmd = train.get_command(click.Context(train), command)
+    helps = {opt: p.help for p in cmd.params for opt in p.opts}
+    shared = ["--steps", "--batch-size", "--lr", "--grad-accum", "--mixed-precision", "--seed", "--threads"]
+    shared += ["--ema"] if command in ("ddpm", "ldm") else []
+    for opt in shared:
+        assert helps.get(opt) is not None and "--" + opt.lstrip("-") in helps, (command, opt)
+    assert helps["--grad-accum"].startswith("Micro-batches per optimiser step") and helps["--steps"] == "Optimiser steps."
+    code, out, _ = cli("train", command, "--help")
+    assert code == 0 and all(opt in out for opt in shared)
+    if command == "ddpm":
+        from genleak.data import make_split
+
+        make_split(digits8, 8, 8, seed=0, source={"kind": "digits", "size": 8}).save(tmp_path / "s.json")
+        code, _, err = cli("train", "ddpm", "--split", str(tmp_path / "s.json"), "--out", str(tmp_path / "o"),
+                           "--mixed-precision", "fp32")
+        assert code == 2 and "mixed_precision must be one of no, fp16, bf16" in err and len(err.strip().splitlines()) == 1

@@ -8,7 +8,8 @@ several models (``tokenizer=``): VAR and RAR targets trained on the same members
 in their autoregressive model.
 
 A folder that already holds a finished run with the same config is loaded instead of retrained;
-a run is seconds to a minute on CPU, so there are no mid-run checkpoints.
+a run is seconds to a minute on CPU, so there are no mid-run checkpoints. Both stages run on the
+one trainer (``genleak.train.loop``: accelerate, gradient accumulation, mixed precision).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from genleak.errors import GenleakError
 from genleak.targets.iar import IARTarget, build_target, load_iar_target
+from genleak.train.loop import LoopConfig, TrainHooks, make_accelerator, run_loop
 from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
 
 KINDS = ("var", "rar", "mar")
@@ -45,6 +47,8 @@ class IARTrainConfig:
     tokenizer_lr: float = 2e-3
     tokenizer: dict[str, Any] = field(default_factory=dict)  # overrides of VQConfig / KLConfig
     model: dict[str, Any] = field(default_factory=dict)  # overrides of VARConfig / RARConfig / MARConfig
+    grad_accum: int = 1  # micro-batches of batch_size per optimiser step (accelerate; tokenizer and model)
+    mixed_precision: str = "no"  # accelerate's "no", "fp16" (GPU) or "bf16"
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -83,11 +87,12 @@ def _schedule(step: int, config: IARTrainConfig) -> float:
 
 
 def train_tokenizer(images: torch.Tensor, config: IARTrainConfig, *, progress: bool = True) -> torch.nn.Module:
-    """Train the tokenizer of ``config.kind`` (VQ-VAE for var/rar, KL-VAE for mar) on ``images``."""
-    from tqdm.auto import tqdm
-
+    """Train the tokenizer of ``config.kind`` (VQ-VAE for var/rar, KL-VAE for mar) on ``images``, on the one
+    trainer: Adam on random batches of ``2 * batch_size`` images, with the VQ's dead codes restarted."""
+    loop = LoopConfig(config.tokenizer_steps, config.batch_size * 2, config.seed + 7, grad_accum=config.grad_accum,
+                      mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(loop, cpu=True)  # images and tokens stay on the CPU
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed + 7)
     cfg = _tokenizer_config(config, images)
     if config.kind == "mar":
         from genleak.models.mar import KLConfig, KLTokenizer
@@ -97,26 +102,39 @@ def train_tokenizer(images: torch.Tensor, config: IARTrainConfig, *, progress: b
         from genleak.models.vq import VQConfig, VQTokenizer
 
         tok = VQTokenizer(VQConfig.from_dict(cfg))
-    opt = torch.optim.Adam(tok.parameters(), lr=config.tokenizer_lr)
-    n = images.shape[0]
-    used = torch.zeros(getattr(tok.config, "codebook_size", 1), dtype=torch.bool)
-    tok.train()
-    for step in tqdm(range(config.tokenizer_steps), desc="tokenizer", disable=not progress, leave=False):
-        idx = torch.randint(0, n, (min(config.batch_size * 2, n),), generator=gen)
-        batch = images[idx]
-        loss, batch_used = tok.training_loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    hooks = _CodebookHooks(tok, images, config)
+
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
+        loss, batch_used = model.training_loss(images[idx])
         if config.kind != "mar":
-            used[batch_used] = True
-            # restart dead codes during the first 3/4 of training only, so the codebook settles
-            if (step + 1) % 100 == 0 and step < 0.75 * config.tokenizer_steps:
-                tok.restart_dead_codes(images, used, gen)
-                used.zero_()
+            hooks.used[batch_used] = True
+        return loss
+
+    tok.train()
+    run_loop(tok, torch.optim.Adam(tok.parameters(), lr=config.tokenizer_lr), loop, loss_step, accelerator=accelerator,
+             n=images.shape[0], hooks=hooks, desc="tokenizer", progress=progress)
     if config.kind == "mar":
         tok.fit_scale(images)
     return tok.eval()
+
+
+class _CodebookHooks(TrainHooks):
+    """The tokenizer's batches (drawn with replacement) and, for VQ tokenizers, dead-code restarts; both
+    from the tokenizer's own generator (seed + 7), which the restarts also draw from."""
+
+    def __init__(self, tok: torch.nn.Module, images: torch.Tensor, config: IARTrainConfig) -> None:
+        self.tok, self.images, self.config = tok, images, config
+        self.gen = torch.Generator().manual_seed(config.seed + 7)
+        self.used = torch.zeros(getattr(tok.config, "codebook_size", 1), dtype=torch.bool)
+
+    def batch_indices(self, step: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, n, (min(self.config.batch_size * 2, n),), generator=self.gen)
+
+    def after_step(self, step: int) -> None:
+        # restart dead codes during the first 3/4 of training only, so the codebook settles
+        if self.config.kind != "mar" and step % 100 == 0 and step - 1 < 0.75 * self.config.tokenizer_steps:
+            self.tok.restart_dead_codes(self.images, self.used, self.gen)
+            self.used.zero_()
 
 
 def train_iar(
@@ -134,8 +152,6 @@ def train_iar(
     ``tokenizer`` reuses a trained tokenizer (shared by VAR and RAR); otherwise one is trained.
     With ``out_dir`` the target folder is written (and a finished identical run is just loaded).
     """
-    from tqdm.auto import tqdm
-
     if config.kind not in KINDS:
         raise GenleakError(f"unknown IAR kind '{config.kind}'; choose one of {', '.join(KINDS)}")
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -150,6 +166,9 @@ def train_iar(
     if tokenizer is None:
         tokenizer = train_tokenizer(images, config, progress=progress)
     tokenizer = tokenizer.eval()
+    loop = LoopConfig(config.steps, config.batch_size, config.seed * 1000 + 1, grad_accum=config.grad_accum,
+                      mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(loop, cpu=True)  # tokens stay on the CPU
     torch.manual_seed(config.seed)
     model_cfg = _model_config(config, tokenizer)
     target = build_target(config.kind, tokenizer.config.to_dict(), model_cfg)
@@ -159,30 +178,19 @@ def train_iar(
         tokens = torch.cat([target.encode(images[i : i + 256]) for i in range(0, images.shape[0], 256)])
     model = target.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config))
-    gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
     n = images.shape[0]
-    perm, cursor, losses = torch.randperm(n, generator=gen), 0, []
-    bar = tqdm(range(config.steps), desc=f"train {config.kind}", disable=not progress, leave=False)
-    for step in bar:
-        if cursor + config.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor : cursor + min(config.batch_size, n)]
-        cursor += config.batch_size
+
+    def loss_step(model: Any, idx: torch.Tensor, step: int, gen: torch.Generator) -> torch.Tensor:
         x, y = tokens[idx], labels[idx]
         if config.kind == "rar":
-            loss = model.training_loss(x, y, step / max(1, config.steps), gen)
-        elif config.kind == "var":
-            loss = model.training_loss(x, y, target.tokenizer, gen)
-        else:
-            loss = model.training_loss(x, y, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 50 == 49:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+            return model.training_loss(x, y, step / max(1, config.steps), gen)
+        if config.kind == "var":
+            return model.training_loss(x, y, target.tokenizer, gen)
+        return model.training_loss(x, y, gen)
+
+    _, losses, _ = run_loop(model, opt, loop, loss_step, accelerator=accelerator, n=n,
+                            lr_scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config)),
+                            desc=f"train {config.kind}", progress=progress)
     model.eval()
     target._fingerprint = None
     if out is not None:
@@ -193,7 +201,7 @@ def train_iar(
             atomic_write_json(out / "split.json", split_manifest)
         atomic_write_json(out / TRAIN_RECORD, {
             "format": "genleak.iar-train", "version": 1, "config": config.to_dict(), "steps": len(losses),
-            "epochs": round(len(losses) * config.batch_size / n, 2),
+            "epochs": round(len(losses) * config.batch_size * config.grad_accum / n, 2),
             "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
             "train_seconds": round(time.time() - start, 2), "fingerprint": target.fingerprint(), **data_info,
         })

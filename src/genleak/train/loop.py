@@ -121,11 +121,15 @@ def make_accelerator(loop: LoopConfig, cpu: bool = False) -> Any:
     AcceleratorState._reset_state()
     GradientState._reset_state()
     try:
-        return Accelerator(cpu=cpu or not torch.cuda.is_available(), mixed_precision=loop.mixed_precision,
-                           gradient_accumulation_steps=loop.grad_accum)
-    except (ValueError, RuntimeError) as err:  # e.g. fp16 on a machine without a GPU
+        accelerator = Accelerator(cpu=cpu or not torch.cuda.is_available(), mixed_precision=loop.mixed_precision,
+                                  gradient_accumulation_steps=loop.grad_accum)
+    except (ValueError, RuntimeError) as err:
         raise GenleakError(f"mixed_precision={loop.mixed_precision!r} is not available here: "
                            f"{str(err).strip().splitlines()[0]}") from None
+    if loop.mixed_precision != "no" and not accelerator.native_amp:  # accelerate would train in fp32 silently
+        raise GenleakError(f"mixed_precision={loop.mixed_precision!r} is not available on {accelerator.device} "
+                           "(fp16 needs a GPU); use bf16 or no")
+    return accelerator
 
 
 def next_batch(hooks: Any, step: int, n: int, batch_size: int, gen: torch.Generator, perm: torch.Tensor,
