@@ -104,6 +104,7 @@ class Attack(ABC):
         progress: bool = True,
         desc: str | None = None,
         num_workers: int = 0,
+        precision: str = "fp32",
     ) -> torch.Tensor:
         """Score images in [-1, 1] (NCHW). Returns a float tensor (N,) (or (N, k) for features).
 
@@ -111,8 +112,15 @@ class Attack(ABC):
         from a generator seeded by (seed, attack name, ids[i]), so a score does not depend on batch
         size, order or sharding. An ``ImageSet`` is streamed with ``ImageSet.batches`` (a lazy one is
         decoded per batch by ``num_workers`` DataLoader workers and never held whole in memory).
+        ``precision`` ``bf16`` / ``fp16`` runs the batches under ``torch.autocast`` (scores stay float32).
+        Scores stay on the device until the end: no host sync per batch.
         """
         self.check(target)
+        if precision not in PRECISIONS:
+            raise GenleakError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        device_type = torch.device(target.device).type
+        autocast = functools.partial(torch.autocast, device_type, dtype=PRECISIONS[precision],
+                                     enabled=precision != "fp32")
         if isinstance(images, ImageSet):
             n, ids = len(images), images.ids if ids is None else ids
             if n == 0:
@@ -138,7 +146,7 @@ class Attack(ABC):
             for start, batch in zip(range(0, n, batch_size), batches, strict=True):
                 stop = min(start + batch_size, n)
                 batch_cond = None if cond is None else _slice(cond, start, stop)
-                with grad_ctx():
+                with grad_ctx(), autocast():
                     if self.pixel_queries:
                         x = batch.to(target.device)
                         shape = target.working_shape
@@ -147,9 +155,9 @@ class Attack(ABC):
                         shape = x.shape[1:]
                     noise = NoiseSource(ids[start:stop], seed, self.name, shape, x.device, x.dtype)
                     s = self.score_batch(target, x, noise, batch_cond)
-                out.append(s.detach().to("cpu", torch.float32))
+                out.append(s.detach().float())
                 bar.update(stop - start)
-        scores = torch.cat(out)
+        scores = torch.cat(out).cpu()
         if not torch.isfinite(scores).all():
             bad = int((~torch.isfinite(scores)).sum())
             raise GenleakError(f"attack '{self.name}' produced {bad} non-finite scores; the target may be broken")
@@ -163,6 +171,10 @@ class Attack(ABC):
             "paper": self.paper,
             "config": self.config.to_dict(),
         }
+
+
+# --precision: the autocast dtype of each choice (fp32: autocast off)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NoiseSource:
@@ -184,14 +196,18 @@ class NoiseSource:
         self.shape = tuple(shape)
         self.device = device
         self.dtype = dtype
-        self._gens = []
-        for sample_id in ids:
-            digest = hashlib.sha256(f"{seed}\x00{stream}\x00{sample_id}".encode()).digest()
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-            self._gens.append(gen)
+        self._seeds = (seed, stream, ids)
+        self._gens: list[torch.Generator] | None = None  # built on the first draw: SimA, PIA never draw
 
     def draw(self, k: int = 1) -> torch.Tensor:
+        if self._gens is None:
+            seed, stream, ids = self._seeds
+            self._gens = []
+            for sample_id in ids:
+                digest = hashlib.sha256(f"{seed}\x00{stream}\x00{sample_id}".encode()).digest()
+                gen = torch.Generator(device="cpu")
+                gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+                self._gens.append(gen)
         noise = torch.stack([torch.randn((k, *self.shape), generator=g) for g in self._gens])
         return noise.to(device=self.device, dtype=self.dtype)
 

@@ -66,6 +66,10 @@ class Target(ABC):
         """A JSON-able summary for `genleak data inspect` and result provenance."""
         return {"fingerprint": self.fingerprint()}
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The networks a query runs through (what ``optimize`` converts and compiles); default none."""
+        return []
+
 
 class Denoiser(Target):
     """A diffusion target (pixel or latent): noise predictions on a forward-process schedule."""
@@ -132,6 +136,20 @@ class Autoregressive(Target):
     target_kind: ClassVar[TargetKind] = TargetKind.IAR
     discrete: ClassVar[bool] = True
     null_class: int  # the class label that means "no class" (classifier-free guidance)
+
+
+def optimize(target: Target, *, compile: bool = False, channels_last: bool = False) -> Target:
+    """The GPU fast path (``--compile``, channels_last), in place: ``nn.Module.compile`` keeps the
+    parameter names, so the fingerprint, and with it every cache key, is unchanged."""
+    nets = target.networks()
+    if (compile or channels_last) and not nets:
+        raise TargetError(f"{type(target).__name__} names no networks to compile or convert")
+    for net in nets:
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        if compile:
+            net.compile()
+    return target
 
 
 def kind_phrase(kind: TargetKind, text: bool = False) -> str:

@@ -68,6 +68,9 @@ class DiffusionTarget(PixelDiffusion):
             raise TargetError("the target is class-conditional but the samples carry no labels")
         return torch.as_tensor(labels, dtype=torch.long)
 
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.unet]
+
     def fingerprint(self) -> str:
         """sha256 over the UNet's parameters and buffers and the scheduler config."""
         if self._fingerprint is None:

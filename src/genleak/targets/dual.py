@@ -120,6 +120,9 @@ class DualTarget(Denoiser):
     def num_classes(self) -> int | None:
         return self.models[0].num_classes
 
+    def networks(self) -> list[torch.nn.Module]:
+        return [net for model in self.models for net in model.networks()]
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             h = hashlib.sha256(b"genleak.dualmd\x00")

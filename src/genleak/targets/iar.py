@@ -96,6 +96,9 @@ class IARTarget(Autoregressive):
             raise TargetError(f"class labels must be in 0..{self.num_classes - 1} (or {self.null_class} = null)")
         return lab
 
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.tokenizer, self.model]
+
     def fingerprint(self) -> str:
         """sha256 over both networks' weights, their configs and the output-noise setting."""
         if self._fingerprint is None:

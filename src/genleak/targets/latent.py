@@ -257,6 +257,9 @@ class LatentDiffusionTarget(LatentDiffusion):
             raise TargetError("this latent target is unconditional: it has no null condition")
         return [""] * n
 
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.unet, self.vae, *([self.text_encoder] if self.text_encoder is not None else [])]
+
     def fingerprint(self) -> str:
         """sha256 over all weights, the scheduler config, tokenizer vocabulary, scale factors and CFG scale."""
         if self._fingerprint is None:
