@@ -3,10 +3,11 @@
 Everything that writes or reads ``results.json`` goes through ``AuditResult.to_json`` / ``from_json``
 (``genleak.report.results`` adds the file, the plot and the folder). The on-disk schema is
 ``format: genleak.results``, ``version: 1`` (docs/results-schema.md): typing the results changed no
-key, so every version-1 file that records the metrics below loads; one written before genleak
-recorded the two-sided metrics (issue 16 §3) lacks fields of ``MetricReport`` and is refused with
-one line naming them, as is any other version. ``from_json(to_json(r))`` gives ``r`` back, and
-keys this module does not know (an optional key a newer writer added) are kept, never dropped.
+key, so every version-1 file loads, also one from before an optional key existed (the two-sided
+metrics, ``bootstrap``, ...): such a key is None ("not recorded") and stays out of ``to_json``,
+never a guessed value. Any other version, a foreign format or a damaged structure is refused with
+one line. ``from_json(d).to_json() == d`` for a valid ``d``: keys this module does not know (an
+optional key a newer writer added) are kept, never dropped.
 """
 
 from __future__ import annotations
@@ -67,13 +68,11 @@ def _damaged(where: str, msg: str) -> GenleakError:
     return GenleakError(f"'{where}' is damaged: {msg}")
 
 
-def metric_report_from_json(d: dict[str, Any], where: str = RESULTS_FILE, what: str = "metrics") -> MetricReport:
-    """``MetricReport.to_dict``'s inverse (CIs back to tuples); a missing field is one line naming it."""
-    missing = [k for k in _METRIC_FIELDS if k not in d]
-    if missing:
-        raise GenleakError(f"'{where}': {what} lacks {missing}: written by a genleak before two-sided metrics (issue 16 §3); "
-                           "rerun `genleak attack` or `genleak audit` to rewrite it")
-    return MetricReport(**{k: tuple(d[k]) if k.endswith("_ci") and d[k] is not None else d[k] for k in _METRIC_FIELDS})
+def metric_report_from_json(d: dict[str, Any]) -> MetricReport:
+    """``MetricReport.to_dict``'s inverse (CIs back to tuples). A field the file does not record (the
+    two-sided ones, added within version 1) is None: "not recorded", never a guessed number."""
+    return MetricReport(**{k: tuple(d[k]) if k.endswith("_ci") and d.get(k) is not None else d.get(k)
+                           for k in _METRIC_FIELDS})
 
 
 @dataclass
@@ -82,7 +81,8 @@ class AttackResult:
 
     A result read back from ``results.json`` has no score arrays, only their ``scores_sha256``;
     ``metrics_extra`` holds the metrics keys beyond ``MetricReport`` (the audit's extra CIs and
-    simultaneous bounds)."""
+    simultaneous bounds); ``metrics_absent`` the optional ones an older file does not record, which
+    ``to_json`` leaves out again."""
 
     name: str
     description: dict[str, Any]
@@ -95,6 +95,7 @@ class AttackResult:
     warnings: list[str] = field(default_factory=list)
     scores_sha256: str | None = None
     metrics_extra: dict[str, Any] = field(default_factory=dict)
+    metrics_absent: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -112,7 +113,8 @@ class AttackResult:
         elif self.scores_sha256 is not None:
             d["scores_sha256"] = self.scores_sha256
         if self.metrics is not None:
-            d["metrics"] = {**self.metrics.to_dict(), "asr_calibrated": self.asr_calibrated, **self.metrics_extra}
+            m = {**self.metrics.to_dict(), "asr_calibrated": self.asr_calibrated, **self.metrics_extra}
+            d["metrics"] = {k: v for k, v in m.items() if k not in self.metrics_absent}
         if self.error is not None:
             d["error"] = self.error
         return d
@@ -128,7 +130,7 @@ class AttackResult:
             raise _damaged(where, f"attacks.{name}.status is {status!r}, expected one of {list(ATTACK_STATUSES)}")
         if status == "failed" and not isinstance(d.get("error"), str):
             raise _damaged(where, f"attacks.{name} failed but records no error")
-        metrics, extra, asr_cal = None, {}, None
+        metrics, extra, asr_cal, absent = None, {}, None, ()
         if status == "ok":
             m = d.get("metrics")
             if not isinstance(m, dict):
@@ -136,14 +138,14 @@ class AttackResult:
             missing = [k for k in REQUIRED_METRICS if not isinstance(m.get(k), int | float)]
             if missing:
                 raise _damaged(where, f"attacks.{name}.metrics lacks {missing}")
-            metrics = metric_report_from_json(m, where, f"attacks.{name}.metrics")
-            asr_cal = m.get("asr_calibrated")
+            metrics, asr_cal = metric_report_from_json(m), m.get("asr_calibrated")
+            absent = tuple(k for k in (*_METRIC_FIELDS, "asr_calibrated") if k not in m)
             extra = {k: v for k, v in m.items() if k not in _METRIC_FIELDS and k != "asr_calibrated"}
         own = {"status", "seconds", "warnings", "scores_sha256", "metrics", "error"}
         return cls(name=name, description={k: v for k, v in d.items() if k not in own}, metrics=metrics,
                    asr_calibrated=asr_cal, seconds=float(d.get("seconds") or 0.0),
                    error=d.get("error") if status == "failed" else None, warnings=list(d.get("warnings") or []),
-                   scores_sha256=d.get("scores_sha256"), metrics_extra=extra)
+                   scores_sha256=d.get("scores_sha256"), metrics_extra=extra, metrics_absent=absent)
 
 
 @dataclass
@@ -153,8 +155,8 @@ class SectionResult:
     error. ``extra`` keeps the optional renderable keys (``curve``, ``images``, ``recommendations``)."""
 
     status: str
-    title: str = ""
-    kind: str = "other"
+    title: str | None = ""
+    kind: str | None = "other"
     summary: str | None = None
     warnings: list[str] | None = None
     metrics: dict[str, Any] | None = None
@@ -167,7 +169,8 @@ class SectionResult:
     _KEYS = ("status", "title", "kind", "summary", "warnings", "metrics", "data", "reason", "error", "seconds")
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"title": self.title, "kind": self.kind, **self.extra, "status": self.status}
+        d: dict[str, Any] = {k: v for k, v in (("title", self.title), ("kind", self.kind)) if v is not None}
+        d.update({**self.extra, "status": self.status})
         for k in ("summary", "warnings", "metrics", "data", "reason", "error", "seconds"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
@@ -180,7 +183,7 @@ class SectionResult:
         for k, kind in (("warnings", list), ("metrics", dict), ("data", dict)):
             if d.get(k) is not None and not isinstance(d[k], kind):
                 raise _damaged(where, f"sections.{name}.{k} is not a {kind.__name__}")
-        return cls(status=d["status"], title=str(d.get("title") or ""), kind=str(d.get("kind") or "other"),
+        return cls(status=d["status"], title=d.get("title"), kind=d.get("kind"),
                    summary=d.get("summary"), warnings=d.get("warnings"), metrics=d.get("metrics"),
                    data=d.get("data"), reason=d.get("reason"), error=d.get("error"), seconds=d.get("seconds"),
                    extra={k: v for k, v in d.items() if k not in cls._KEYS})
@@ -227,17 +230,18 @@ class AuditResult:
     split: dict[str, Any]
     attacks: list[AttackResult]
     seed: int
-    command: str = ""
-    bootstrap: int = 0
+    command: str | None = ""
+    bootstrap: int | None = 0
     settings: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
     split_check: dict[str, Any] | None = None
     sections: dict[str, SectionResult] | None = None
     verdict: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    genleak_version: str = genleak.__version__
-    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    machine: dict[str, Any] = field(default_factory=machine_info)
+    # provenance: None = not recorded (a file from before the key existed), left out by to_json
+    genleak_version: str | None = genleak.__version__
+    created: str | None = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    machine: dict[str, Any] | None = field(default_factory=machine_info)
 
     _OPTIONAL = ("settings", "audit", "split_check", "sections", "verdict")
 
@@ -248,6 +252,7 @@ class AuditResult:
             "bootstrap": self.bootstrap, "target": self.target, "split": self.split,
             "attacks": {a.name: a.to_json() for a in self.attacks},
         }
+        d = {k: v for k, v in d.items() if v is not None}
         for k, v in self.extra.items():
             d.setdefault(k, v)
         for k in self._OPTIONAL:
@@ -286,12 +291,11 @@ class AuditResult:
         return cls(
             target=data["target"], split=data["split"], seed=data["seed"],
             attacks=[AttackResult.from_json(n, a, where) for n, a in data["attacks"].items()],
-            command=str(data.get("command") or ""), bootstrap=int(data.get("bootstrap") or 0),
+            command=data.get("command"), bootstrap=data.get("bootstrap"),
             settings=data.get("settings"), audit=data.get("audit"), split_check=data.get("split_check"),
             sections=None if sections is None else {n: SectionResult.from_json(n, s, where) for n, s in sections.items()},
             verdict=data.get("verdict"), extra={k: v for k, v in data.items() if k not in core},
-            genleak_version=str(data.get("genleak_version") or ""), created=str(data.get("created") or ""),
-            machine=dict(data.get("machine") or {}),
+            genleak_version=data.get("genleak_version"), created=data.get("created"), machine=data.get("machine"),
         )
 
     def attack(self, name: str) -> AttackResult:
