@@ -25,6 +25,7 @@ __all__ = ["ImageSet", "LazyImage", "iter_batches", "sample_hash"]
 
 _RANGE_TOL = 1e-4
 _MAX_MATERIALISE = 8 << 30  # bytes of float32 that ``.images`` builds at most: beyond this, stream
+_PARALLEL_HASH = 2000  # a lazy set of this many images is hashed by DataLoader workers (forking costs ~1 s)
 
 
 def _hash_bytes(array: np.ndarray) -> str:
@@ -248,9 +249,9 @@ class ImageSet:
     def hashes(self) -> list[str]:
         """sha256 of each image (see :func:`sample_hash`), computed once and cached (a lazy set
         decodes one image at a time for it)."""
-        if self._tensor is None:
-            data = _Decoded(self._refs or [], self.ids, self._shape)  # type: ignore[arg-type]
-            return [sample_hash(from_uint8(data[i])) for i in range(len(data))]
+        if self._tensor is None:  # rows of a float batch hash as the images alone (from_uint8 is elementwise)
+            workers = min(4, (os.cpu_count() or 1) - 1) if len(self) >= _PARALLEL_HASH else 0
+            return [_hash_bytes(row) for _, x in self.batches(32, num_workers=workers) for row in x.numpy()]
         arr = _canonical_cpu(self.images)
         return [_hash_bytes(arr[i]) for i in range(arr.shape[0])]
 
@@ -345,11 +346,17 @@ class ImageSet:
             pin_memory=bool(pin_memory) and torch.cuda.is_available(),
         )
         start = 0
-        for pixels in loader:
-            if device is not None:
-                pixels = pixels.to(device, non_blocking=bool(pin_memory))
-            yield self.ids[start : start + len(pixels)], from_uint8(pixels)
-            start += len(pixels)
+        try:
+            for pixels in loader:
+                if device is not None:
+                    pixels = pixels.to(device, non_blocking=bool(pin_memory))
+                yield self.ids[start : start + len(pixels)], from_uint8(pixels)
+                start += len(pixels)
+        except DataError as err:  # a worker's error arrives with its traceback in the message: keep one line
+            last = str(err).strip().splitlines()[-1]
+            if "DataLoader worker" not in str(err) or ": " not in last:
+                raise
+            raise DataError(last.split(": ", 1)[1]) from None
 
     # --------------------------------------------------------------- checks
     def validate(self, what: str = "images") -> None:
