@@ -18,7 +18,7 @@ from genleak.data import ImageSet
 from genleak.errors import GenleakError
 from genleak.inference import CDIConfig, cdi_test, run_cdi, write_cdi
 from genleak.inference.cdi import features_for
-from genleak.inference.features import FeatureCache, extract_features, parse_features
+from genleak.inference.features import extract_features, parse_features
 from genleak.inference.guards import blind_classifier
 from genleak.inference.scoring import cross_val_scores, fit_logistic_batched, permutation_test
 from genleak.inference.stats import (
@@ -30,6 +30,7 @@ from genleak.inference.stats import (
     welch_from_moments,
     welch_ttest,
 )
+from genleak.scoring import ScoreCache
 
 # ------------------------------------------------------------------------------------------------
 # statistics
@@ -296,7 +297,7 @@ def test_cache_reuses_everything_and_recomputes_on_a_changed_parameter(overfit_d
     assert counting.calls > 0 and changed.stats["loss"]["computed"] == 12 and changed.stats["pia"]["computed"] == 0
     assert not np.allclose(changed.values[:, 0], first.values[:, 0])
     # a store whose metadata does not match what is asked for is never used
-    folder = FeatureCache(tmp_path).folder(FeatureCache.metadata(overfit_ddpm.target.fingerprint(), specs[0].attack(), 0))
+    folder = ScoreCache(tmp_path).folder(ScoreCache.metadata(overfit_ddpm.target.fingerprint(), specs[0].attack(), 0))
     with np.load(folder / "store.npz") as z:
         keys, values = z["keys"], z["values"]
     from genleak.io import atomic_save_npz

@@ -227,7 +227,7 @@ def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, 
                     sample_seed: int) -> None:
     """Score ``k`` random saved samples again (looked up by id in the split) and compare."""
     from genleak.attacks import get_attack
-    from genleak.targets.base import conditions_for
+    from genleak.scoring import score_images
 
     try:
         attack = get_attack(name, **config)
@@ -255,8 +255,7 @@ def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, 
             continue
         images = (s.members if side == "m" else s.nonmembers)[[rows[side][str(ids[j])] for j in found]]
         try:
-            got = attack.score(t, images.images, images.ids, cond=conditions_for(t, images), batch_size=batch, seed=seed,
-                               progress=False).numpy()
+            got = score_images(t, images, [attack], batch_size=batch, seed=seed, progress=False)[attack].values
         except Exception as err:
             v.differences.append(f"attacks.{name}: rescoring failed ({type(err).__name__}: {err})")
             return

@@ -406,6 +406,71 @@ def feature_name(family: str, params: dict[str, Any], cfg_diff: bool) -> str:
     return f"iar-{family}{'-cfg' if cfg_diff else ''}{tail}"
 
 
+@dataclass(frozen=True)
+class IARFeaturesConfig(AttackConfig):
+    """Which statistics: the target's token kind (``feature_grid``), the variants (plain, CFG
+    difference) and the MAR settings of ``IARAttackConfig``."""
+
+    discrete: bool = True
+    variants: tuple[bool, ...] = (False, True)
+    mask_ratio: float = IARAttackConfig.mask_ratio
+    timestep: int | None = IARAttackConfig.timestep
+    noise_draws: int = IARAttackConfig.noise_draws
+    mask_draws: int = IARAttackConfig.mask_draws
+
+
+class IARFeatures(Attack):
+    """Every statistic of :func:`feature_grid` as columns, from one pass (two with CFG) per batch: the
+    feature matrix of :func:`calibrate` and dataset inference, scored (and cached) like any attack by
+    ``genleak.scoring``. Not registered: it is a feature extractor, not one MIA."""
+
+    name = "iar-features"  # also the MAR noise stream
+    access = Access.GRAY_BOX
+    kinds = frozenset({TargetKind.IAR})
+    config_class = IARFeaturesConfig
+
+    @classmethod
+    def for_target(cls, target: Any, cfg_diff: bool | Sequence[bool] = (False, True),
+                   mar: dict[str, Any] | None = None) -> IARFeatures:
+        variants = (cfg_diff,) if isinstance(cfg_diff, bool) else tuple(cfg_diff)
+        return cls(discrete=bool(target.discrete), variants=variants, **(mar or {}))
+
+    @property
+    def nfe(self) -> int:
+        return len(self.config.variants)
+
+    @property
+    def columns(self) -> list[str]:
+        grid = feature_grid(self.config.discrete)
+        return [feature_name(fam, params, cfg) for cfg in self.config.variants for fam, params in grid]
+
+    def score_batch(self, target: Any, x0: torch.Tensor, noise: NoiseSource, cond: Any = None) -> torch.Tensor:
+        if cond is None:
+            raise GenleakError("IAR features need class labels (cond=...) for the class-conditional IAR")
+        if bool(target.discrete) != self.config.discrete:
+            raise GenleakError("IAR features built for another token kind than the target's; use IARFeatures.for_target")
+        labels = target.labels(cond)
+        c = self.config
+        mar_pair = None
+        if not target.discrete:  # one set of masks/noises serves both variants (cond and null losses)
+            mar_pair = target.token_losses(x0, labels, noise=noise, with_null=True, mask_ratio=c.mask_ratio,
+                                           timestep=c.timestep, noise_draws=c.noise_draws, mask_draws=c.mask_draws)
+        cols = []
+        for cfg in c.variants:
+            if mar_pair is None:
+                s = token_stats(target, x0, labels, cfg)
+            else:
+                lc, ln = mar_pair
+                s = TokenStats(logp=(ln - lc) if cfg else -lc, tokens=x0)
+            cols += [statistic(fam, s, params).float() for fam, params in feature_grid(c.discrete)]
+        return torch.stack(cols, dim=1)
+
+
+def features_dict(attack: IARFeatures, values: np.ndarray) -> dict[str, np.ndarray]:
+    """``{feature_name: (N,) float64}`` from the (N, columns) scores of ``attack``."""
+    return {name: values[:, j].astype(np.float64) for j, name in enumerate(attack.columns)}
+
+
 def iar_features(
     target: Any,
     images: torch.Tensor,
@@ -418,43 +483,14 @@ def iar_features(
     mar: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Every statistic of :func:`feature_grid` for every image, from one pass (two with CFG) per
-    batch: ``{feature_name: (N,) array}``, all oriented higher = member.
-
-    Used by :func:`calibrate` (pick hyperparameters on calibration data), by dataset inference
-    (feature matrices) and by the benchmarks. MAR noise is seeded per sample id like the attacks.
+    """Every statistic of :func:`feature_grid` for every image (:class:`IARFeatures`):
+    ``{feature_name: (N,) array}``, all oriented higher = member. MAR noise is seeded per sample id
+    like the attacks. ``genleak.scoring.score_images`` gives the same, cached.
     """
-    from tqdm.auto import tqdm
-
-    from genleak.attacks.base import check_images
-
-    check_images(images)
-    n = images.shape[0]
-    ids = [str(i) for i in range(n)] if ids is None else list(ids)
-    lab = target.labels(labels)
-    variants = [cfg_diff] if isinstance(cfg_diff, bool) else list(cfg_diff)
-    grid = feature_grid(target.discrete)
-    cols: dict[str, list[torch.Tensor]] = {}
-    mar_opts = {**IARAttackConfig().mar_options(), **(mar or {})}
-    with torch.inference_mode(), tqdm(total=n, desc="iar features", disable=not progress, leave=False) as bar:
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            x = target.encode(images[start:stop])
-            mar_pair = None
-            if not target.discrete:  # one set of masks/noises serves both variants (cond and null losses)
-                noise = NoiseSource(ids[start:stop], seed, "iar-features", x.shape[1:], x.device, torch.float32)
-                mar_pair = target.token_losses(x, lab[start:stop], noise=noise, with_null=True, **mar_opts)
-            for cfg in variants:
-                if mar_pair is None:
-                    s = token_stats(target, x, lab[start:stop], cfg)
-                else:
-                    lc, ln = mar_pair
-                    s = TokenStats(logp=(ln - lc) if cfg else -lc, tokens=x)
-                for fam, params in grid:
-                    cols.setdefault(feature_name(fam, params, cfg), []).append(
-                        statistic(fam, s, params).float().cpu())
-            bar.update(stop - start)
-    return {k: torch.cat(v).numpy().astype(np.float64) for k, v in cols.items()}
+    attack = IARFeatures.for_target(target, cfg_diff, mar)
+    values = attack.score(target, images, ids, cond=labels, batch_size=batch_size, seed=seed, progress=progress,
+                          desc="iar features")
+    return features_dict(attack, values.numpy())
 
 
 @dataclass

@@ -19,7 +19,7 @@ from genleak.attacks.base import (
 from genleak.targets.base import Target, q_sample
 
 # The t sweep that justifies the default t, run on a calibration split (never the evaluation
-# split): `genleak sweep --attack sima --vary t --grid 0,10,20,50,100` (attacks/calibrate.py).
+# split): `genleak sweep --attack sima --vary t --grid 0,10,20,50,100` (pipeline.sweep_parameter).
 SIMA_T_GRID: tuple[int, ...] = (0, 10, 20, 50, 100)
 
 

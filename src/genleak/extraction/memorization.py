@@ -75,10 +75,14 @@ def t_errors(
 ) -> torch.Tensor:
     """t-error (001, eq. 8) per image: >= 0, lower = more memorised. Costs t_sec/interval + 1 NFE."""
     from genleak.attacks import get_attack
+    from genleak.data import ImageSet
+    from genleak.scoring import score_images
 
     attack = get_attack("secmi", t_sec=t_sec, interval=interval)
-    return -attack.score(target, images, ids, cond=cond, batch_size=batch_size, seed=seed, progress=progress,
-                         desc="t-error")
+    queries = ImageSet(images, [str(i) for i in range(images.shape[0])] if ids is None else list(ids))
+    scored = score_images(target, queries, [attack], cond=cond, batch_size=batch_size, seed=seed, progress=progress,
+                          desc="t-error")
+    return -torch.from_numpy(scored[attack].values)
 
 
 @dataclass

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from genleak.attacks.iar import Calibration, calibrate, iar_features
+from genleak.attacks.iar import Calibration, IARFeatures, calibrate, features_dict
 from genleak.data import ImageSet, MembershipSplit
 from genleak.errors import GenleakError
+from genleak.scoring import ScoreCache, score_images
 
 
 @dataclass
@@ -79,10 +81,16 @@ class FeatureSets:
 
 
 def compute_features(target: Any, data: AuditData, *, seed: int = 0, batch_size: int = 64,
-                     mar: dict[str, Any] | None = None, progress: bool = False) -> FeatureSets:
+                     mar: dict[str, Any] | None = None, progress: bool = False,
+                     cache: ScoreCache | str | Path | None = None) -> FeatureSets:
+    """The IAR features (:class:`IARFeatures`) of the four sets, through ``genleak.scoring`` (labels from
+    the data; with ``cache``, a rerun or another audit of the same samples recomputes nothing)."""
+    attack = IARFeatures.for_target(target, mar=mar)
+
     def f(s: ImageSet) -> dict[str, np.ndarray]:
-        return iar_features(target, s.images, s.labels, s.ids, seed=seed, batch_size=batch_size, mar=mar,
-                            progress=progress)
+        scored = score_images(target, s, [attack], cache=cache, seed=seed, batch_size=batch_size, progress=progress,
+                              desc="iar features")
+        return features_dict(attack, scored[attack].values)
 
     return FeatureSets(f(data.cal_members), f(data.cal_nonmembers), f(data.eval_members), f(data.eval_nonmembers))
 
@@ -187,8 +195,6 @@ def mar_ablation(target: Any, data: AuditData, *, mask_draws: int = 4, seed: int
     m, n = data.eval_members, data.eval_nonmembers
     for label, opts in steps:
         a = get_attack("iar-loss", mask_draws=mask_draws, **opts)
-        sm = a.score(target, m.images, m.ids, cond=m.labels, seed=seed, progress=False)
-        sn = a.score(target, n.images, n.ids, cond=n.labels, seed=seed, progress=False)
-        rep = evaluate(sm, sn)
+        rep = evaluate(*(score_images(target, side, [a], seed=seed, progress=False)[a].values for side in (m, n)))
         rows.append({"setting": label, **opts, "auc": rep.auc, "tpr_at_1pct_fpr": rep.tpr_at_1pct_fpr})
     return rows

@@ -15,7 +15,6 @@ _EXPORTS: dict[str, str] = {
     "write_cdi": "genleak.inference.cdi",
     "GRAY_BOX_FEATURES": "genleak.inference.features",
     "WHITE_BOX_FEATURES": "genleak.inference.features",
-    "FeatureCache": "genleak.inference.features",
     "FeatureMatrix": "genleak.inference.features",
     "extract_features": "genleak.inference.features",
     "parse_features": "genleak.inference.features",
