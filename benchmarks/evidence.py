@@ -8,7 +8,9 @@ effects), ``costs``, ``not_recommended`` and ``claims`` (``benchmarks/claims.py`
 calls ``record_run(argv, out)`` when it finishes: every entry produced by that command (same
 script or ``genleak`` subcommand and the same ``--config``) gets ``last_run`` (date, output folder),
 so a rerun is visible in the claims table ("rerun <date>: numbers to update") instead of leaving
-hand-copied numbers silently stale. ``command_problem`` checks that an entry's command parses.
+hand-copied numbers silently stale. ``genleak`` commands cannot import this file: after one, run
+``python benchmarks/evidence.py record genleak ...`` with the same command line. ``python
+benchmarks/evidence.py`` alone checks that every entry's command parses (``command_problem``).
 """
 
 from __future__ import annotations
@@ -77,11 +79,13 @@ def _identity(argv: Sequence[str]) -> tuple[str, ...]:
 
 
 def record_run(argv: Sequence[str], out: str | Path | None = None, path: Path | None = None) -> list[str]:
-    """Stamp ``last_run`` on every entry the command ``argv`` (``python benchmarks/X.py ...``) produced."""
-    me = _identity(["python", *argv])
+    """Stamp ``last_run`` on every entry the command produced: ``argv`` is a benchmark's ``sys.argv``
+    (``benchmarks/X.py ...``) or a ``genleak ...`` command line."""
+    full = list(argv) if argv[0] == "genleak" else ["python", *argv]
+    me = _identity(full)
     p = Path(path or EVIDENCE_FILE)
     doc, hit = load(p), []
-    stamp = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", *argv]),
+    stamp = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join(full),
              **({"out": str(out)} if out is not None else {})}
     for kind, key, e in entries(doc):
         if any(_identity(_argv(c)) == me for c in e.get("commands") or []):
@@ -140,7 +144,11 @@ def command_problem(command: str) -> str | None:
     return f"not a genleak or benchmarks command: {command!r}"
 
 
-if __name__ == "__main__":  # python benchmarks/evidence.py: check every command
+if __name__ == "__main__" and sys.argv[1:2] == ["record"]:
+    # after a `genleak ...` run that produced entries (the CLI does not import benchmarks/):
+    # python benchmarks/evidence.py record genleak defend experiment --config configs/defense_digits8.json ...
+    sys.exit(0 if record_run(sys.argv[2:]) else 1)
+elif __name__ == "__main__":  # python benchmarks/evidence.py: check every command
     bad = [(k, key, c, why) for k, key, e in entries(load()) for c in e.get("commands") or []
            if (why := command_problem(c))]
     for k, key, c, why in bad:

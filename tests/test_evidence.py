@@ -101,6 +101,11 @@ def test_update_evidence_and_a_rerun_are_recorded(tmp_path, doc):
     assert sorted(hit) == ["claims.adversarial-vae", "costs.vae-kl", "defenses.vae-kl", "not_recommended.adversarial-vae"]
     rows = {r["id"]: r for r in claims.claim_rows(evidence.load(path))}
     assert "numbers to update" in claims.table([rows["vae-kl"]]) and "numbers to update" not in claims.table([rows["s2l"]])
+    hit = evidence.record_run(["genleak", "iar", "experiment", "--config", "configs/iar_digits_compare.json", "--out", "y"],
+                              path=path)
+    assert sorted(hit) == ["claims.iar-cfg", "claims.iar-vs-ddpm", "claims.mar-ablation", "costs.iar-output-noise",
+                           "defenses.iar-output-noise"]
+    assert evidence.record_run(["genleak", "iar", "experiment", "--config", "configs/other.json"], path=path) == []
     with pytest.raises(ValueError, match="kind must be"):
         evidence.update_evidence("nope", "x", {}, path=path)
 
