@@ -85,7 +85,7 @@ class ScoreCache:
         self._memory: dict[str, dict[str, np.ndarray]] = {}
 
     @staticmethod
-    def metadata(target_fingerprint: str, attack: Attack, seed: int) -> dict[str, Any]:
+    def metadata(target_fingerprint: str, attack: Attack, seed: int, precision: str = "fp32") -> dict[str, Any]:
         return {
             "format": SCORES_FORMAT,
             "version": SCORES_VERSION,
@@ -94,6 +94,7 @@ class ScoreCache:
             "config": json.loads(json.dumps(attack.config.to_dict(), default=list)),
             "columns": list(attack.columns),
             "seed": int(seed),
+            "precision": precision,  # bf16 / fp16 autocast scores differ from fp32 ones
         }
 
     def folder(self, meta: dict[str, Any]) -> Path:
@@ -181,13 +182,15 @@ def score_images(
     progress: bool = True,
     desc: str | None = None,
     num_workers: int = 0,
+    precision: str = "fp32",
 ) -> dict[Attack, Scored]:
     """Each attack's scores of ``images`` (keyed by the attack objects given), reusing and extending ``cache``.
 
     ``cond`` defaults to the target's conditions for the set (captions, class labels; None for an
     unconditional target). Scores are computed ``chunk_size`` samples at a time (default: the batches
     of 256 images) and each chunk is written to the cache as soon as it is done; duplicate samples
-    (same key) are computed once. A lazy set is decoded per batch (``num_workers`` DataLoader workers).
+    (same key) are computed once. A lazy set is decoded per batch (``num_workers`` DataLoader workers);
+    ``precision`` is ``Attack.score``'s (autocast; part of the cache key).
     """
     from tqdm.auto import tqdm
 
@@ -215,7 +218,7 @@ def score_images(
     for attack in attacks:
         attack.check(target)
         start_time = time.perf_counter()
-        meta = ScoreCache.metadata(fingerprint, attack, seed)
+        meta = ScoreCache.metadata(fingerprint, attack, seed, precision)
         found, chunks, ndim = store.load(meta) if store is not None else ({}, [], None)
         missing = [k for k in unique if k not in found]
         with tqdm(total=len(missing), desc=desc or attack.name, unit="img", disable=not progress or not missing,
@@ -225,7 +228,7 @@ def score_images(
                 rows = [unique[k] for k in chunk_keys]
                 values = attack.score(target, images[rows], [seeds[r] for r in rows],
                                       cond=None if cond is None else _rows(cond, rows), batch_size=batch_size,
-                                      seed=seed, progress=False, num_workers=num_workers).numpy()
+                                      seed=seed, progress=False, num_workers=num_workers, precision=precision).numpy()
                 ndim = values.ndim
                 values = values.reshape(len(rows), -1)
                 found.update(zip(chunk_keys, values))
@@ -253,6 +256,7 @@ def score_split(
     chunk_size: int | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    precision: str = "fp32",
     on_error: Callable[[Attack, Exception], None] | None = None,
 ) -> dict[Attack, SplitScores]:
     """Members' and non-members' scores of each attack (keyed by the attack objects given); the split
@@ -267,7 +271,7 @@ def score_split(
         attack.check(target)
     store = as_cache(cache)
     common: dict[str, Any] = dict(cache=store, seed=seed, batch_size=batch_size, chunk_size=chunk_size,
-                                  progress=progress, num_workers=num_workers)
+                                  progress=progress, num_workers=num_workers, precision=precision)
     out: dict[Attack, SplitScores] = {}
     for attack in attacks:  # one attack at a time: both sides of an attack finish before the next starts
         try:
