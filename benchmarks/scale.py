@@ -1,4 +1,15 @@
-"""Scale benchmarks (issue 14). ``gpu``: cost per core attack on a UNet of the DDPM-CIFAR10 architecture.
+"""Scale benchmarks (issue 14). ``gpu``: cost per core attack on a UNet of the DDPM-CIFAR10 architecture;
+``stream``: SimA over a synthetic folder of 10,000 256x256 images, streamed, with its peak memory.
+
+    python benchmarks/scale.py stream [--n 10000] [--size 256] [--batch-size 16] [--workers 2] [--score-n N] \
+        [--dir DIR] [--out stream.json]
+
+``stream`` writes the folder itself (a temporary folder unless ``--dir``), loads it as a lazy folder
+source (one streaming decode pass for the sha256), makes a half/half split, validates and fingerprints
+it, times decoding alone (the DataLoader, no model) and SimA on both sides (or their first
+``--score-n``: a CPU scores ~1 image/s at 256x256) through ``Attack.score`` with the ``ImageSet``, as
+the attack pipeline does, with a tiny UNet, and reports the peak memory beyond the model (issue 14
+§2: under 2 GB).
 
     python benchmarks/scale.py gpu [--device cuda] [--n 2560] [--batch-size 256] \\
         [--precision fp32,bf16] [--compile] [--channels-last] [--sima-full] [--out scale.json]
@@ -27,14 +38,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import gc
 import platform
+import resource
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import UNet2DModel
 
@@ -280,6 +295,164 @@ def run_gpu(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     return report
 
 
+def write_synthetic_folder(root: Path, n: int, size: int, seed: int = 0, ext: str = "jpg") -> None:
+    """n distinct smooth RGB images (a random 8x8 colour field upsampled, plus noise), like photos in
+    how they compress and decode; JPEG quality 90 by default (LAION-style), PNG with ``ext="png"``."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        field = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+        pixels = np.asarray(field, dtype=np.int16) + rng.integers(-8, 9, (size, size, 3), dtype=np.int16)
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / f"{i:06d}.{ext}", quality=90)
+
+
+class MemoryWatch:
+    """Peak memory per phase, sampled every ``interval`` s in a thread: this process's RSS plus the unique
+    memory (USS) of its children, the DataLoader workers (their RSS would count the pages they share
+    with this process twice).
+
+    "The model" is ``ru_maxrss`` when the watch starts, after one forward of a full batch: the weights
+    and the activations of scoring one batch, which any scorer needs whatever the data size. Figures
+    are peaks beyond that, and beyond the resting RSS (what the phase itself added)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import psutil
+
+        self.proc, self.interval = psutil.Process(), interval
+        self.rest = self.proc.memory_info().rss
+        self.model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        self.peaks: dict[str, int] = {}
+        self.current = "start"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def phase(self, name: str) -> None:
+        self._sample()
+        self.current = name
+
+    def _sample(self) -> None:
+        import psutil
+
+        total = self.proc.memory_info().rss
+        for child in self.proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_full_info().uss
+        self.peaks[self.current] = max(self.peaks.get(self.current, 0), total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def figures(self) -> dict[str, Any]:
+        gib = 2.0**30
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = max([maxrss, *self.peaks.values()])
+        return {"rss_rest_gib": self.rest / gib, "model_peak_gib": self.model / gib,
+                "peak_beyond_model_gib": max(0, peak - self.model) / gib,
+                "phase_peak_beyond_rest_gib": {k: (v - self.rest) / gib for k, v in self.peaks.items() if k != "start"}}
+
+
+def run_stream(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Issue 14 §2: SimA over a synthetic folder of ``--n`` images, streamed (lazy folder source, DataLoader
+    workers, uint8 until the device); peak memory beyond the model and images/s against decoding alone."""
+    import tempfile
+
+    from genleak.data import folder_source, make_split
+
+    started = time.perf_counter()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = None if args.dir else tempfile.TemporaryDirectory(prefix="genleak-stream-")
+    root = Path(args.dir or tmp.name) / f"synthetic-{args.n}-{args.size}"  # type: ignore[union-attr]
+    try:
+        if not root.is_dir() or len(list(root.iterdir())) != args.n:
+            t0 = time.perf_counter()
+            write_synthetic_folder(root, args.n, args.size)
+            log(f"wrote {args.n} {args.size}x{args.size} images to {root} in {time.perf_counter() - t0:.0f} s")
+        torch.manual_seed(0)
+        channels = tuple(int(c) for c in args.channels.split(","))
+        unet = UNet2DModel(sample_size=args.size, in_channels=3, out_channels=3, block_out_channels=channels,
+                           layers_per_block=1, down_block_types=("DownBlock2D",) * len(channels),
+                           up_block_types=("UpBlock2D",) * len(channels), norm_num_groups=min(8, channels[0]))
+        target = DiffusionTarget(unet, default_scheduler(), device=device)
+        attack = get_attack("sima")
+        with torch.inference_mode():  # one forward first: the model's own buffers count as "the model"
+            target.eps(torch.zeros(args.batch_size, 3, args.size, args.size, device=device), 100)
+        gc.collect()
+        report: dict[str, Any] = {
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]), "device": device_name(device),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "n": args.n, "size": args.size,
+            "batch_size": args.batch_size, "workers": args.workers, "unet_channels": list(channels),
+            "float32_in_ram_gib": args.n * 3 * args.size**2 * 4 / 2**30,
+        }
+        with MemoryWatch() as watch:
+            watch.phase("load + sha256")
+            t0 = time.perf_counter()
+            images = folder_source(root)  # headers, then one streaming decode pass for the sha256
+            report["load_hash_seconds"] = time.perf_counter() - t0
+            watch.phase("split, validate, fingerprint")
+            split = make_split(images, args.n // 2, args.n - args.n // 2, seed=0, name="stream")
+            split.validate()
+            report["split_fingerprint"] = split.fingerprint()
+            sides = (("members", split.members), ("nonmembers", split.nonmembers))
+            watch.phase("decode alone")
+            t0 = time.perf_counter()
+            decoded = 0
+            for _, side in sides:  # decoding alone: the same DataLoader, batches moved and converted, no model
+                for _, x in side.batches(args.batch_size, num_workers=args.workers, device=device):
+                    decoded += len(x)
+            _sync(device)
+            report["decode_seconds"] = time.perf_counter() - t0
+            watch.phase("score")
+            scored = [(name, side if args.score_n is None else side[: args.score_n]) for name, side in sides]
+            t0 = time.perf_counter()
+            scores = {name: attack.score(target, side, batch_size=args.batch_size, num_workers=args.workers,
+                                         progress=False) for name, side in scored}
+            _sync(device)
+            report["score_seconds"] = time.perf_counter() - t0
+        report["scored"] = sum(len(v) for v in scores.values())
+        assert decoded == args.n and report["scored"] == sum(len(side) for _, side in scored)
+        assert split.members.is_lazy and split.nonmembers.is_lazy, "the streaming path materialised a side"
+        report.update(watch.figures())
+        report["decode_images_per_s"] = args.n / report["decode_seconds"]
+        report["score_images_per_s"] = report["scored"] / report["score_seconds"]
+        report["hash_images_per_s"] = args.n / report["load_hash_seconds"]
+        report["within_2gib"] = report["peak_beyond_model_gib"] < 2.0
+        report["wall_seconds"] = time.perf_counter() - started
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in report["phase_peak_beyond_rest_gib"].items())
+    report["markdown"] = (
+        f"| n | scored | size | batch | workers | load + sha256 img/s | decode alone img/s | SimA img/s | peak beyond "
+        f"the model | float32 in RAM would be |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| {args.n:,} | {report['scored']:,} | {args.size} | {args.batch_size} | {args.workers} | "
+        f"{report['hash_images_per_s']:.1f} | {report['decode_images_per_s']:.1f} | {report['score_images_per_s']:.2f} | "
+        f"{report['peak_beyond_model_gib']:.2f} GiB | {report['float32_in_ram_gib']:.1f} GiB |\n\n"
+        f"Model (ru_maxrss after one forward of a batch) {report['model_peak_gib']:.2f} GiB, resting RSS "
+        f"{report['rss_rest_gib']:.2f} GiB; peak per phase beyond the resting RSS (GiB, with the workers' USS): {phases}.\n\n"
+        f"`{report['command']}`: {report['device']}, torch {report['torch']}, {report['threads']} thread(s), "
+        f"wall time {report['wall_seconds']:.0f} s, under 2 GiB beyond the model: {'yes' if report['within_2gib'] else 'NO'}")
+    if args.out:
+        atomic_write_json(args.out, report)
+        atomic_write_text(Path(args.out).with_suffix(".md"), report["markdown"] + "\n")
+    log(report["markdown"])
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,7 +469,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     gpu.add_argument("--sima-full", action="store_true", help="SimA over 25,000 + 25,000 images per configuration")
     gpu.add_argument("--sima-full-n", type=int, default=25_000, help=argparse.SUPPRESS)
     gpu.add_argument("--out", default=None, help="JSON file for the figures (the table goes next to it as .md)")
+    stream = sub.add_parser("stream", help="SimA over a synthetic image folder, streamed: peak memory and images/s")
+    stream.add_argument("--n", type=int, default=10_000, help="images in the synthetic folder")
+    stream.add_argument("--size", type=int, default=256, help="pixels per side")
+    stream.add_argument("--batch-size", type=int, default=16)
+    stream.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    stream.add_argument("--channels", default="16,32", help="the tiny UNet's block_out_channels")
+    stream.add_argument("--score-n", type=int, default=None,
+                        help="score only the first N images of each side (default: all; a CPU scores ~1 image/s at 256x256)")
+    stream.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    stream.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    stream.add_argument("--dir", default=None, help="keep the synthetic folder here (default: a temporary folder)")
+    stream.add_argument("--out", default=None, help="JSON file for the figures (the table goes next to it as .md)")
     args = parser.parse_args(argv)
+    if args.command == "stream":
+        run_stream(args)
+        return
     bad = set(args.precision.split(",")) - set(DTYPES)
     if bad:
         parser.error(f"--precision takes {', '.join(DTYPES)}; got {', '.join(sorted(bad))}")
