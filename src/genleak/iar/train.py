@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.targets.iar import IARTarget, build_target, load_iar_target
 from genleak.train.loop import LoopConfig, TrainHooks, make_accelerator, run_loop
@@ -32,7 +33,7 @@ KINDS = ("var", "rar", "mar")
 
 
 @dataclass
-class IARTrainConfig:
+class IARTrainConfig(JsonConfig):
     """Hyperparameters of one IAR run. Defaults: tiny models on 8x8 digits (tests, configs/)."""
 
     kind: str = "rar"
