@@ -47,6 +47,15 @@ Confidence says whether the sample size supports the level:
   would tell; the report says which level the point estimates suggest);
 * ``low``: no CIs (the run had ``--bootstrap 0``), or an evaluation guard fired (distribution
   shift / duplicates: then the attacks may measure the shift, not membership).
+
+Distribution shift downgrades the level itself (thesis ch. 7, pitfall 2): when the guards section's
+model-free blind classifier separates members from non-members significantly (permutation p-value
+< ``SHIFT_ALPHA``, the guard's own alarm) *and* its AUC is comparable to the best attack's two-sided
+AUC L = max(AUC, 1 - AUC) over the attacks -- blind AUC >= L - ``SHIFT_MARGIN``, or the deciding
+attack's judged AUC lower bound is not above the blind AUC -- no attack is shown to do better than
+a classifier that never queried the model, so the verdict becomes "Inconclusive" (level
+``unknown``) with the reason in its headline; ``level_before_shift`` keeps the level the attacks
+alone give. A "none" verdict is not downgraded (a shift did not hide a leak the attacks missed).
 """
 
 from __future__ import annotations
@@ -76,6 +85,13 @@ THRESHOLDS_TEXT = (
 # them all with probability ~ n_m / (n_m + n) under no leakage at all, so a TPR bar of 0.03 is met by
 # one lucky member (1/32 > 0.03); the TPR bars count only from 100 non-members (metrics module doc).
 MIN_NONMEMBERS_FOR_TPR = 100
+
+# Shift downgrade (module docstring). SHIFT_ALPHA = inference.guards.BLIND_ALPHA (not imported: the
+# verdict stays a torch-free function of results.json; tests/test_realistic.py checks they agree).
+# SHIFT_MARGIN 0.05: ~2.5 standard errors of an AUC at 500 + 500 (sd ~0.018), so an attack that
+# beats the blind baseline by less is not shown, at audit sizes, to measure more than the shift.
+SHIFT_ALPHA = 0.01
+SHIFT_MARGIN = 0.05
 
 # Family-wise error of the verdict's lower bounds: one-sided 2.5%, as a single two-sided 95% CI's.
 FAMILY_ALPHA = 0.05
@@ -222,13 +238,40 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
             f"TPR@1%FPR {_fmt(m['tpr_at_1pct_fpr'])}{_ci(m.get('tpr_at_1pct_fpr_ci'))} "
             f"on {n_m} members vs {n_n} non-members."
         )
-    return {
+    verdict = {
         "level": level, "label": label_of(level), "confidence": confidence, "attack": best["attack"],
         "direction": best["direction"],
         "auc_lower": best["auc_lo"], "tpr_at_1pct_fpr_lower": best["tpr_lo"],
         "point_level": point_best["point_level"],
         "headline": headline, "details": details, "thresholds": THRESHOLDS_TEXT,
     }
+    reason = shift_reason(results, rows, best) if _RANK[level] > _RANK[NONE_LEVEL[0]] else None
+    if reason:
+        verdict.update(level=UNKNOWN_LEVEL[0], label=UNKNOWN_LEVEL[1], confidence="low", level_before_shift=level,
+                       headline=f"{reason[0].upper()}{reason[1:]}. The attacks alone: {headline}")
+        details.insert(0, f"Downgraded from {label_of(level).lower()} to inconclusive: {reason}. The attacks may "
+                          "measure the difference between the member and non-member sets, not membership; "
+                          "draw non-members from the members' source and preprocessing.")
+    return verdict
+
+
+def shift_reason(results: dict[str, Any], rows: list[dict[str, Any]], best: dict[str, Any]) -> str | None:
+    """Why the verdict is downgraded for distribution shift (module docstring), or None."""
+    blind = None
+    for sec in (results.get("sections") or {}).values():
+        m = sec.get("metrics") or {}
+        if sec.get("kind") == "guards" and sec.get("status", "ok") == "ok" and m.get("blind_classifier_auc") is not None:
+            blind = (float(m["blind_classifier_auc"]), m.get("blind_classifier_p_value"))
+    if blind is None or blind[1] is None or blind[1] >= SHIFT_ALPHA:
+        return None
+    b = blind[0]
+    top = max(rows, key=lambda r: max(r["metrics"]["auc"], 1 - r["metrics"]["auc"]))
+    leak = max(top["metrics"]["auc"], 1 - top["metrics"]["auc"])
+    if b < leak - SHIFT_MARGIN and best["auc_lo"] > b:
+        return None
+    return (f"distribution shift: a model-free classifier separates the sets with AUC {_fmt(b)} "
+            f"(p = {blind[1]:.2g}), comparable to the best attack's {_fmt(leak)} ({top['attack']}"
+            f"{', sign-flipped' if top['metrics']['auc'] < 0.5 else ''})")
 
 
 def guard_warnings(results: dict[str, Any]) -> list[str]:
