@@ -6,7 +6,9 @@ dataset inference without a classifier, prefix extraction, and the output-noise 
 
     from genleak.iar import train_iar, IARTrainConfig, load_iar_target
     from genleak.attacks import get_attack
-    score = get_attack("iar-mink-cfg", k=0.2).score(target, images, ids, cond=labels)
+    from genleak.scoring import score_split
+    attack = get_attack("iar-mink-cfg", k=0.2)
+    scores = score_split(target, split, [attack])[attack]  # .members / .nonmembers (labels from the split)
 """
 
 from genleak._lazy import lazy_exports
