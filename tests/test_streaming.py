@@ -10,7 +10,7 @@ from PIL import Image
 
 from genleak.attacks import get_attack
 from genleak.attacks.base import Access, Attack
-from genleak.data import ImageSet, MembershipSplit, folder_source, make_split, split_from_sources
+from genleak.data import ImageSet, MembershipSplit, folder_source, hf_source, make_split, split_from_sources
 from genleak.data.sources import FileImage
 from genleak.data.transforms import quantize_uint8, resize, to_model_range
 
@@ -54,6 +54,16 @@ def test_hashes_are_those_of_earlier_manifests(tmp_path):
         images = folder_source(tmp_path, size=size)
         assert images.is_lazy and images.hashes == hashes
         assert images.ids == ["folder/a.png", "folder/b.png"]
+    # the same pixels in a save_to_disk dataset hash the same (2ea2dfb gave these too), decoded in a worker
+    import datasets
+
+    datasets.Dataset.from_dict({"image": [Image.open(tmp_path / n) for n in ("a.png", "b.png")]}).save_to_disk(
+        str(tmp_path / "ds"))
+    for size in (None, 3):
+        rows = hf_source(tmp_path / "ds", size=size)
+        assert rows.is_lazy and rows.hashes == before[size] and rows.ids == ["hf/0", "hf/1"]
+        (_, batch), = rows.batches(2, num_workers=1)
+        assert torch.equal(batch, folder_source(tmp_path, size=size).images)
 
 
 def test_lazy_folder_equals_eager_set(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import json
 import os
 import pickle
@@ -31,6 +32,7 @@ from genleak.errors import DataError, SplitError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "FileImage",
+    "HFRow",
     "SOURCES",
     "cifar10_source",
     "digits_source",
@@ -169,14 +171,6 @@ def _open_image(image_module: Any, file: Path, where: str) -> Any:
         return image_module.open(file)
     except Exception as err:
         raise DataError(f"{where}: cannot open image {file.name!r} ({err}); remove or fix it") from err
-
-
-def _images_from_pil(
-    opened: list[tuple[str, Callable[[], Any]]], size: int | None, channels: int | None, where: str
-) -> torch.Tensor:
-    """Decode PIL images (given as ``(name, opener)``) into one NCHW [-1, 1] tensor."""
-    mode, _ = _scan_headers(opened, size, channels, where)
-    return from_uint8(torch.stack([_decode_pil(opener, name, mode, size, where) for name, opener in opened]))
 
 
 # ----------------------------------------------------------------------------- digits
@@ -344,9 +338,7 @@ def list_source(
         opts = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
         full = load_source({"kind": kind, "path": str(base), **opts})
         ids = [full.ids[int(e)] if e.isdigit() and int(e) < len(full) else e for e in entries]
-        picked = full.select_ids(ids)
-        return ImageSet(images=picked.images, ids=picked.ids, captions=picked.captions, labels=picked.labels,
-                        source=spec)
+        return full.select_ids(ids).with_fields(source=spec)
     files = [(base / e.removeprefix("folder/")).resolve() for e in entries]
     outside = [e for e, f in zip(entries, files, strict=True) if not f.is_relative_to(base)]
     missing = [e for e, f in zip(entries, files, strict=True) if not f.is_file()]
@@ -452,17 +444,15 @@ def hf_source(
     A ``DatasetDict`` needs ``split`` unless it has exactly one. ``image_column`` holds PIL images
     (the ``Image`` feature) or ``{"bytes": ...}`` dicts; ids are ``"hf/<row index>"`` within the
     chosen split. Captions / labels come from the optional columns. Channels and sizes follow the
-    same rules as :func:`folder_source`.
+    same rules as :func:`folder_source`, and like it the set is lazy: rows are decoded one at a time
+    (once now for the sha256, then per batch), from the memory-mapped dataset.
     """
     root = _abs(path)
     where = f"hf dataset '{root}'"
     size, channels = _check_size(size, where), _check_channels(channels, where)
     if not root.exists():
         raise DataError(f"{where} does not exist; check the path (it must come from save_to_disk)")
-    import io
-
     import datasets
-    from PIL import Image
 
     try:
         ds = datasets.load_from_disk(str(root))
@@ -487,29 +477,17 @@ def hf_source(
             )
     if len(ds) == 0:
         raise DataError(f"{where}: the dataset is empty")
-    values = ds[image_column]
-
-    def opener(item: Any, i: int) -> Callable[[], Any]:
-        def _open() -> Any:
-            if isinstance(item, Image.Image):
-                return _NoClose(item)
-            if isinstance(item, dict) and item.get("bytes") is not None:
-                return Image.open(io.BytesIO(item["bytes"]))
-            if isinstance(item, dict) and item.get("path"):
-                return Image.open(item["path"])
-            raise DataError(
-                f"{where}: row {i} of column {image_column!r} is {type(item).__name__}, not an image; "
-                "cast the column to datasets.Image()"
-            )
-
-        return _open
-
-    images = _images_from_pil([(f"hf/{i}", opener(v, i)) for i, v in enumerate(values)], size, channels, where)
+    raw = _raw_images(ds, image_column)
+    opened = [(f"hf/{i}", functools.partial(_hf_open, raw[i][image_column], where, image_column, i))
+              for i in range(len(raw))]
+    mode, shape = _scan_headers(opened, size, channels, where)
+    refs = [HFRow(str(root), split, image_column, i, mode, size, where) for i in range(len(raw))]
     captions = None if caption_column is None else [str(c) for c in ds[caption_column]]
     labels = None if label_column is None else [int(v) for v in ds[label_column]]
-    return ImageSet(
-        images=images,
-        ids=[f"hf/{i}" for i in range(len(images))],
+    images = ImageSet.lazy(
+        refs,
+        ids=[f"hf/{i}" for i in range(len(refs))],
+        shape=shape,
         captions=captions,
         labels=labels,
         source={
@@ -523,6 +501,56 @@ def hf_source(
             "channels": channels,
         },
     )
+    images.hashes  # noqa: B018 - one streaming decode pass, as for folders
+    return images
+
+
+def _raw_images(ds: Any, column: str) -> Any:
+    """``ds`` with an ``Image`` column left encoded ({"bytes", "path"}): rows are then read without
+    decoding them, and genleak decodes them itself, one at a time."""
+    import datasets
+
+    feature = ds.features.get(column)
+    return ds.cast_column(column, datasets.Image(decode=False)) if isinstance(feature, datasets.Image) else ds
+
+
+@functools.lru_cache(maxsize=4)
+def _hf_dataset(path: str, split: str | None, column: str) -> Any:
+    """One split of a ``save_to_disk`` dataset (memory-mapped), opened once per process (and worker)."""
+    import datasets
+
+    ds = datasets.load_from_disk(path)
+    return _raw_images(ds[split] if isinstance(ds, datasets.DatasetDict) else ds, column)
+
+
+def _hf_open(item: Any, where: str, column: str, i: int) -> Any:
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return _NoClose(item)
+    if isinstance(item, dict) and item.get("bytes") is not None:
+        return Image.open(io.BytesIO(item["bytes"]))
+    if isinstance(item, dict) and item.get("path"):
+        return Image.open(item["path"])
+    raise DataError(f"{where}: row {i} of column {column!r} is {type(item).__name__}, not an image; "
+                    "cast the column to datasets.Image()")
+
+
+class HFRow(NamedTuple):
+    """One row of a lazy HF dataset source: decoded on ``load``."""
+
+    path: str
+    split: str | None
+    column: str
+    row: int
+    mode: str
+    size: int | None
+    where: str
+
+    def load(self) -> torch.Tensor:
+        item = _hf_dataset(self.path, self.split, self.column)[self.row][self.column]
+        opener = functools.partial(_hf_open, item, self.where, self.column, self.row)
+        return _decode_pil(opener, f"hf/{self.row}", self.mode, self.size, self.where)
 
 
 class _NoClose:
