@@ -2,7 +2,8 @@
 
 Images everywhere in genleak are ``torch.float32`` NCHW tensors in [-1, 1]; the conversions live
 in :mod:`genleak.data.transforms`. A split is stored as a JSON manifest (source spec + ids +
-sha256 per image) and re-verified against its source on every load.
+sha256 per image) and re-verified against its source on every load. Folder, list and HF dataset
+sources are lazy: their images are decoded per batch (``ImageSet.batches``), never all at once.
 """
 
 from genleak.data.images import ImageSet, iter_batches, sample_hash
