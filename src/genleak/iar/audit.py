@@ -80,17 +80,23 @@ class FeatureSets:
         return {k: np.concatenate([self.cal_nonmembers[k], self.eval_nonmembers[k]]) for k in self.eval_nonmembers}
 
 
+def set_features(target: Any, images: ImageSet, *, seed: int = 0, batch_size: int = 64,
+                 mar: dict[str, Any] | None = None, progress: bool = False,
+                 cache: ScoreCache | str | Path | None = None) -> dict[str, np.ndarray]:
+    """The IAR features (:class:`IARFeatures`) of one set, through ``genleak.scoring`` (labels from the
+    data; with ``cache``, a rerun or another audit of the same samples recomputes nothing)."""
+    attack = IARFeatures.for_target(target, mar=mar)
+    scored = score_images(target, images, [attack], cache=cache, seed=seed, batch_size=batch_size, progress=progress,
+                          desc="iar features")
+    return features_dict(attack, scored[attack].values)
+
+
 def compute_features(target: Any, data: AuditData, *, seed: int = 0, batch_size: int = 64,
                      mar: dict[str, Any] | None = None, progress: bool = False,
                      cache: ScoreCache | str | Path | None = None) -> FeatureSets:
-    """The IAR features (:class:`IARFeatures`) of the four sets, through ``genleak.scoring`` (labels from
-    the data; with ``cache``, a rerun or another audit of the same samples recomputes nothing)."""
-    attack = IARFeatures.for_target(target, mar=mar)
-
+    """:func:`set_features` of the four sets."""
     def f(s: ImageSet) -> dict[str, np.ndarray]:
-        scored = score_images(target, s, [attack], cache=cache, seed=seed, batch_size=batch_size, progress=progress,
-                              desc="iar features")
-        return features_dict(attack, scored[attack].values)
+        return set_features(target, s, seed=seed, batch_size=batch_size, mar=mar, progress=progress, cache=cache)
 
     return FeatureSets(f(data.cal_members), f(data.cal_nonmembers), f(data.eval_members), f(data.eval_nonmembers))
 
