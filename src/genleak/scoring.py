@@ -214,30 +214,43 @@ def score_images(
         unique.setdefault(k, i)
     store = as_cache(cache)
     fingerprint = target.fingerprint() if store is not None else ""
+    world, rank = distributed_world()
     out: dict[Attack, Scored] = {}
     for attack in attacks:
         attack.check(target)
         start_time = time.perf_counter()
         meta = ScoreCache.metadata(fingerprint, attack, seed, precision)
-        found, chunks, ndim = store.load(meta) if store is not None else ({}, [], None)
+        # rank 0 alone reads and writes the cache; the other ranks of a multi-process run get what it
+        # found, so every rank shards the same missing keys (chunk i on rank i % world, in rounds)
+        found, chunks, ndim = store.load(meta) if store is not None and rank == 0 else ({}, [], None)
+        if world > 1:
+            found, ndim = _broadcast((found, ndim))
         missing = [k for k in unique if k not in found]
-        with tqdm(total=len(missing), desc=desc or attack.name, unit="img", disable=not progress or not missing,
-                  leave=False) as bar:
-            for start in range(0, len(missing), chunk):
-                chunk_keys = missing[start : start + chunk]
-                rows = [unique[k] for k in chunk_keys]
-                values = attack.score(target, images[rows], [seeds[r] for r in rows],
-                                      cond=None if cond is None else _rows(cond, rows), batch_size=batch_size,
-                                      seed=seed, progress=False, num_workers=num_workers, precision=precision).numpy()
-                ndim = values.ndim
-                values = values.reshape(len(rows), -1)
-                found.update(zip(chunk_keys, values))
-                if store is not None:
-                    path = store.write_chunk(meta, chunk_keys, values, ndim)
-                    if path is not None:
-                        chunks.append(path)
-                bar.update(len(chunk_keys))
-        if store is not None and ndim is not None:
+        pieces = [missing[start : start + chunk] for start in range(0, len(missing), chunk)]
+        with tqdm(total=len(missing), desc=desc or attack.name, unit="img", leave=False,
+                  disable=not progress or not missing or rank != 0) as bar:
+            for first in range(0, len(pieces), world):
+                mine = pieces[first + rank] if first + rank < len(pieces) else []
+                rows = [unique[k] for k in mine]
+
+                def compute(rows: list[int] = rows, attack: Attack = attack) -> np.ndarray | None:
+                    return attack.score(target, images[rows], [seeds[r] for r in rows],
+                                        cond=None if cond is None else _rows(cond, rows), batch_size=batch_size,
+                                        seed=seed, progress=False, num_workers=num_workers,
+                                        precision=precision).numpy() if rows else None
+
+                for chunk_keys, values in _round(mine, compute, world):  # chunk order, whatever the world size
+                    if values is None:
+                        continue
+                    ndim = values.ndim
+                    values = values.reshape(len(chunk_keys), -1)
+                    found.update(zip(chunk_keys, values))
+                    if store is not None and rank == 0:
+                        path = store.write_chunk(meta, chunk_keys, values, ndim)
+                        if path is not None:
+                            chunks.append(path)
+                    bar.update(len(chunk_keys))
+        if store is not None and ndim is not None and rank == 0:
             store.consolidate(meta, found, chunks, ndim)
         values = np.stack([np.asarray(found[k], np.float32).reshape(-1) for k in keys])
         out[attack] = Scored(values[:, 0] if ndim == 1 else values, keys, len(missing), len(unique) - len(missing),
@@ -286,6 +299,51 @@ def score_split(
             continue
         out[attack] = SplitScores(m, n)
     return out
+
+
+def distributed_world() -> tuple[int, int]:
+    """(world size, rank) of this process; (1, 0) outside a multi-process run. A process started by
+    ``torchrun`` or ``accelerate launch`` (WORLD_SIZE > 1 in its environment) joins the process group
+    here, through accelerate (gloo on CPU, nccl on GPU), unless the caller already initialised one."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 1, 0
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+    return (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+
+
+def _broadcast(obj: Any) -> Any:
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _round(keys: list[str], compute: Callable[[], np.ndarray | None], world: int) -> list[tuple[list[str], Any]]:
+    """Every rank's (keys, scores) of one round, in rank order, on every rank. A rank that fails makes
+    every rank raise (a user mistake stays a ``GenleakError``), so no rank waits for it forever."""
+    if world == 1:
+        return [(keys, compute())]
+    import torch.distributed as dist
+
+    try:
+        mine: tuple[list[str], Any, BaseException | None] = (keys, compute(), None)
+    except Exception as err:
+        mine = (keys, None, err)
+    rounds: list[Any] = [None] * world
+    dist.all_gather_object(rounds, (mine[0], mine[1], None if mine[2] is None else (type(mine[2]), str(mine[2]))))
+    if mine[2] is not None:
+        raise mine[2]
+    for r, (_, _, failed) in enumerate(rounds):
+        if failed is not None:
+            kind, message = failed
+            raise (GenleakError if issubclass(kind, GenleakError) else RuntimeError)(f"rank {r}: {message}")
+    return [(k, v) for k, v, _ in rounds]
 
 
 def _rows(cond: Any, rows: list[int]) -> Any:
