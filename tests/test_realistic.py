@@ -4,10 +4,16 @@ subset statistics) on tiny inputs. No model is trained here; the benchmark itsel
 
 from __future__ import annotations
 
-import numpy as np
+import importlib.util
+from pathlib import Path
 
-from genleak.inference.guards import BLIND_ALPHA
-from genleak.metrics import evaluate
+import numpy as np
+import pytest
+import torch
+
+from genleak.data import ImageSet, load_source
+from genleak.inference.guards import BLIND_ALPHA, blind_classifier
+from genleak.metrics import evaluate, repeated_subsets
 from genleak.report.html import _verdict_html
 from genleak.report.verdict import SHIFT_ALPHA, compute_verdict
 
@@ -67,3 +73,62 @@ def test_a_flipped_attack_is_judged_two_sided():
     v = compute_verdict(_results(-1.5, 1 - auc - 0.02))
     assert v["level"] == "unknown" and f"{1 - auc:.3f} (loss, sign-flipped)" in v["headline"]
     assert compute_verdict(_results(-1.5, 0.6))["level"] == "high"
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/realistic.py scenario builders
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "realistic.py"
+    spec = importlib.util.spec_from_file_location("realistic_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_source({"kind": "digits", "size": 8})
+    return d[np.random.default_rng(0).permutation(len(d.ids))[:300].tolist()]
+
+
+def test_the_shift_transforms_change_pixels_but_not_shape_and_a_blind_classifier_sees_them(bench, digits):
+    x = digits.images[:150]
+    for kind, p in (("jpeg", 50), ("resize", 5)):
+        y = bench.shift_images(x, kind, p)
+        assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+        rms = (y - x).pow(2).mean((1, 2, 3)).sqrt()
+        assert rms.min() > 0.02, kind  # every image is altered (8-bit round trip alone: 0)
+    # Unaltered i.i.d. halves: no alarm (deterministic seed; the alarm's false-positive rate is 1%).
+    iid = blind_classifier(x, digits.images[150:])
+    assert iid.p_value >= BLIND_ALPHA and abs(iid.auc - 0.5) < 0.08
+    # Non-members re-encoded, members untouched: the model-free classifier separates them.
+    shifted = blind_classifier(x, bench.shift_images(digits.images[150:], "jpeg", 50))
+    assert shifted.p_value < BLIND_ALPHA and shifted.auc > 0.95
+
+
+def test_cross_side_duplicates_are_dropped_from_the_non_members(bench, digits):
+    members = digits[list(range(20))]
+    near = (digits.images[5:6] + 0.02 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    extra = torch.cat([digits.images[20:40], digits.images[3:4], near])
+    nonmembers = ImageSet(extra, [f"n{i}" for i in range(22)])
+    kept, exact, near_n = bench.drop_cross_duplicates(members, nonmembers)
+    assert (exact, near_n) == (1, 1) and kept.ids == [f"n{i}" for i in range(20)]
+    # Nothing to drop between disjoint digits (closest distinct pair 0.083 > 0.05).
+    assert bench.drop_cross_duplicates(members, digits[list(range(20, 40))])[1:] == (0, 0)
+
+
+def test_subset_statistics_use_the_protocol_size_or_three_quarters_of_the_smaller_side(bench):
+    assert bench.subset_size(700, 897) == 500 and bench.subset_size(200, 897) == 150
+    rng = np.random.default_rng(1)
+    ms, ns = rng.normal(1.0, 1.0, 200), rng.normal(0.0, 1.0, 897)
+    s = bench.subset_stats(ms, ns, n_subsets=20, seed=3)
+    ref = repeated_subsets(ms, ns, n_subsets=20, subset_size=150, seed=3)
+    assert s["subset"] == 150 and s["tpr1"] == list(ref["tpr@1%fpr"]) and s["auc"] == list(ref["auc"])
+    assert 0.71 < s["auc"][0] < 0.81 and 0.0 < s["auc"][1] < 0.05  # AUC of a 1-sd shift: 0.76
+    # Perfectly separated scores: every subset has AUC 1 and TPR 1, so the std is 0.
+    sep = bench.subset_stats(np.arange(600.0) + 1000, np.arange(600.0), n_subsets=5)
+    assert sep["subset"] == 500 and sep["auc"] == [1.0, 0.0] and sep["tpr1"] == [1.0, 0.0]
