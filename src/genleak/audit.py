@@ -106,7 +106,8 @@ def guards_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
 
     If a model-free classifier separates members from non-members, or the two sides share
     (near-)duplicates, the attacks measure that difference rather than membership; the verdict's
-    confidence drops to low and the page says so.
+    confidence drops to low and the page says so. A significant blind AUC comparable to the best
+    attack's makes the verdict itself "Inconclusive" (``report.verdict.shift_reason``).
     """
     from genleak.inference import guards
 
