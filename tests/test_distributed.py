@@ -18,7 +18,7 @@ import pytest
 import torch
 
 ATTACKS = ("loss", "secmi", "pia", "pian", "sima")
-SCORING = dict(batch_size=4, chunk_size=4, progress=False)
+SCORING = dict(batch_size=2, chunk_size=2, progress=False)
 
 
 def _score(target, split, out: Path | None) -> dict[str, np.ndarray]:
@@ -59,15 +59,21 @@ def _worker(target_dir: str, split_path: str, out: str) -> None:
         atomic_save_npz(Path(out) / "scores.npz", **{k.replace("/", "__"): v for k, v in got.items()})
 
 
-def _launch(target_dir: Path, split_path: Path, out: Path, **env: str) -> dict[str, np.ndarray]:
-    with socket.socket() as s:  # a free loopback port for the rendezvous
+def _torchrun(*args: str, **env: str) -> str:
+    """stdout of ``torchrun --nproc_per_node 2 ARGS`` (gloo on a free loopback port)."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), __file__, str(target_dir), str(split_path), str(out)]
+           "--master_port", str(port), *args]
     run = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def _launch(target_dir: Path, split_path: Path, out: Path, **env: str) -> dict[str, np.ndarray]:
+    _torchrun(__file__, str(target_dir), str(split_path), str(out), **env)
     with np.load(out / "scores.npz") as z:
         return {k.replace("__", "/"): z[k] for k in z.files}
 
@@ -87,7 +93,7 @@ def setup(tmp_path_factory, digits8):
                        norm_num_groups=8)
     DiffusionTarget(unet, DDPMScheduler(num_train_timesteps=1000), device="cpu").save_pretrained(root / "target")
     # 3 chunks of non-members: in the last round one rank has nothing to score
-    split = make_split(digits8, 16, 12, seed=0, source={"kind": "digits", "size": 8})
+    split = make_split(digits8, 8, 6, seed=0, source={"kind": "digits", "size": 8})
     split.save(root / "split.json")
     return root, load_target(root / "target", device="cpu"), split
 
@@ -97,7 +103,7 @@ def test_two_processes_score_what_one_scores_and_share_its_cache(setup):
 
     root, target, split = setup
     one = _score(target, split, None)
-    n = (16 + 12) * (len(ATTACKS) + len(GRAY_BOX_FEATURES))  # each sample once per attack and per CDI feature
+    n = (8 + 6) * (len(ATTACKS) + len(GRAY_BOX_FEATURES))  # each sample once per attack and per CDI feature
     assert int(one.pop("computed")) == n
 
     out = root / "run"
@@ -125,6 +131,24 @@ def test_two_processes_score_what_one_scores_and_share_its_cache(setup):
     assert int(again.pop("computed")) == 0
     for k in one:
         np.testing.assert_array_equal(again[k], one[k], err_msg=k)
+
+
+def test_the_attack_command_under_torchrun_writes_once_what_one_process_scores(setup):
+    from genleak.attacks import get_attack
+    from genleak.scoring import score_split
+
+    root, target, split = setup
+    out = root / "cli"
+    stdout = _torchrun("-m", "genleak.cli", "attack", "--target", str(root / "target"), "--split",
+                       str(root / "split.json"), "--out", str(out), "--attacks", "loss", "--bootstrap", "0",
+                       "--batch-size", "2", "--threads", "1")
+    assert stdout.count("wrote ") == 1  # rank 1 scored its share, then neither wrote nor printed
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "roc.png", "score-cache", "scores"]
+    attack = get_attack("loss")
+    one = score_split(target, split, [attack], **SCORING)[attack]
+    with np.load(out / "scores" / "loss.npz") as z:
+        np.testing.assert_array_equal(z["member_scores"], one.members.values)
+        np.testing.assert_array_equal(z["nonmember_scores"], one.nonmembers.values)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ Kept free of torch and diffusers at import time: ``genleak --help`` imports ever
 
 from __future__ import annotations
 
+import atexit
 import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,23 @@ def default_out(command: str) -> Path:
 def out_option(command: str, what: str) -> Any:
     """``--out`` of a command that writes a folder; ``what`` lists what goes in it."""
     return typer.Option(default_out(command), "--out", help=f"Output folder ({what}).")
+
+
+def main_process() -> bool:
+    """False on the ranks > 0 of a multi-process run (``torchrun`` / ``accelerate launch``; joined here)."""
+    from genleak.scoring import distributed_world
+
+    return distributed_world()[1] == 0
+
+
+def rank_out(out: Path) -> Path:
+    """``out`` on the main process; on the other ranks a scratch folder removed at exit: they score their
+    share of every chunk and take the same steps (audit sections score too), but each output has one writer."""
+    if main_process():
+        return out
+    scratch = Path(tempfile.mkdtemp(prefix="genleak-rank-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
 
 
 

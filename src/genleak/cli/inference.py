@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         if split is None and (suspect is None or reference is None):
             raise GenleakError("give --suspect P and --reference U (or --split SPLIT.json)")
 
+        from genleak.cli.args import main_process
         from genleak.data import load_source
         from genleak.inference.cdi import CDIConfig, format_result, run_cdi, write_cdi
         from genleak.targets.base import TargetKind
@@ -106,6 +107,8 @@ def register(app: typer.Typer) -> None:
             raise GenleakError(f"'{target}' is an image autoregressive model: run `genleak iar infer` for its dataset inference")
         result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet,
                          command=command_line())
+        if not main_process():  # the other ranks helped score the features; rank 0 alone touches the cache and out
+            return
         result.provenance["inputs"] = {"target_path": str(target.resolve())}
         if split is not None:
             result.provenance["inputs"].update(split_path=str(split.resolve()), split_fingerprint=s.fingerprint())

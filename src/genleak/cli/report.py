@@ -85,14 +85,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the standard audit and write results.json and a self-contained report.html."""
         from genleak.audit import run_audit
+        from genleak.cli.args import main_process, rank_out
         from genleak.targets.loading import load_target
 
         set_threads(threads)
         s, check = load_checked_split(target, split, allow_split_mismatch)
         t = load_target(target, device=device)
-        data = run_audit(t, s, out, attacks=_csv(attacks), sections=_csv(sections), attack_params=parse_params(param),
+        data = run_audit(t, s, rank_out(out), attacks=_csv(attacks), sections=_csv(sections), attack_params=parse_params(param),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
                          target_path=target, split_path=split, split_check=check, calibration_fraction=calibration)
+        if not main_process():  # the other ranks helped score; rank 0 writes and prints
+            return
         print_audit(data, out)
         if mlflow:
             _log_mlflow(out, mlflow_uri, mlflow_experiment)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,8 @@ class DiffusionTarget(PixelDiffusion):
 
 
 def _default_device() -> torch.device:
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:  # torchrun / accelerate launch: one GPU a process
+        return torch.device(f"cuda:{os.environ['LOCAL_RANK']}")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
