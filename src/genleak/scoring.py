@@ -12,6 +12,10 @@ A cache entry is keyed by (target fingerprint, attack name + config + columns, s
 sample, by the image's sha256 and its condition (plus the id under ``noise="ids"``), so entries are
 shared across splits that hold the same samples, a run killed mid-way recomputes only the missing
 chunks, and a changed key is another entry: recomputed, never misread.
+
+In a multi-process run (``torchrun`` / ``accelerate launch``; ``distributed_world``) the missing
+chunks are dealt out to the ranks (chunk i to rank i mod world) and gathered by key on every rank,
+so the scores are bit-for-bit those of one process; rank 0 alone reads and writes the cache.
 """
 
 from __future__ import annotations
