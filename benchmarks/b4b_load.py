@@ -5,7 +5,9 @@ width 32, 64-d embeddings, 16x16 images; untrained unless --model is given, the 
 creates users in a fresh SQLite database and runs bounded loads (fixed duration, fixed request cap
 per client) at several concurrency levels. Prints a markdown table; --out writes it atomically.
 
-    python benchmarks/b4b_load.py --duration 10 --concurrency 1,8,32 --out benchmarks/results_b4b_load.md
+    python benchmarks/b4b_load.py --duration 10 --concurrency 1,8,32 --out /tmp/b4b_load.md
+
+Measured tables and the commands behind them: benchmarks/results_b4b.md.
 """
 
 from __future__ import annotations
