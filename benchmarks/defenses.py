@@ -26,8 +26,8 @@ from genleak.data import load_source, make_split  # noqa: E402
 from genleak.defenses.disjoint import assign_halves, halves_of  # noqa: E402
 from genleak.defenses.distill import AlternatingDistillation  # noqa: E402
 from genleak.defenses.dpsgd import DPConfig, DPSGDHooks  # noqa: E402
-from genleak.targets.dual import DualTarget  # noqa: E402
 from genleak.defenses.kd import SingleTeacher  # noqa: E402
+from genleak.targets.dual import DualTarget  # noqa: E402
 from genleak.targets.sampling import generate  # noqa: E402
 from genleak.train import TrainConfig, train_ddpm  # noqa: E402
 

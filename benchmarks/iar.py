@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 from genleak.attacks import get_attack  # noqa: E402
 from genleak.iar.extraction import IARExtractionConfig, candidate_distances, complete  # noqa: E402
-from genleak.targets.iar import build_target  # noqa: E402
 from genleak.models.vq import VQConfig  # noqa: E402
+from genleak.targets.iar import build_target  # noqa: E402
 
 
 def make_targets() -> dict[str, object]:

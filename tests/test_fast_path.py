@@ -3,6 +3,8 @@ query runs, never which query runs, and leave every fingerprint and cache key as
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,22 @@ def test_a_target_without_networks_cannot_be_optimized():
     assert optimize(Opaque()) is not None  # nothing asked, nothing to do
     with pytest.raises(TargetError, match="names no networks"):
         optimize(Opaque(), compile=True)
+
+
+def test_precision_on_the_command_line_is_recorded_cached_apart_and_verified(cli, tiny_ddpm_dir, tmp_path):
+    """`attack --precision bf16`: the results say so, its scores never reuse (or pass for) float32 ones,
+    and `genleak verify` rescores at the recorded precision."""
+    target, split, out = tiny_ddpm_dir / "target", tiny_ddpm_dir / "split.json", tmp_path / "run"
+    common = ("attack", "--target", str(target), "--split", str(split), "--attacks", "sima", "--bootstrap", "0",
+              "--out", str(out), "--threads", "1")
+    assert cli(*common)[0] == 0
+    fp32 = np.load(out / "scores" / "sima.npz")["member_scores"]
+    code, _, err = cli(*common, "--precision", "bf16")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["attacks"]["sima"]["precision"] == "bf16"
+    bf16 = np.load(out / "scores" / "sima.npz")["member_scores"]
+    assert not np.array_equal(bf16, fp32) and np.corrcoef(bf16, fp32)[0, 1] > 0.95
+    code, out_text, _ = cli("verify", str(out), "--target", str(target), "--split", str(split), "--rescore", "8")
+    assert code == 0, out_text
+    assert cli(*common, "--precision", "fp8")[0] == 2  # one-line refusal, nothing scored

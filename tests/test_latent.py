@@ -227,9 +227,8 @@ def test_clid_and_cfg_need_a_conditional_target(digits8):
 def test_sweep_conditions_text_targets_like_attack(tiny_sd, digits8):
     """`genleak sweep` scores with the split's captions, as `genleak attack` does: the same AUC per value
     (on empty captions, as before issue 13, the t=20 AUC was 0.42 against attack's 0.50)."""
-    from genleak.pipeline import sweep_parameter
     from genleak.data import make_split
-    from genleak.pipeline import run_attacks
+    from genleak.pipeline import run_attacks, sweep_parameter
 
     target, _ = tiny_sd
     split = make_split(digits8, 16, 16, seed=0)

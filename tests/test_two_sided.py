@@ -186,3 +186,19 @@ def test_defense_tables_and_mlflow_keys_show_the_flipped_signal():
     # and over 200 other seeds its minimum was 0.035
     assert metrics["secmi.flipped_tpr_at_1pct_fpr"] == pytest.approx(m["flipped_tpr_at_1pct_fpr"])
     assert m["flipped_tpr_at_1pct_fpr"] > 0.03
+
+
+def test_a_sweep_picks_the_value_that_leaks_most_on_either_side():
+    """Choosing a hyperparameter on a shadow model: AUC 0.2 (flipped) leaks more than AUC 0.7."""
+    from genleak.pipeline import best_value
+
+    def row(auc, tpr, flipped_tpr):
+        return {"auc": auc, "tpr_at_1pct_fpr": tpr, "leakage_auc": max(auc, 1 - auc),
+                "leak_direction": "flipped" if auc < 0.5 else "direct", "flipped_tpr_at_1pct_fpr": flipped_tpr}
+
+    rows = {10: row(0.7, 0.05, 0.0), 20: row(0.2, 0.0, 0.3), 30: row(0.55, 0.01, 0.0)}
+    assert best_value(rows) == 20
+    rows[20] = row(0.35, 0.0, 0.3)  # 0.65 two-sided < 0.7
+    assert best_value(rows) == 10
+    # ties on the two-sided AUC go to the leaking side's TPR
+    assert best_value({1: row(0.3, 0.0, 0.02), 2: row(0.7, 0.05, 0.0)}) == 2

@@ -347,6 +347,7 @@ def run_audit(
     split_path: str | Path | None = None,
     split_check: dict[str, Any] | None = None,
     calibration_fraction: float = 0.0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Attacks -> extra CIs -> sections -> verdict -> ``results.json`` + ``report.html`` in ``out``.
 
@@ -363,7 +364,7 @@ def run_audit(
     specs = resolve_sections(sections)  # fail on unknown names before hours of scoring
     result = run_attacks(target, split, names, out, attack_params=attack_params, seed=seed,
                          batch_size=batch_size, bootstrap=bootstrap, progress=progress, command=command,
-                         calibration_fraction=calibration_fraction)
+                         calibration_fraction=calibration_fraction, precision=precision)
     settings = {
         "attacks": names, "attack_params": attack_params or {}, "seed": seed, "batch_size": batch_size,
         "bootstrap": bootstrap, "sections": [s.name for s in specs], "calibration_fraction": calibration_fraction,

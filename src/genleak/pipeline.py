@@ -4,132 +4,41 @@ This is the one place the flow split -> target -> attack -> scores -> evaluation
 attack's per-sample scores are cached in ``OUT/scores/<attack>.npz`` together with the keys they
 depend on (target fingerprint, split fingerprint, attack config, seed); a rerun after a crash
 recomputes only what is missing, and a changed key recomputes instead of reusing stale scores.
+Scoring itself goes through ``genleak.scoring.score_split``, whose per-sample cache
+(``OUT/score-cache``) lets an attack killed mid-way resume where it stopped.
 Score files of another target or split are deleted when a run starts (so no report, MLflow upload
 or ``genleak verify`` ever reads them), and an unreadable one is recomputed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-import sys
-import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-import genleak
 from genleak.attacks import get_attack
-from genleak.attacks.base import check_compatible
+from genleak.attacks.base import Attack
 from genleak.data import MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_npz
 from genleak.metrics import MetricReport, asr_calibrated, evaluate, fpr_resolution_warning
-from genleak.targets.base import Target, conditions_for
+from genleak.results import (  # noqa: F401  (re-exported: the result types' old home)
+    RESULTS_FORMAT,
+    RESULTS_VERSION,
+    AttackResult,
+    AuditResult,
+    RunFailed,
+    machine_info,
+    scores_sha256,
+)
+from genleak.scoring import distributed_world, score_split
+from genleak.targets.base import Target
 
-RESULTS_FORMAT = "genleak.results"
-RESULTS_VERSION = 1
+SCORE_CACHE_DIR = "score-cache"  # OUT/score-cache: genleak.scoring.ScoreCache of run_attacks
 TARGET_SPLIT_FILE = "split.json"  # the training split manifest a target folder records (train/ddpm.py)
-
-
-class RunFailed(GenleakError):
-    """Every attack of a run failed: nothing is written and the command exits 1 (not a usage error)."""
-
-    exit_code = 1
-
-
-@dataclass
-class AttackResult:
-    """One attack's outcome on one split: scores, metrics, cost; or the error that stopped it."""
-
-    name: str
-    description: dict[str, Any]
-    member_scores: np.ndarray | None = None
-    nonmember_scores: np.ndarray | None = None
-    metrics: MetricReport | None = None
-    asr_calibrated: float | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            **self.description,
-            "status": "ok" if self.ok else "failed",
-            "seconds": round(self.seconds, 3),
-            "warnings": self.warnings,
-        }
-        if self.member_scores is not None and self.nonmember_scores is not None:
-            d["scores_sha256"] = scores_sha256(self.member_scores, self.nonmember_scores)
-        if self.metrics is not None:
-            d["metrics"] = self.metrics.to_dict()
-            d["metrics"]["asr_calibrated"] = self.asr_calibrated
-        if self.error is not None:
-            d["error"] = self.error
-        return d
-
-
-@dataclass
-class AuditResult:
-    """Everything ``results.json`` holds: provenance, the split, and one entry per attack."""
-
-    target: dict[str, Any]
-    split: dict[str, Any]
-    attacks: list[AttackResult]
-    seed: int
-    command: str = ""
-    bootstrap: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": RESULTS_FORMAT,
-            "version": RESULTS_VERSION,
-            "genleak_version": genleak.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": self.command,
-            "machine": machine_info(),
-            "seed": self.seed,
-            "bootstrap": self.bootstrap,
-            "target": self.target,
-            "split": self.split,
-            "attacks": {a.name: a.to_dict() for a in self.attacks},
-        }
-
-    def metric(self, attack: str, name: str = "auc") -> float:
-        for a in self.attacks:
-            if a.name == attack and a.metrics is not None:
-                return float(getattr(a.metrics, name))
-        raise KeyError(f"no successful result for attack '{attack}'")
-
-
-def scores_sha256(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> str:
-    """sha256 of the saved score arrays (dtype, shape and bytes): results.json names the exact scores
-    its metrics came from, so an edited ``scores/*.npz`` is caught even where no metric moves."""
-    h = hashlib.sha256()
-    for a in (member_scores, nonmember_scores):
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def split_summary(split: MembershipSplit) -> dict[str, Any]:
@@ -158,8 +67,12 @@ def run_attacks(
     command: str = "",
     fail_fast: bool = False,
     calibration_fraction: float = 0.0,
+    precision: str = "fp32",
 ) -> AuditResult:
     """Score members and non-members with each attack and evaluate with ``genleak.metrics``.
+
+    ``precision`` (``bf16`` / ``fp16``: the queries under autocast) is recorded with each attack and
+    keys its cached scores, so a low-precision run never reuses or passes for a float32 one.
 
     With ``calibration_fraction`` > 0 a seeded random part of each side is held out as a
     calibration split: the ASR threshold is fixed there (``asr_calibrated``) and every metric is
@@ -168,8 +81,6 @@ def run_attacks(
     An attack that raises is recorded as failed (with its error) and the others still run, unless
     ``fail_fast``; input errors (bad split, wrong shapes) are raised before any attack starts.
     """
-    split.validate()
-    check_compatible(target, split.members.images)
     if not attacks:
         raise GenleakError("no attacks given; choose from genleak.attacks.available_attacks()")
     instances = [get_attack(name, **(attack_params or {}).get(name, {})) for name in attacks]
@@ -189,31 +100,40 @@ def run_attacks(
     target_info = target.describe()
     if out is not None:
         _drop_stale_scores(out / "scores", target.fingerprint(), split_info["fingerprint"])
-    results: list[AttackResult] = []
-    for attack in instances:
-        desc = attack.describe()
-        res = AttackResult(name=attack.name, description=desc)
-        keys = {
-            "target": target.fingerprint(),
-            "split": split_info["fingerprint"],
-            "config": json.dumps(desc["config"], sort_keys=True),
-            "seed": seed,
-        }
-        cache = out / "scores" / f"{attack.name}.npz" if out is not None else None
-        start = time.perf_counter()
-        try:
-            cached = _load_scores(cache, keys) if cache is not None else None
+    low = {"precision": precision} if precision != "fp32" else {}  # fp32 runs keep the keys they always had
+    results = {a: AttackResult(name=a.name, description={**a.describe(), **low}) for a in instances}
+    files: dict[Attack, tuple[Path, dict[str, Any]]] = {}
+    for attack, res in results.items():  # a finished attack's scores file is reused as it is
+        keys = {"target": target.fingerprint(), "split": split_info["fingerprint"],
+                "config": json.dumps(res.description["config"], sort_keys=True), "seed": seed, **low}
+        if out is not None:
+            files[attack] = (out / "scores" / f"{attack.name}.npz", keys)
+            # every rank of a multi-process run must score the same attacks: there rank 0's per-sample
+            # cache answers instead of a scores file another rank may not see
+            cached = _load_scores(files[attack][0], keys) if distributed_world()[0] == 1 else None
             if cached is not None:
                 res.member_scores, res.nonmember_scores, res.seconds = cached
-            else:
-                common = dict(batch_size=batch_size, seed=seed, progress=progress)
-                sm = attack.score(target, split.members.images, split.members.ids, cond=conditions_for(target, split.members), desc=f"{attack.name} members", **common)
-                sn = attack.score(target, split.nonmembers.images, split.nonmembers.ids, cond=conditions_for(target, split.nonmembers), desc=f"{attack.name} non-members", **common)
-                res.member_scores, res.nonmember_scores = sm.numpy(), sn.numpy()
-                res.seconds = time.perf_counter() - start
-                if cache is not None:
+
+    def failed(attack: Attack, err: Exception) -> None:  # an attack bug must not lose the other attacks' results
+        results[attack].error = f"{type(err).__name__}: {err}"
+        results[attack].warnings.append(traceback.format_exc(limit=3))
+
+    todo = [a for a, res in results.items() if res.member_scores is None]
+    # validates the split before any attack starts; per-sample scores are kept in OUT/score-cache so
+    # a run killed mid-attack resumes there
+    scored = score_split(target, split, todo, cache=out / SCORE_CACHE_DIR if out is not None else None, seed=seed,
+                         batch_size=batch_size, progress=progress, precision=precision,
+                         on_error=None if fail_fast else failed)
+    for attack, res in results.items():
+        try:
+            if attack in scored:
+                s = scored[attack]
+                res.member_scores, res.nonmember_scores = s.members.values, s.nonmembers.values
+                res.seconds = s.members.seconds + s.nonmembers.seconds
+                if attack in files:
+                    path, keys = files[attack]
                     atomic_save_npz(
-                        cache,
+                        path,
                         member_scores=res.member_scores,
                         nonmember_scores=res.nonmember_scores,
                         member_ids=np.array(split.members.ids),
@@ -221,6 +141,8 @@ def run_attacks(
                         keys=np.array(json.dumps(keys)),
                         seconds=np.array(res.seconds),
                     )
+            if res.error is not None:
+                continue
             res.metrics, res.asr_calibrated = score_metrics(res.member_scores, res.nonmember_scores, (eval_m, eval_n),
                                                             (cal_m, cal_n), bootstrap=bootstrap, seed=seed)
             for alpha in (0.01, 0.001):
@@ -229,14 +151,53 @@ def run_attacks(
                     res.warnings.append(warning)
         except GenleakError:
             raise
-        except Exception as err:  # an attack bug must not lose the other attacks' results
+        except Exception as err:
             if fail_fast:
                 raise
-            res.error = f"{type(err).__name__}: {err}"
-            res.warnings.append(traceback.format_exc(limit=3))
-        results.append(res)
-    return AuditResult(target=target_info, split=split_info, attacks=results, seed=seed, command=command,
+            failed(attack, err)
+    return AuditResult(target=target_info, split=split_info, attacks=list(results.values()), seed=seed, command=command,
                        bootstrap=bootstrap)
+
+
+def sweep_parameter(
+    target: Target,
+    calibration: MembershipSplit,
+    attack: str,
+    param: str,
+    grid: list[Any],
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    params: dict[str, Any] | None = None,
+) -> dict[Any, dict[str, Any]]:
+    """AUC and TPR@1%FPR of ``attack`` for each value of ``param`` on a calibration split (e.g. a shadow
+    model's), with the two-sided view (``leakage_auc``, ``leak_direction``, the sign-flipped TPR).
+
+    The caller then fixes the best value (``best_value``) in the attack config and evaluates once on held-out data.
+    ``params`` fixes the attack's other hyperparameters (``genleak sweep --param``). Scored through
+    ``score_split`` like ``run_attacks``: the same conditions (captions, labels), seeds and numbers.
+    """
+    instances = {value: get_attack(attack, **{**(params or {}), param: value}) for value in grid}
+    scored = score_split(target, calibration, list(instances.values()), seed=seed, batch_size=batch_size,
+                         progress=False)
+    result: dict[Any, dict[str, float]] = {}
+    for value, a in instances.items():
+        sm, sn = scored[a].members.values, scored[a].nonmembers.values
+        m = evaluate(sm if sm.ndim == 1 else sm[:, 0], sn if sn.ndim == 1 else sn[:, 0])
+        result[value] = {k: getattr(m, k) for k in ("auc", "tpr_at_1pct_fpr", "leakage_auc", "leak_direction",
+                                                    "flipped_tpr_at_1pct_fpr")}
+    return result
+
+
+def best_value(rows: dict[Any, dict[str, Any]]) -> Any:
+    """The value of a ``sweep_parameter`` grid that leaks most, judged two-sided: the largest
+    max(AUC, 1 - AUC), then the TPR@1%FPR of the side that leaks (an attacker flips a reversed score)."""
+    def leak(v: Any) -> tuple[float, float]:
+        r = rows[v]
+        tpr = r["flipped_tpr_at_1pct_fpr"] if r["leak_direction"] == "flipped" else r["tpr_at_1pct_fpr"]
+        return r["leakage_auc"], tpr
+
+    return max(rows, key=leak)
 
 
 def score_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray, evaluation: tuple[Any, Any],

@@ -128,7 +128,8 @@ def _verify_mia(folder: Path, v: Verification, target: Any, split: Any, rescore:
         batch = int((data.get("settings") or {}).get("batch_size") or 64)
         for name, (ms, ns, mid, nid) in scores.items():
             _rescore_attack(v, name, data["attacks"][name].get("config") or {}, t, s, ms, ns, mid, nid,
-                            seed=int(data["seed"]), k=rescore, batch=batch, sample_seed=sample_seed)
+                            seed=int(data["seed"]), k=rescore, batch=batch, sample_seed=sample_seed,
+                            precision=str(data["attacks"][name].get("precision") or "fp32"))
     cdi = folder / "cdi"
     section = (data.get("sections") or {}).get("cdi") or {}
     if section.get("status") == "ok" and (cdi / CDI_FILE).is_file():
@@ -224,7 +225,7 @@ def _short(x: Any) -> str:
 
 def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, s: Any, ms: np.ndarray,
                     ns: np.ndarray, mid: np.ndarray, nid: np.ndarray, *, seed: int, k: int, batch: int,
-                    sample_seed: int) -> None:
+                    sample_seed: int, precision: str = "fp32") -> None:
     """Score ``k`` random saved samples again (looked up by id in the split) and compare."""
     from genleak.attacks import get_attack
     from genleak.scoring import score_images
@@ -255,7 +256,8 @@ def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, 
             continue
         images = (s.members if side == "m" else s.nonmembers)[[rows[side][str(ids[j])] for j in found]]
         try:
-            got = score_images(t, images, [attack], batch_size=batch, seed=seed, progress=False)[attack].values
+            got = score_images(t, images, [attack], batch_size=batch, seed=seed, progress=False,
+                               precision=precision)[attack].values
         except Exception as err:
             v.differences.append(f"attacks.{name}: rescoring failed ({type(err).__name__}: {err})")
             return

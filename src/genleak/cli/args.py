@@ -148,6 +148,12 @@ DEVICE = typer.Option(None, "--device", help="torch device (default: cuda if ava
 THREADS = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default).")
 BATCH = typer.Option(64, "--batch-size", help="Samples scored per forward pass (a score does not depend on it).")
 SEED = typer.Option(0, "--seed", help="Seed of every random choice (noise, resamples, held-out parts).")
+PRECISION = typer.Option("fp32", "--precision", help="Dtype of the denoiser queries: fp32, or bf16 / fp16 under "
+                         "autocast (faster on GPUs; scores differ slightly and are cached apart).")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the target's networks (minutes of compiling; pays "
+                       "off on a GPU at thousands of samples).")
+CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last memory format for the target's "
+                             "networks (faster convolutions on recent GPUs).")
 CALIBRATION = typer.Option(0.0, "--calibration", help="Fraction of each side of the split held out to calibrate "
                            "the ASR threshold and hyperparameters (metrics use the rest; 0: none).")
 

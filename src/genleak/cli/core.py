@@ -13,10 +13,14 @@ import typer
 from genleak.cli.args import (
     BATCH,
     CALIBRATION,
+    CHANNELS_LAST,
+    COMPILE,
     DEVICE,
     PARAM,
+    PRECISION,
     SEED,
     THREADS,
+    TRAIN,
     command_line,
     group,
     load_checked_split,
@@ -69,13 +73,15 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         split: Path = typer.Option(..., help="Split manifest; the target trains on its members."),
         out: Path = typer.Option(..., help="Output diffusers folder (resumes if it holds a checkpoint)."),
-        steps: int = typer.Option(2000),
         channels: str = typer.Option("32,64", help="UNet block_out_channels, comma-separated."),
-        lr: float = typer.Option(1e-3),
-        batch_size: int = typer.Option(32),
-        ema: float = typer.Option(0.995, help="EMA decay; 0 disables EMA."),
-        seed: int = SEED,
-        threads: int = THREADS,
+        steps: int = TRAIN.steps(2000),
+        batch_size: int = TRAIN.batch_size(32),
+        lr: float = TRAIN.LR,
+        ema: float = TRAIN.EMA,
+        grad_accum: int = TRAIN.GRAD_ACCUM,
+        mixed_precision: str = TRAIN.MIXED_PRECISION,
+        seed: int = TRAIN.SEED,
+        threads: int = TRAIN.THREADS,
     ) -> None:
         """Train a pixel DDPM (diffusers UNet2DModel + DDPMScheduler) on a split's members."""
 
@@ -85,7 +91,7 @@ def register(app: typer.Typer) -> None:
         set_threads(threads)
         s = MembershipSplit.load(split)
         config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=parse_ints(channels),
-                             ema_decay=ema or None, seed=seed)
+                             ema_decay=ema or None, seed=seed, grad_accum=grad_accum, mixed_precision=mixed_precision)
         target = train_ddpm(s.members.images, config, out, split_manifest=s.to_manifest())
         typer.echo(f"trained {out} ({target.describe()['parameters']} parameters, fingerprint {target.fingerprint()[:12]})")
 
@@ -104,19 +110,27 @@ def register(app: typer.Typer) -> None:
         calibration: float = CALIBRATION,
         guidance_scale: float = typer.Option(None, "--guidance-scale", help="CFG scale for text-to-image targets (default 1: conditional only)."),
         allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="Run even if --split contradicts the target's recorded training split (recorded in the results)."),
+        precision: str = PRECISION,
+        compile_networks: bool = COMPILE,
+        channels_last: bool = CHANNELS_LAST,
     ) -> None:
         """Score members and non-members; write per-sample scores, metrics and a ROC plot."""
+        from genleak.cli.args import main_process, rank_out
         from genleak.pipeline import run_attacks
         from genleak.report.results import write_results
         from genleak.report.table import print_results
+        from genleak.targets.base import optimize
         from genleak.targets.loading import load_target
 
         set_threads(threads)
         s, check = load_checked_split(target, split, allow_split_mismatch)
-        t = load_target(target, device=device, guidance_scale=guidance_scale)
-        result = run_attacks(t, s, split_csv(attacks), out, attack_params=parse_params(param), seed=seed,
+        t = optimize(load_target(target, device=device, guidance_scale=guidance_scale), compile=compile_networks,
+                     channels_last=channels_last)
+        result = run_attacks(t, s, split_csv(attacks), rank_out(out), attack_params=parse_params(param), seed=seed,
                              batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
-                             calibration_fraction=calibration)
+                             calibration_fraction=calibration, precision=precision)
+        if not main_process():  # the other ranks helped score; rank 0 writes and prints
+            return
         inputs = {"target_path": str(target.resolve()), "split_path": str(split.resolve())}
         path = write_results(result, out, extra={"split_check": check, "inputs": inputs})
         print_results(result.to_dict())
@@ -152,9 +166,9 @@ def register(app: typer.Typer) -> None:
         threads: int = THREADS,
     ) -> None:
         """Sweep one attack hyperparameter on a calibration split and print AUC per value (--param fixes others)."""
-        from genleak.attacks.calibrate import sweep_parameter
         from genleak.data import MembershipSplit
         from genleak.io import atomic_write_json
+        from genleak.pipeline import best_value, sweep_parameter
         from genleak.targets.loading import load_target
 
         set_threads(threads)
@@ -162,9 +176,10 @@ def register(app: typer.Typer) -> None:
                                [float(v) if "." in v else int(v) for v in split_csv(grid)], seed=seed,
                                batch_size=batch_size, params=parse_params(param).get(attack))
         for value, m in rows.items():
-            typer.echo(f"{attack} {vary}={value}: AUC {m['auc']:.4f}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}")
-        best = max(rows, key=lambda v: (rows[v]["auc"], rows[v]["tpr_at_1pct_fpr"]))
-        typer.echo(f"best {vary} = {best} (by AUC, then TPR@1%FPR)")
+            flipped = f"  (flipped: AUC {m['leakage_auc']:.4f})" if m["leak_direction"] == "flipped" else ""
+            typer.echo(f"{attack} {vary}={value}: AUC {m['auc']:.4f}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}{flipped}")
+        best = best_value(rows)
+        typer.echo(f"best {vary} = {best} (by two-sided AUC max(AUC, 1 - AUC), then the leaking side's TPR@1%FPR)")
         atomic_write_json(out / "sweep.json", {"command": command_line(), "attack": attack, "vary": vary, "best": best,
                                                "rows": [{"value": v, **m} for v, m in rows.items()]})
         typer.echo(f"wrote {out / 'sweep.json'}")

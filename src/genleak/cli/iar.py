@@ -7,7 +7,6 @@ IAR targets need class labels, calibration of the "best K" hyperparameters and d
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -18,6 +17,7 @@ from genleak.cli.args import (
     PARAM,
     SEED,
     THREADS,
+    TRAIN,
     command_line,
     group,
     out_option,
@@ -45,32 +45,36 @@ def register(app: typer.Typer) -> None:
         split: Path = typer.Option(..., help="Split manifest; the IAR trains on its members (class labels needed)."),
         out: Path = typer.Option(..., help="Output IAR target folder."),
         kind: str = typer.Option("rar", help="var (next-scale), rar (next-token) or mar (masked, continuous)."),
-        steps: int = typer.Option(500, help="Optimiser steps of the autoregressive model."),
-        batch_size: int = typer.Option(32),
-        lr: float = typer.Option(1e-3),
         tokenizer_steps: int = typer.Option(600),
         tokenizer_data: str = typer.Option("public", help="public: source images outside the split (the tokenizer "
                                            "then leaks nothing); members: the split's members."),
         tokenizer_from: Path = typer.Option(None, help="Reuse the tokenizer of this IAR folder (VAR and RAR share one)."),
         config: Path = typer.Option(None, help="JSON with further IARTrainConfig keys (e.g. model/tokenizer overrides)."),
-        seed: int = SEED,
-        threads: int = typer.Option(0),
+        steps: int = TRAIN.steps(500),
+        batch_size: int = TRAIN.batch_size(32),
+        lr: float = TRAIN.LR,
+        grad_accum: int = TRAIN.GRAD_ACCUM,
+        mixed_precision: str = TRAIN.MIXED_PRECISION,
+        seed: int = TRAIN.SEED,
+        threads: int = TRAIN.THREADS,
     ) -> None:
         """Train a tiny class-conditional IAR (tokenizer + VAR/RAR/MAR model) on a split's members."""
         import torch
 
+        from genleak.config import read_config
         from genleak.data import MembershipSplit, load_source
         from genleak.iar.experiment import public_images
-        from genleak.targets.iar import load_iar_target
         from genleak.iar.train import TRAIN_RECORD, IARTrainConfig, train_iar, train_tokenizer
+        from genleak.targets.iar import load_iar_target
 
         set_threads(threads)
         s = MembershipSplit.load(split)
         if s.members.labels is None:
             raise GenleakError(f"split '{split}' has no class labels; IAR targets are class-conditional")
-        extra = json.loads(Path(config).read_text()) if config else {}
+        extra = read_config(config, known=IARTrainConfig.field_names()) if config else {}
         cfg = IARTrainConfig.from_dict({"kind": kind, "steps": steps, "batch_size": batch_size, "lr": lr,
-                                        "tokenizer_steps": tokenizer_steps, "seed": seed, **extra})
+                                        "tokenizer_steps": tokenizer_steps, "seed": seed, "grad_accum": grad_accum,
+                                        "mixed_precision": mixed_precision, **extra})
         tok = None
         if (out / TRAIN_RECORD).is_file():
             pass  # a finished run: train_iar loads it (or refuses a different config) without retraining
@@ -105,9 +109,9 @@ def register(app: typer.Typer) -> None:
         threads: int = THREADS,
     ) -> None:
         """MIAs on an IAR: hyperparameters chosen on calibration data, metrics on the rest."""
-        from genleak.attacks.iar import calibrate, iar_attack_names, iar_features
+        from genleak.attacks.iar import calibrate, iar_attack_names
         from genleak.data import MembershipSplit
-        from genleak.iar.audit import AuditData
+        from genleak.iar.audit import AuditData, set_features
         from genleak.pipeline import run_attacks
         from genleak.report.results import write_results
         from genleak.report.table import print_results
@@ -122,8 +126,7 @@ def register(app: typer.Typer) -> None:
             data = AuditData.from_split(s, cal_fraction=calibration, seed=seed)
             cal = MembershipSplit(data.cal_members, data.cal_nonmembers, s.source, s.seed, f"{s.name}-calibration")
             eval_split = MembershipSplit(data.eval_members, data.eval_nonmembers, s.source, s.seed, f"{s.name}-evaluation")
-        fm = iar_features(t, cal.members.images, cal.members.labels, cal.members.ids, seed=seed)
-        fn = iar_features(t, cal.nonmembers.images, cal.nonmembers.labels, cal.nonmembers.ids, seed=seed)
+        fm, fn = (set_features(t, side, seed=seed, progress=True) for side in (cal.members, cal.nonmembers))
         chosen = calibrate(fm, fn)
         given = parse_params(param)  # --param overrides the calibrated choice
         params = {a: {**chosen.params.get(a, {}), **given.get(a, {})} for a in names}
@@ -144,14 +147,13 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0),
     ) -> None:
         """Dataset inference on an IAR: the IAR variant (min-max + sum) and the CDI classifier, both."""
-        from genleak.attacks.iar import iar_features
+        from genleak.iar.audit import set_features
         from genleak.iar.inference import iar_di_table
         from genleak.io import atomic_write_json
 
         set_threads(threads)
         t, s = _load(target, split)
-        fp = iar_features(t, s.members.images, s.members.labels, s.members.ids, seed=seed)
-        fu = iar_features(t, s.nonmembers.images, s.nonmembers.labels, s.nonmembers.ids, seed=seed)
+        fp, fu = (set_features(t, side, seed=seed, progress=True) for side in (s.members, s.nonmembers))
         rows = iar_di_table(fp, fu, n_resamples=resamples, seed=seed)
         for key, r in rows.items():
             typer.echo(f"{key:12s} ({r.method}, {len(r.features)} features): min |P| = "

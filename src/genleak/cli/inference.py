@@ -9,6 +9,8 @@ import typer
 
 from genleak.cli.args import (
     BATCH,
+    CHANNELS_LAST,
+    COMPILE,
     DEVICE,
     PARAM,
     SEED,
@@ -53,6 +55,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Run an experiment config (configs/cdi_*.json|toml) instead."),
         quiet: bool = typer.Option(False, help="No progress bars."),
         allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="With --split: run even if it contradicts the target's recorded training split (recorded in cdi.json)."),
+        compile_networks: bool = COMPILE,
+        channels_last: bool = CHANNELS_LAST,
     ) -> None:
         """Dataset inference (CDI): was the suspect set P used to train the model? Verdict at alpha,
         p-value, t statistic, samples, features, and the minimum-|P| curve."""
@@ -75,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from genleak.cli.args import main_process
         from genleak.data import load_source
         from genleak.inference.cdi import CDIConfig, format_result, run_cdi, write_cdi
-        from genleak.targets.base import TargetKind
+        from genleak.targets.base import TargetKind, optimize
         from genleak.targets.loading import load_target
 
         cfg = CDIConfig(
@@ -102,7 +106,7 @@ def register(app: typer.Typer) -> None:
             p_set, u_set = s.members, s.nonmembers
         else:
             p_set, u_set = load_source(suspect), load_source(reference)
-        t = load_target(target, device=device)  # pixel or latent (text-to-image) diffusion folders
+        t = optimize(load_target(target, device=device), compile=compile_networks, channels_last=channels_last)
         if t.target_kind is TargetKind.IAR:
             raise GenleakError(f"'{target}' is an image autoregressive model: run `genleak iar infer` for its dataset inference")
         result = run_cdi(t, p_set, u_set, cfg, cache_dir=cache or out / "feature-cache", progress=not quiet,

@@ -14,8 +14,11 @@ import typer
 from genleak.cli.args import (
     BATCH,
     CALIBRATION,
+    CHANNELS_LAST,
+    COMPILE,
     DEVICE,
     PARAM,
+    PRECISION,
     SEED,
     THREADS,
     command_line,
@@ -82,18 +85,23 @@ def register(app: typer.Typer) -> None:
         mlflow_uri: str = typer.Option(None, help="MLflow tracking URI or folder (default: ./mlruns, a local file store)."),
         mlflow_experiment: str = typer.Option("genleak", help="MLflow experiment name."),
         allow_split_mismatch: bool = typer.Option(False, "--allow-split-mismatch", help="Run even if --split contradicts the target's recorded training split (recorded in the results)."),
+        precision: str = PRECISION,
+        compile_networks: bool = COMPILE,
+        channels_last: bool = CHANNELS_LAST,
     ) -> None:
         """Run the standard audit and write results.json and a self-contained report.html."""
         from genleak.audit import run_audit
         from genleak.cli.args import main_process, rank_out
+        from genleak.targets.base import optimize
         from genleak.targets.loading import load_target
 
         set_threads(threads)
         s, check = load_checked_split(target, split, allow_split_mismatch)
-        t = load_target(target, device=device)
+        t = optimize(load_target(target, device=device), compile=compile_networks, channels_last=channels_last)
         data = run_audit(t, s, rank_out(out), attacks=_csv(attacks), sections=_csv(sections), attack_params=parse_params(param),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
-                         target_path=target, split_path=split, split_check=check, calibration_fraction=calibration)
+                         target_path=target, split_path=split, split_check=check, calibration_fraction=calibration,
+                         precision=precision)
         if not main_process():  # the other ranks helped score; rank 0 writes and prints
             return
         print_audit(data, out)

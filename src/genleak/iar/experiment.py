@@ -21,7 +21,6 @@ Config keys (all optional except where noted; see ``configs/iar_*.json``)::
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genleak.config import read_config
 from genleak.data import ImageSet, load_source, make_split
 from genleak.errors import GenleakError
 from genleak.iar.audit import AuditData, QualityJudge, compute_features, di_report, mia_report
@@ -43,17 +43,7 @@ KNOWN_KEYS = {"name", "seed", "source", "members", "nonmembers", "calibration_fr
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise GenleakError(f"experiment config '{path}' not found")
-    try:
-        cfg = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise GenleakError(f"experiment config '{path}' is not valid JSON ({err})") from err
-    unknown = set(cfg) - KNOWN_KEYS
-    if unknown:
-        raise GenleakError(f"experiment config '{path}' has unknown keys {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
-    return cfg
+    return read_config(path, known=KNOWN_KEYS, what="experiment config")
 
 
 def public_images(source: ImageSet, *exclude: ImageSet) -> ImageSet:
@@ -75,6 +65,7 @@ def ddpm_report(target: Any, data: AuditData, attacks: tuple[str, ...] = DDPM_AT
     from genleak.attacks import get_attack
     from genleak.iar.inference import dataset_inference
     from genleak.metrics import auc, evaluate, tpr_at_fpr
+    from genleak.scoring import score_images
 
     sets = {"cal_m": data.cal_members, "cal_n": data.cal_nonmembers, "eval_m": data.eval_members,
             "eval_n": data.eval_nonmembers}
@@ -82,7 +73,7 @@ def ddpm_report(target: Any, data: AuditData, attacks: tuple[str, ...] = DDPM_AT
     for name in attacks:
         a = get_attack(name)
         for key, s in sets.items():
-            scores[key][name] = a.score(target, s.images, s.ids, seed=seed, progress=progress).numpy().astype(np.float64)
+            scores[key][name] = score_images(target, s, [a], seed=seed, progress=progress)[a].values.astype(np.float64)
     rows = {}
     for name in attacks:
         rep = evaluate(scores["eval_m"][name], scores["eval_n"][name])
