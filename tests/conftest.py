@@ -1,6 +1,6 @@
 """Shared fixtures: the tiny overfit DDPM is trained once per test session and shared.
 
-Sizes come from ../shared/CALIBRATION.md: digits 8x8, UNet channels (32, 64), 64 members,
+Sizes: digits 8x8, UNet channels (32, 64), 64 members,
 1250 steps (~1 min on 2 cores) reaches loss-attack AUC ~0.999. We train with EMA 0.995: the
 EMA model is what public checkpoints ship, and it is what makes SecMI stable on tiny models
 (README, "SecMI on tiny models").
@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Results differ bitwise across thread counts (../shared/CALIBRATION.md): fix it for every test. One thread
+# Results differ bitwise across thread counts: fix it for every test. One thread
 # keeps the suite's speed stable when other work shares the machine.
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@ data (digits 8x8, UNet (16, 32), tens to hundreds of steps), checked in the file
 
 Bounds come from real runs of exactly these settings (one thread; observed values in the comments)
 with room for float differences across machines. Results are deterministic for fixed seeds and
-thread count (../shared/CALIBRATION.md), so a bound here fails only when the behaviour changes.
+thread count (tests/conftest.py fixes one thread), so a bound here fails only when the behaviour changes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Defenses on tiny real models: DualMD, DistillMD, normal KD, DP-SGD, the black-box genbox attack,
 its adaptive variant (appendix A.5) and the quality metrics.
 
-One session fixture trains every model once on the tiny setup of ../shared/CALIBRATION.md (digits 8x8,
+One session fixture trains every model once on the tiny setup of configs/defense_digits8_tiny.json (digits 8x8,
 UNet (16, 32), 32 members, 500 steps, EMA 0.995): the baseline, two teachers on disjoint halves
 (16 members each), the DistillMD student, a normal-KD student and a DP-SGD model, all with the same
 500 steps (DualMD paper appendix A.2.2: same number of training steps for every model). 200

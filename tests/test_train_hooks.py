@@ -1,6 +1,6 @@
 """Defenses as training hooks: the leakage monitor, and DistillMD / KD / DP-SGD in a user's own loop.
 
-Runs are bitwise reproducible at a fixed seed and thread count (../shared/CALIBRATION.md; conftest
+Runs are bitwise reproducible at a fixed seed and thread count (conftest
 fixes one thread), so the measured margins below fail only if the code changes, not by chance.
 """
 

@@ -1,7 +1,7 @@
 """Fixtures for the B4B tests: a victim encoder trained once per session, tiny encoders, servers.
 
 Thread count: the B4B tests pin torch to one thread (results are bitwise reproducible per thread
-count, ../shared/CALIBRATION.md) and restore the previous setting afterwards, so other test packages are
+count, tests/conftest.py) and restore the previous setting afterwards, so other test packages are
 unaffected.
 """
 

@@ -15,7 +15,7 @@ import sys
 import threading
 
 # Spinning OpenMP waits make multi-threaded torch collapse when another process shares the cores
-# (CALIBRATION pitfall, measured 40x); passive waiting costs nothing when the cores are free.
+# (measured 40x slower on the 2-core development machine); passive waiting costs nothing when the cores are free.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer

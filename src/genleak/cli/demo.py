@@ -41,7 +41,7 @@ def run_demo(
     console.print(f"[bold]1/3[/bold] split: {len(split.members)} members, {len(split.nonmembers)} non-members -> {split_path}")
     console.print(f"[bold]2/3[/bold] training a tiny DDPM for {steps} steps on the members (resumable) ...")
     torch.manual_seed(seed)
-    # (32, 64) channels, EMA 0.995: ../shared/CALIBRATION.md's 16x16 setup; EMA also steadies SecMI (README).
+    # (32, 64) channels, EMA 0.995: overfits 64 16x16 digits in 2000 steps; EMA also steadies SecMI (README).
     config = TrainConfig(steps=steps, block_out_channels=(32, 64), ema_decay=0.995, seed=seed, checkpoint_every=500)
     target = train_ddpm(split.members.images, config, out / "target", split_manifest=split.to_manifest())
     console.print(f"[bold]3/3[/bold] audit (as `genleak audit`): {', '.join(applicable_attacks(target, None))}, "

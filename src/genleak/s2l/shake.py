@@ -61,7 +61,7 @@ DEFAULT_LORA_TARGETS = ("conv1", "conv2", "time_emb_proj")
 class ShakeConfig:
     """Synthetic-set and fine-tuning settings.
 
-    Steps / learning rate are sized for the tiny CPU models of ../shared/CALIBRATION.md; S2L fine-tunes SD
+    Steps / learning rate are sized for the tiny CPU models of the tests (tests/conftest.py); S2L fine-tunes SD
     with each method's usual recipe (002, Method Summary), which has no tiny-model equivalent.
     """
 

@@ -172,7 +172,7 @@ def build_unet(
     attention: bool = False,
     num_class_embeds: int | None = None,
 ) -> UNet2DModel:
-    """A small diffusers UNet of the shape measured in ../shared/CALIBRATION.md (no attention by default)."""
+    """A small diffusers UNet of the tiny CPU shape the tests train (tests/conftest.py; no attention by default)."""
     n = len(block_out_channels)
     down = tuple("AttnDownBlock2D" if attention and i > 0 else "DownBlock2D" for i in range(n))
     up = tuple("AttnUpBlock2D" if attention and i < n - 1 else "UpBlock2D" for i in range(n))

@@ -32,7 +32,7 @@ from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_
 
 @dataclass
 class TrainConfig(JsonConfig):
-    """Training hyperparameters. Defaults: the tiny overfit setup of ../shared/CALIBRATION.md."""
+    """Training hyperparameters. Defaults: the tiny overfit setup of the test fixtures (tests/conftest.py)."""
 
     steps: int = 500
     batch_size: int = 32
@@ -44,7 +44,7 @@ class TrainConfig(JsonConfig):
     ema_decay: float | None = None  # e.g. 0.999; None trains without EMA
     seed: int = 0
     checkpoint_every: int = 250
-    weight_decay: float = 0.01  # AdamW default, as in ../shared/CALIBRATION.md
+    weight_decay: float = 0.01  # AdamW default
     grad_accum: int = 1  # micro-batches of batch_size per optimiser step (accelerate)
     mixed_precision: str = "no"  # accelerate's "no", "fp16" (GPU) or "bf16"
     extra: dict[str, Any] = field(default_factory=dict)

@@ -60,7 +60,7 @@ LORA_ATTENTION_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 
 @dataclass
 class LatentTrainConfig(JsonConfig):
-    """Hyperparameters of a latent UNet run. Defaults match the pixel fixture (../shared/CALIBRATION.md):
+    """Hyperparameters of a latent UNet run. Defaults match the pixel fixture (tests/conftest.py):
     channels (32, 64), batch 32, lr 1e-3, EMA 0.995, so pixel and latent models compare 1:1."""
 
     steps: int = 1250

@@ -135,7 +135,7 @@ def make_accelerator(loop: LoopConfig, cpu: bool = False) -> Any:
 def next_batch(hooks: Any, step: int, n: int, batch_size: int, gen: torch.Generator, perm: torch.Tensor,
                cursor: int, drop_last: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Rows for this step: the hooks' choice, else epoch-wise shuffling (every image once per epoch,
-    as ../shared/CALIBRATION.md counts epochs). Returns (rows, permutation, cursor) to carry to the next step."""
+    as benchmarks/RESULTS.md counts epochs). Returns (rows, permutation, cursor) to carry to the next step."""
     idx = hooks.batch_indices(step, n, gen)
     if idx is not None:
         return idx, perm, cursor
