@@ -81,11 +81,3 @@ def test_old_version_1_files_load_as_written_other_versions_are_refused_in_one_l
         with pytest.raises(GenleakError, match=words) as info:
             load_results(tmp_path)
         assert "\n" not in str(info.value)
-
-
-def test_pipeline_still_exports_the_result_types():
-    import genleak.pipeline as pipeline
-    import genleak.results as results
-
-    assert (pipeline.AuditResult, pipeline.AttackResult, pipeline.RESULTS_VERSION) == (
-        results.AuditResult, results.AttackResult, results.RESULTS_VERSION)

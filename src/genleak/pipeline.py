@@ -25,15 +25,7 @@ from genleak.data import MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_npz
 from genleak.metrics import MetricReport, asr_calibrated, evaluate, fpr_resolution_warning
-from genleak.results import (  # noqa: F401  (re-exported: the result types' old home)
-    RESULTS_FORMAT,
-    RESULTS_VERSION,
-    AttackResult,
-    AuditResult,
-    RunFailed,
-    machine_info,
-    scores_sha256,
-)
+from genleak.results import AttackResult, AuditResult
 from genleak.scoring import distributed_world, score_split
 from genleak.targets.base import Target
 

@@ -141,8 +141,9 @@ def _verify_mia(folder: Path, v: Verification, target: Any, split: Any, rescore:
 def _check_metrics(folder: Path, data: dict[str, Any], v: Verification) -> dict[str, tuple[np.ndarray, ...]]:
     """Recompute every recorded metric of every successful attack; return the saved scores."""
     from genleak.audit import _add_audit_bounds
-    from genleak.pipeline import score_metrics, scores_sha256
+    from genleak.pipeline import score_metrics
     from genleak.report.results import SCORES_DIR, evaluation_masks
+    from genleak.results import scores_sha256
 
     bootstrap = data.get("bootstrap", (data.get("settings") or {}).get("bootstrap"))
     seed = int(data["seed"])

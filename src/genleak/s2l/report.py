@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genleak.pipeline import AuditResult
+from genleak.results import AuditResult
 
 __all__ = ["S2L_FORMAT", "Comparison", "compare", "write_report"]
 
