@@ -40,6 +40,27 @@ def test_leakage_monitor_writes_a_rising_curve_and_stops_at_the_threshold(digits
         make_monitor(split, 0)
 
 
+def test_train_monitor_flags_reach_the_record_and_the_audit_report(digits8, tmp_path, cli):
+    """`train ddpm --monitor-every`: the same curve from the command line, shown by the audit report."""
+    from genleak.data import make_split
+
+    split = make_split(digits8, 16, 64, seed=5, source={"kind": "digits", "size": 8})
+    split.save(tmp_path / "split.json")
+    code, _, err = cli("train", "ddpm", "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "t"),
+                       "--channels", "16,32", "--steps", "60", "--batch-size", "16", "--monitor-every", "20",
+                       "--monitor-members", "8", "--threads", "1")
+    assert code == 0, err
+    mon = json.loads((tmp_path / "t" / "genleak_train.json").read_text())["leakage_monitor"]
+    assert [row["step"] for row in mon["curve"]] == [20, 40, 60] and mon["n_members"] == 8
+    assert all(row[a]["leakage_auc"] == max(row[a]["auc"], 1 - row[a]["auc"]) for row in mon["curve"] for a in ("sima", "loss"))
+    code, _, err = cli("audit", "--target", str(tmp_path / "t"), "--split", str(tmp_path / "split.json"), "--attacks",
+                       "sima", "--sections", "", "--bootstrap", "0", "--out", str(tmp_path / "audit"), "--threads", "1")
+    assert code == 0, err
+    html = (tmp_path / "audit" / "report.html").read_text()
+    assert "Leakage during training" in html and html.count('<tr data-step="') == 3
+    assert f"<td>{mon['curve'][-1]['sima']['auc']:.3f}</td>" in html
+
+
 def test_kd_with_dp_sgd_and_distillmd_targets_in_a_users_own_loop(digits8):
     """The README's own-loop example: KD targets and DP-SGD (make_private, Poisson batches), then
     DistillMD's batches and targets from two bare teacher UNets."""

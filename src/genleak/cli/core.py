@@ -82,17 +82,27 @@ def register(app: typer.Typer) -> None:
         mixed_precision: str = TRAIN.MIXED_PRECISION,
         seed: int = TRAIN.SEED,
         threads: int = TRAIN.THREADS,
+        monitor_every: int = typer.Option(0, "--monitor-every", help="Every N steps, score training members vs the "
+                                          "split's held-out non-members with SimA and loss; the curve goes into the "
+                                          "training record and the audit report (0: off)."),
+        monitor_members: int = typer.Option(None, "--monitor-members", help="Members the monitor scores (a seeded "
+                                            "sample; default all)."),
+        monitor_stop_auc: float = typer.Option(None, "--monitor-stop-auc", help="Stop (and publish) at the first "
+                                               "check where an attack's two-sided AUC reaches this."),
     ) -> None:
         """Train a pixel DDPM (diffusers UNet2DModel + DDPMScheduler) on a split's members."""
 
         from genleak.data import MembershipSplit
+        from genleak.defenses.hooks import make_monitor
         from genleak.train import TrainConfig, train_ddpm
 
         set_threads(threads)
         s = MembershipSplit.load(split)
         config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, block_out_channels=parse_ints(channels),
                              ema_decay=ema or None, seed=seed, grad_accum=grad_accum, mixed_precision=mixed_precision)
-        target = train_ddpm(s.members.images, config, out, split_manifest=s.to_manifest())
+        hooks = (make_monitor(s, monitor_every, n_members=monitor_members, stop_auc=monitor_stop_auc, seed=seed)
+                 if monitor_every else None)
+        target = train_ddpm(s.members.images, config, out, split_manifest=s.to_manifest(), hooks=hooks)
         typer.echo(f"trained {out} ({target.describe()['parameters']} parameters, fingerprint {target.fingerprint()[:12]})")
 
     @app.command("attack")

@@ -5,8 +5,9 @@ non-members with SimA and the loss attack through ``genleak.pipeline.run_attacks
 path every other command uses: the same attacks, conditions and metrics) on the weights the run
 would publish at that step (the EMA when there is one). The curve goes into the run record
 (``genleak_train.json`` under ``leakage_monitor``), so a model owner sees when memorisation starts;
-with ``stop_auc`` the run stops, and is published, at the first check where an attack's AUC reaches
-it. The monitor wraps another hook (a defense, DP-SGD) and passes everything else through.
+with ``stop_auc`` the run stops, and is published, at the first check where an attack's two-sided
+AUC max(AUC, 1 - AUC) reaches it. ``genleak train ddpm --monitor-every N`` switches it on, and the
+audit report of the trained folder shows the curve ("Leakage during training"). The monitor wraps another hook (a defense, DP-SGD) and passes everything else through.
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ class LeakageMonitor(TrainHooks):
                              seed=self.seed, batch_size=self.batch_size, progress=False, fail_fast=True)
         row: dict[str, Any] = {"step": step}
         for res in result.attacks:
-            row[res.name] = {"auc": float(res.metrics.auc), "tpr_at_1pct_fpr": float(res.metrics.tpr_at_1pct_fpr)}
+            m = res.metrics
+            row[res.name] = {"auc": float(m.auc), "tpr_at_1pct_fpr": float(m.tpr_at_1pct_fpr),
+                             "leakage_auc": float(m.leakage_auc)}
         self.curve.append(row)
-        if self.stop_auc is not None and max(row[a]["auc"] for a in self.attacks) >= self.stop_auc:
+        # two-sided, like every verdict: a reversed signal is memorisation too
+        if self.stop_auc is not None and max(row[a]["leakage_auc"] for a in self.attacks) >= self.stop_auc:
             self.stopped_at = step
             return True
         return stop

@@ -352,6 +352,27 @@ def _recommendations_html(idx: int, name: str, recs: list[Any], data: dict[str, 
     return f'<div class="recommendations" data-count="{len([r for r in recs if isinstance(r, dict)])}">{"".join(cards)}</div>'
 
 
+def _monitor_html(r: Run, idx: int) -> str:
+    """The leakage monitor's curve from the target's training record (``defenses/monitor.py``): the step
+    at which memorisation became measurable, and where training stopped if it was told to."""
+    mon = ((r.data.get("audit") or {}).get("training") or {}).get("leakage_monitor") or {}
+    curve, attacks = mon.get("curve") or [], list(mon.get("attacks") or [])
+    if not curve:
+        return ""
+    head = "".join(f"<th>{e(a)} AUC</th><th>{e(a)} TPR@1%FPR</th>" for a in attacks)
+    rows = "".join(
+        f'<tr data-step="{e(p["step"])}"><td>{e(p["step"])}</td>'
+        + "".join(f"<td>{_num((p.get(a) or {}).get('auc'))}</td><td>{_num((p.get(a) or {}).get('tpr_at_1pct_fpr'))}</td>"
+                  for a in attacks) + "</tr>" for p in curve)
+    stopped = (f" Training stopped at step {e(mon['stopped_at'])}: an attack's two-sided AUC reached {e(mon.get('stop_auc'))}."
+               if mon.get("stopped_at") is not None else "")
+    return (f'<section class="monitor" data-run="{idx}"><h2>Leakage during training</h2>'
+            f'<p>Recorded while the target trained: {e(mon.get("n_members"))} training members vs '
+            f'{e(mon.get("n_nonmembers"))} held-out non-members, every {e(mon.get("every"))} steps, on the weights '
+            f'the run would have published then.{stopped}</p>'
+            f'<table class="monitor-curve"><thead><tr><th>step</th>{head}</tr></thead><tbody>{rows}</tbody></table></section>')
+
+
 def _provenance_html(r: Run, idx: int) -> str:
     d = r.data
     split = dict(d["split"])
@@ -434,7 +455,7 @@ def _run_html(r: Run, idx: int, colors: dict[str, str], heading: bool) -> str:
     body = [
         f'<article class="run" id="run-{idx}" data-run="{idx}">', title, meta,
         _verdict_html(idx, verdict), _warnings_html(r, idx), _attack_table_html(r, idx, colors),
-        _figures_html(r, idx, colors),
+        _figures_html(r, idx, colors), _monitor_html(r, idx),
     ]
     body += [_plugin_section_html(r, idx, n, s) for n, s in sections.items()]
     body += [_provenance_html(r, idx), "</article>"]
