@@ -463,7 +463,7 @@ def test_text_conditioned_overfit_model_is_attacked_and_prompt_diversification_h
     """001: an overfit text-to-image model is attacked with AUC >= 0.9; prompt diversification
     lowers the text-guided black-box attack (table 5) but barely the white-box ones (table 8).
     Trained from scratch (no pretraining, to fit the time budget) the black-box AUC starts lower
-    than after pretrain + fine-tune (0.76 here vs 0.97 in benchmarks/results_latent.md)."""
+    than after pretrain + fine-tune (0.77 here vs 0.96 in benchmarks/results_latent.md)."""
 
     split, models = text_models
     aucs = {}
