@@ -37,7 +37,7 @@ TARGETS = {"DDPMPipeline", "DDIMPipeline", "UNet2DModel", "StableDiffusionPipeli
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Strings that spell a package name without naming the module: the IAR folder format (kept for old folders).
-NOT_MODULE_NAMES = {("targets/loading.py", "genleak.iar"), ("targets/iar.py", "genleak.iar")}
+NOT_MODULE_NAMES = {("targets/folders.py", "genleak.iar")}
 
 
 def _layer_of() -> dict[str, int]:
@@ -130,11 +130,9 @@ def _folder(tmp_path: Path, name: str, files: dict[str, dict]) -> Path:
 
 
 def test_target_class_reads_class_names_and_legacy_markers(tmp_path):
-    from genleak.targets.iar import IAR_FORMAT
-    from genleak.targets.loading import IAR_FORMAT as MARKER
+    from genleak.targets.folders import IAR_FORMAT
     from genleak.targets.loading import target_class
 
-    assert MARKER == IAR_FORMAT  # loading.py keeps a copy so naming a folder does not import the IAR models
     sd = {"_class_name": "StableDiffusionPipeline"}
     cases = [  # (expected, files): the _class_name a folder writes today, then the markers of older folders
         ("DDPMPipeline", {"model_index.json": {"_class_name": "DDPMPipeline"}, "config.json": {"_class_name": "x"}}),

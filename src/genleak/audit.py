@@ -415,10 +415,12 @@ def _add_audit_bounds(data: dict[str, Any], result: Any, masks: tuple[Any, Any],
 
 def _audit_inputs(target_path: str | Path | None, split_path: str | Path | None) -> dict[str, Any]:
     """Where the inputs came from: paths, the manifest file's hash, the target's training record."""
+    from genleak.targets.folders import TRAIN_RECORD  # here: the targets package imports torch
+
     info: dict[str, Any] = {}
     if target_path is not None:
         info["target_path"] = str(Path(target_path).resolve())
-        record = Path(target_path) / "genleak_train.json"
+        record = Path(target_path) / TRAIN_RECORD
         if record.is_file():
             try:
                 rec = json.loads(record.read_text())

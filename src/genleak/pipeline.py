@@ -28,9 +28,9 @@ from genleak.metrics import MetricReport, asr_calibrated, evaluate, fpr_resoluti
 from genleak.results import AttackResult, AuditResult
 from genleak.scoring import distributed_world, score_split
 from genleak.targets.base import Target
+from genleak.targets.folders import TARGET_SPLIT_FILE
 
 SCORE_CACHE_DIR = "score-cache"  # OUT/score-cache: genleak.scoring.ScoreCache of run_attacks
-TARGET_SPLIT_FILE = "split.json"  # the training split manifest a target folder records (train/ddpm.py)
 
 
 def split_summary(split: MembershipSplit) -> dict[str, Any]:

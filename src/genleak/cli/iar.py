@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         from genleak.config import read_config
         from genleak.data import MembershipSplit, load_source
         from genleak.iar.experiment import public_images
-        from genleak.iar.train import TRAIN_RECORD, IARTrainConfig, train_iar, train_tokenizer
+        from genleak.iar.train import IARTrainConfig, train_iar, train_tokenizer
+        from genleak.targets.folders import TRAIN_RECORD
         from genleak.targets.iar import load_iar_target
 
         set_threads(threads)

@@ -21,10 +21,10 @@ import torch
 
 from genleak.data import MembershipSplit
 from genleak.errors import GenleakError, SplitError
+from genleak.targets.folders import TARGET_SPLIT_FILE
 from genleak.train import TrainConfig, train_ddpm
 
 HALVES_KEY = "halves"
-SPLIT_FILE = "split.json"
 
 
 def assign_halves(split: MembershipSplit, seed: int = 0) -> MembershipSplit:
@@ -141,7 +141,7 @@ def _train_halves(split: MembershipSplit, out_dir: str | Path, train_half: Any, 
     split = assign_halves(split, halves_seed)
     rows = halves_of(split)
     out.mkdir(parents=True, exist_ok=True)
-    split.save(out / SPLIT_FILE)
+    split.save(out / TARGET_SPLIT_FILE)
     teachers = []
     for i, half in enumerate(rows, start=1):
         if progress:
@@ -160,8 +160,8 @@ def load_teachers(folder: str | Path, device: str | torch.device | None = None) 
     from genleak.targets.loading import load_target
 
     path = Path(folder)
-    if not (path / SPLIT_FILE).is_file() or not (path / "model_1").is_dir() or not (path / "model_2").is_dir():
+    if not (path / TARGET_SPLIT_FILE).is_file() or not (path / "model_1").is_dir() or not (path / "model_2").is_dir():
         raise GenleakError(f"'{folder}' is not a teachers folder (needs split.json, model_1/, model_2/); run `genleak defend disjoint`")
-    split = MembershipSplit.load(path / SPLIT_FILE)
+    split = MembershipSplit.load(path / TARGET_SPLIT_FILE)
     halves_of(split)
     return load_target(path / "model_1", device=device), load_target(path / "model_2", device=device), split

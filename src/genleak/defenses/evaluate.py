@@ -23,6 +23,7 @@ import torch
 from genleak.data import ImageSet, MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json, atomic_write_text
+from genleak.targets.folders import TRAIN_RECORD
 
 # White/gray-box attacks of table 3 and 10 (SecMI, PIA), the loss and SimA attacks, and the
 # black-box generation-distance attack DualMD targets (table 5).
@@ -195,11 +196,12 @@ def find_halves(split: MembershipSplit, folders: Sequence[Path]) -> tuple[list[i
 
     With halves known, every attack also reports D_1-members-vs-non-members and D_2-vs-non-members
     (how much one sub-model leaks *its own* training half, section 3.4's comparison)."""
-    from genleak.defenses.disjoint import HALVES_KEY, SPLIT_FILE, halves_of
+    from genleak.defenses.disjoint import HALVES_KEY, halves_of
+    from genleak.targets.folders import TARGET_SPLIT_FILE
 
     candidates = [split]
     for f in folders:
-        for p in (f / SPLIT_FILE, f.parent / SPLIT_FILE):
+        for p in (f / TARGET_SPLIT_FILE, f.parent / TARGET_SPLIT_FILE):
             if p.is_file():
                 try:
                     import json
@@ -240,8 +242,8 @@ def _defense_record(folder: Path) -> dict[str, Any]:
     if (folder / "dp.json").is_file():
         dp = json.loads((folder / "dp.json").read_text())
         extra["privacy"] = {k: dp.get(k) for k in ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "accountant")}
-    if (folder / "genleak_train.json").is_file():
-        rec = json.loads((folder / "genleak_train.json").read_text())
+    if (folder / TRAIN_RECORD).is_file():
+        rec = json.loads((folder / TRAIN_RECORD).read_text())
         extra["training"] = {"steps": rec.get("steps"), "defense": rec.get("config", {}).get("extra", {}).get("defense"),
                              "final_loss": rec.get("final_loss")}
     return extra

@@ -25,9 +25,10 @@ import torch
 
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
+from genleak.targets.folders import TARGET_SPLIT_FILE, TRAIN_RECORD
 from genleak.targets.iar import IARTarget, build_target, load_iar_target
 from genleak.train.loop import LoopConfig, TrainHooks, make_accelerator, run_loop
-from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
+from genleak.train.runs import check_config, finished_run, output_folder, training_data
 
 KINDS = ("var", "rar", "mar")
 
@@ -199,7 +200,7 @@ def train_iar(
 
         target.save_pretrained(out)
         if split_manifest is not None:
-            atomic_write_json(out / "split.json", split_manifest)
+            atomic_write_json(out / TARGET_SPLIT_FILE, split_manifest)
         atomic_write_json(out / TRAIN_RECORD, {
             "format": "genleak.iar-train", "version": 1, "config": config.to_dict(), "steps": len(losses),
             "epochs": round(len(losses) * config.batch_size * config.grad_accum / n, 2),

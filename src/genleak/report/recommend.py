@@ -639,8 +639,10 @@ def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
         data = {**data, "target": {**(data.get("target") or {}), "kind": kind or "unknown"}}
     audit = dict(data.get("audit") or {})
     if not audit.get("training") and audit.get("target_path"):  # a DualMD folder records its recipe in its index
+        from genleak.targets.folders import DUAL_LEGACY_INDEX  # here: the targets package imports torch
+
         folder = Path(audit["target_path"])
-        dual = next((f for f in (folder / "model_index.json", folder / "dualmd.json") if f.is_file()), None)
+        dual = next((f for f in (folder / "model_index.json", folder / DUAL_LEGACY_INDEX) if f.is_file()), None)
         if dual is not None:
             try:
                 audit["training"] = {"config": json.loads(dual.read_text()).get("train_config") or {}}

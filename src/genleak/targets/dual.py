@@ -31,9 +31,9 @@ import torch
 from genleak.errors import TargetError
 from genleak.io import atomic_write_json
 from genleak.targets.base import Denoiser
+from genleak.targets.folders import DUAL_LEGACY_INDEX
 
 INDEX_FILE = "model_index.json"
-LEGACY_FILE = "dualmd.json"  # the index's name before it carried a _class_name
 DUAL_FORMAT = "genleak.dualmd"
 # DDIM steps of the deployed sampler: 50, as the DualMD paper's black-box evaluation (appendix A.2.2).
 DEFAULT_STEPS = 50
@@ -160,7 +160,7 @@ class DualTarget(Denoiser):
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> DualTarget:
         """Load a DualMD folder (``model_1/``, ``model_2/`` and its index)."""
         path = Path(folder)
-        meta_file = next((f for f in (path / INDEX_FILE, path / LEGACY_FILE) if f.is_file()), None)
+        meta_file = next((f for f in (path / INDEX_FILE, path / DUAL_LEGACY_INDEX) if f.is_file()), None)
         if meta_file is None:
             raise TargetError(f"'{folder}' has no {INDEX_FILE}: not a DualMD folder (make one with `genleak defend disjoint`)")
         meta = json.loads(meta_file.read_text())

@@ -38,8 +38,8 @@ from genleak.models.rar import RARConfig, RARModel
 from genleak.models.var import VARConfig, VARModel, scale_index
 from genleak.models.vq import VQConfig, VQTokenizer
 from genleak.targets.base import Autoregressive
+from genleak.targets.folders import IAR_FORMAT
 
-IAR_FORMAT = "genleak.iar"
 IAR_VERSION = 1
 CONFIG_FILE = "config.json"
 

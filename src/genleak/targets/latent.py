@@ -41,8 +41,8 @@ from diffusers import (
 
 from genleak.errors import TargetError
 from genleak.targets.base import LatentDiffusion
+from genleak.targets.folders import LATENT_META
 
-LATENT_META = "genleak_latent.json"
 LATENT_FORMAT = "genleak.latent"
 
 # -- captions from templates ------------------------------------------------------------------------

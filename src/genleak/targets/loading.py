@@ -32,12 +32,11 @@ from typing import Any
 import torch
 
 from genleak.errors import TargetError
+from genleak.targets.folders import DUAL_LEGACY_INDEX, IAR_FORMAT, LATENT_META
 
 __all__ = ["folder_scheduler", "load_target", "target_class", "target_loaders", "weights_variant"]
 
 ENTRY_POINTS = "genleak.targets"
-SIDECAR = "genleak_latent.json"  # genleak's settings next to an SD-style folder (targets/latent.py LATENT_META)
-IAR_FORMAT = "genleak.iar"  # targets/iar.py IAR_FORMAT, kept here so naming a folder does not import the IAR models
 
 
 def _read_json(file: Path) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def target_class(folder: str | Path) -> str:
     path = Path(folder)
     if not path.is_dir():
         raise TargetError(f"target folder '{folder}' does not exist; train one with `genleak train ddpm` or pass a diffusers folder")
-    name = _read_json(path / SIDECAR).get("_class_name") or _legacy_class(path)
+    name = _read_json(path / LATENT_META).get("_class_name") or _legacy_class(path)
     for file in ("model_index.json", "config.json"):
         name = name or _read_json(path / file).get("_class_name")
     if not name:
@@ -95,11 +94,11 @@ def target_class(folder: str | Path) -> str:
 
 def _legacy_class(path: Path) -> str | None:
     """The type of a genleak folder written before its type recorded a ``_class_name``."""
-    if (path / "dualmd.json").is_file():
+    if (path / DUAL_LEGACY_INDEX).is_file():
         return "DualTarget"
     if _read_json(path / "config.json").get("format") == IAR_FORMAT:
         return "IARTarget"
-    if _read_json(path / SIDECAR).get("textual_inversion"):
+    if _read_json(path / LATENT_META).get("textual_inversion"):
         return "TextualInversionTarget"
     return None
 

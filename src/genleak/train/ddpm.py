@@ -19,6 +19,7 @@ from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json, publish_folder
 from genleak.targets.ddpm import DiffusionTarget, build_unet, default_scheduler
+from genleak.targets.folders import TARGET_SPLIT_FILE, TRAIN_RECORD
 from genleak.train.loop import (  # noqa: F401  (TrainHooks, CHECKPOINT, next_batch: this module's public names)
     CHECKPOINT,
     LoopConfig,
@@ -27,7 +28,7 @@ from genleak.train.loop import (  # noqa: F401  (TrainHooks, CHECKPOINT, next_ba
     next_batch,
     run_loop,
 )
-from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
+from genleak.train.runs import check_config, finished_run, output_folder, training_data
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _save_run(
     the training data's fingerprints and the hooks' ``record()``)."""
     publish_folder(out, target.save_pretrained)
     if split_manifest is not None:
-        atomic_write_json(out / "split.json", split_manifest)
+        atomic_write_json(out / TARGET_SPLIT_FILE, split_manifest)
     atomic_write_json(
         out / TRAIN_RECORD,
         {

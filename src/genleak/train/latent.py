@@ -37,6 +37,7 @@ from diffusers import DDPMScheduler
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json, publish_folder
+from genleak.targets.folders import TARGET_SPLIT_FILE, TRAIN_RECORD
 from genleak.targets.latent import (  # noqa: F401  (caption helpers re-exported for training callers)
     CAPTION_VARIANTS,
     LatentDiffusionTarget,
@@ -51,7 +52,7 @@ from genleak.train.loop import (  # noqa: F401  (CHECKPOINT: the run folder layo
     make_accelerator,
     run_loop,
 )
-from genleak.train.runs import TRAIN_RECORD, check_config, finished_run, output_folder, training_data
+from genleak.train.runs import check_config, finished_run, output_folder, training_data
 
 LORA_DIR = "lora"
 # LoRA on the attention projections, as diffusers' train_text_to_image_lora.py does.
@@ -297,7 +298,7 @@ def _save_run(
 ) -> None:
     publish_folder(out, target.save_pretrained)
     if split_manifest is not None:
-        atomic_write_json(out / "split.json", split_manifest)
+        atomic_write_json(out / TARGET_SPLIT_FILE, split_manifest)
     atomic_write_json(out / TRAIN_RECORD, {
         "format": "genleak.train",
         "version": 1,

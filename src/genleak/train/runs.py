@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from genleak.errors import GenleakError
-
-TRAIN_RECORD = "genleak_train.json"
+from genleak.targets.folders import TRAIN_RECORD
 
 # Numbers a training config may hold, with the rule each must satisfy; checked on construction and
 # again when a trainer starts, so neither the library nor the CLI writes a folder for a run that
