@@ -16,6 +16,12 @@ chunks, and a changed key is another entry: recomputed, never misread.
 In a multi-process run (``torchrun`` / ``accelerate launch``; ``distributed_world``) the missing
 chunks are dealt out to the ranks (chunk i to rank i mod world) and gathered by key on every rank,
 so the scores are bit-for-bit those of one process; rank 0 alone reads and writes the cache.
+
+Several attacks are scored chunk-major (the query plan, ``attacks.base.score_together``): each batch
+is decoded and encoded once, and a denoiser query on the clean input that another attack already
+asked for the batch runs once (pia, pian and SecMI all start with eps(x0, 0)); each attack's scores
+are bit-for-bit those it gets alone. ``query_counts`` reports a run's queries against the sum of the
+attacks' NFE.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from genleak.attacks.base import Attack, check_compatible
+from genleak.attacks.base import Attack, check_compatible, score_together, shares_queries
 from genleak.data import ImageSet, MembershipSplit
 from genleak.errors import GenleakError
 from genleak.io import atomic_save_npz, atomic_write_json
@@ -54,6 +60,7 @@ class Scored:
     computed: int  # distinct samples scored now
     reused: int  # distinct samples read from the cache
     seconds: float
+    shared: int = 0  # denoiser queries (summed over samples) answered by another attack's identical query
 
 
 @dataclass
@@ -187,6 +194,7 @@ def score_images(
     desc: str | None = None,
     num_workers: int = 0,
     precision: str = "fp32",
+    on_error: Callable[[Attack, Exception], None] | None = None,
 ) -> dict[Attack, Scored]:
     """Each attack's scores of ``images`` (keyed by the attack objects given), reusing and extending ``cache``.
 
@@ -194,7 +202,11 @@ def score_images(
     unconditional target). Scores are computed ``chunk_size`` samples at a time (default: the batches
     of 256 images) and each chunk is written to the cache as soon as it is done; duplicate samples
     (same key) are computed once. A lazy set is decoded per batch (``num_workers`` DataLoader workers);
-    ``precision`` is ``Attack.score``'s (autocast; part of the cache key).
+    ``precision`` is ``Attack.score``'s (autocast; part of the cache key). Attacks that
+    ``shares_queries`` and miss the same samples are scored together, chunk-major (``score_together``).
+
+    With ``on_error``, an attack that raises (other than a ``GenleakError``, a user mistake) is handed
+    to it, from inside the ``except`` block, and left out of the result; the other attacks still run.
     """
     from tqdm.auto import tqdm
 
@@ -219,47 +231,120 @@ def score_images(
     store = as_cache(cache)
     fingerprint = target.fingerprint() if store is not None else ""
     world, rank = distributed_world()
-    out: dict[Attack, Scored] = {}
+    entries: list[_Entry] = []
     for attack in attacks:
         attack.check(target)
-        start_time = time.perf_counter()
+        began = time.perf_counter()
         meta = ScoreCache.metadata(fingerprint, attack, seed, precision)
         # rank 0 alone reads and writes the cache; the other ranks of a multi-process run get what it
         # found, so every rank shards the same missing keys (chunk i on rank i % world, in rounds)
         found, chunks, ndim = store.load(meta) if store is not None and rank == 0 else ({}, [], None)
         if world > 1:
             found, ndim = _broadcast((found, ndim))
-        missing = [k for k in unique if k not in found]
+        entries.append(_Entry(meta, found, chunks, ndim, [k for k in unique if k not in found],
+                              time.perf_counter() - began))
+    # attacks that miss the same samples are scored together, in the chunks each would have alone
+    groups: dict[Any, list[int]] = {}
+    for i, attack in enumerate(attacks):
+        groups.setdefault(tuple(entries[i].missing) if shares_queries(attack, target) else i, []).append(i)
+    failed: set[int] = set()
+    for group in groups.values():
+        missing = entries[group[0]].missing
         pieces = [missing[start : start + chunk] for start in range(0, len(missing), chunk)]
-        with tqdm(total=len(missing), desc=desc or attack.name, unit="img", leave=False,
-                  disable=not progress or not missing or rank != 0) as bar:
+        with tqdm(total=len(missing), desc=desc or "+".join(attacks[i].name for i in group), unit="img",
+                  leave=False, disable=not progress or not missing or rank != 0) as bar:
             for first in range(0, len(pieces), world):
+                live = [i for i in group if i not in failed]
+                if not live:
+                    break
                 mine = pieces[first + rank] if first + rank < len(pieces) else []
                 rows = [unique[k] for k in mine]
 
-                def compute(rows: list[int] = rows, attack: Attack = attack) -> np.ndarray | None:
-                    return attack.score(target, images[rows], [seeds[r] for r in rows],
-                                        cond=None if cond is None else _rows(cond, rows), batch_size=batch_size,
-                                        seed=seed, progress=False, num_workers=num_workers,
-                                        precision=precision).numpy() if rows else None
+                def compute(rows: list[int] = rows, live: list[int] = live) -> list[Any] | None:
+                    if not rows:
+                        return None
+                    got = score_together([attacks[i] for i in live], target, images[rows], [seeds[r] for r in rows],
+                                         cond=None if cond is None else _rows(cond, rows), batch_size=batch_size,
+                                         seed=seed, progress=False, num_workers=num_workers, precision=precision)
+                    return [(None if v is None else v.numpy(), *rest)
+                            for v, *rest in zip(got.scores, got.errors, got.shared, got.seconds, strict=True)]
 
-                for chunk_keys, values in _round(mine, compute, world):  # chunk order, whatever the world size
-                    if values is None:
+                try:
+                    done = _round(mine, compute, world)  # chunk order, whatever the world size
+                except GenleakError:
+                    raise
+                except Exception as err:  # not one attack's: every attack of the round fails with it
+                    for i in live:
+                        _failed(attacks[i], err, on_error)
+                    failed.update(live)
+                    continue
+                for j, i in enumerate(live):  # an attack that fails on any rank fails on every rank
+                    err = next((res[j][1] for _, res in done if res is not None and res[j][1] is not None), None)
+                    if err is not None:
+                        _failed(attacks[i], err, on_error)
+                        failed.add(i)
+                for r, (chunk_keys, res) in enumerate(done):
+                    if res is None:
                         continue
-                    ndim = values.ndim
-                    values = values.reshape(len(chunk_keys), -1)
-                    found.update(zip(chunk_keys, values))
-                    if store is not None and rank == 0:
-                        path = store.write_chunk(meta, chunk_keys, values, ndim)
-                        if path is not None:
-                            chunks.append(path)
+                    for i, (values, _, shared, seconds) in zip(live, res, strict=True):
+                        if i in failed:
+                            continue
+                        e = entries[i]
+                        e.ndim = values.ndim
+                        values = values.reshape(len(chunk_keys), -1)
+                        e.found.update(zip(chunk_keys, values))
+                        e.shared += shared
+                        e.seconds += seconds if r == rank else 0.0
+                        if store is not None and rank == 0:
+                            path = store.write_chunk(e.meta, chunk_keys, values, e.ndim)
+                            if path is not None:
+                                e.chunks.append(path)
                     bar.update(len(chunk_keys))
-        if store is not None and ndim is not None and rank == 0:
-            store.consolidate(meta, found, chunks, ndim)
-        values = np.stack([np.asarray(found[k], np.float32).reshape(-1) for k in keys])
-        out[attack] = Scored(values[:, 0] if ndim == 1 else values, keys, len(missing), len(unique) - len(missing),
-                             time.perf_counter() - start_time)
+    out: dict[Attack, Scored] = {}
+    for i, (attack, e) in enumerate(zip(attacks, entries, strict=True)):
+        if i in failed:
+            continue
+        if store is not None and e.ndim is not None and rank == 0:
+            store.consolidate(e.meta, e.found, e.chunks, e.ndim)
+        values = np.stack([np.asarray(e.found[k], np.float32).reshape(-1) for k in keys])
+        out[attack] = Scored(values[:, 0] if e.ndim == 1 else values, keys, len(e.missing),
+                             len(unique) - len(e.missing), e.seconds, e.shared)
     return out
+
+
+@dataclass
+class _Entry:
+    """One attack's cache entry while ``score_images`` runs."""
+
+    meta: dict[str, Any]
+    found: dict[str, np.ndarray]
+    chunks: list[Path]
+    ndim: int | None
+    missing: list[str]
+    seconds: float
+    shared: int = 0
+
+
+def _failed(attack: Attack, err: Exception, on_error: Callable[[Attack, Exception], None] | None) -> None:
+    """Raise ``err`` (a user mistake, or no ``on_error``), or hand it to ``on_error`` from inside an ``except``."""
+    if on_error is None or isinstance(err, GenleakError):
+        raise err
+    try:
+        raise err
+    except Exception:
+        on_error(attack, err)
+
+
+def query_counts(scored: Mapping[Attack, Scored | SplitScores]) -> dict[str, Any]:
+    """A run's denoiser queries per sample scored now: ``attacks_nfe``, the sum of the attacks' NFE
+    (what scoring each attack alone runs), and ``run``, the distinct queries the query plan ran;
+    ``samples`` is how many were scored now (per image set, the most any attack computed)."""
+    sides = [[s] if isinstance(s, Scored) else [s.members, s.nonmembers] for s in scored.values()]
+    samples = sum(max((side[k].computed for side in sides), default=0) for k in range(max(map(len, sides), default=0)))
+    asked = sum(a.nfe * x.computed for a, side in zip(scored, sides, strict=True) for x in side)
+    run = asked - sum(x.shared for side in sides for x in side)
+    return {"samples": samples, "attacks_nfe": round(asked / samples, 3) if samples else 0.0,
+            "run": round(run / samples, 3) if samples else 0.0}
 
 
 def score_split(
@@ -286,23 +371,20 @@ def score_split(
     check_compatible(target, split.members)
     for attack in attacks:  # a target of the wrong kind is refused before any attack starts (or writes)
         attack.check(target)
-    store = as_cache(cache)
-    common: dict[str, Any] = dict(cache=store, seed=seed, batch_size=batch_size, chunk_size=chunk_size,
-                                  progress=progress, num_workers=num_workers, precision=precision)
-    out: dict[Attack, SplitScores] = {}
-    for attack in attacks:  # one attack at a time: both sides of an attack finish before the next starts
-        try:
-            m = score_images(target, split.members, [attack], desc=f"{attack.name} members", **common)[attack]
-            n = score_images(target, split.nonmembers, [attack], desc=f"{attack.name} non-members", **common)[attack]
-        except GenleakError:
-            raise
-        except Exception as err:  # an attack bug must not lose the other attacks' scores
-            if on_error is None:
-                raise
-            on_error(attack, err)
-            continue
-        out[attack] = SplitScores(m, n)
-    return out
+    lost: set[Attack] = set()
+
+    def failed(attack: Attack, err: Exception) -> None:
+        lost.add(attack)
+        on_error(attack, err)  # type: ignore[misc]
+
+    common: dict[str, Any] = dict(cache=as_cache(cache), seed=seed, batch_size=batch_size, chunk_size=chunk_size,
+                                  progress=progress, num_workers=num_workers, precision=precision,
+                                  on_error=None if on_error is None else failed)
+    names = "+".join(a.name for a in attacks)
+    m = score_images(target, split.members, attacks, desc=f"{names} members", **common)
+    n = score_images(target, split.nonmembers, [a for a in attacks if a not in lost], desc=f"{names} non-members",
+                     **common)
+    return {a: SplitScores(m[a], n[a]) for a in attacks if a not in lost}
 
 
 def distributed_world() -> tuple[int, int]:
@@ -328,26 +410,36 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def _round(keys: list[str], compute: Callable[[], np.ndarray | None], world: int) -> list[tuple[list[str], Any]]:
-    """Every rank's (keys, scores) of one round, in rank order, on every rank. A rank that fails makes
-    every rank raise (a user mistake stays a ``GenleakError``), so no rank waits for it forever."""
+def _round(keys: list[str], compute: Callable[[], list[Any] | None], world: int) -> list[tuple[list[str], Any]]:
+    """Every rank's (keys, per-attack results) of one round, in rank order, on every rank; an attack's
+    error from another rank arrives as a ``RuntimeError`` (a ``GenleakError`` stays one) naming it. A
+    rank whose ``compute`` fails makes every rank raise, so no rank waits for it forever."""
     if world == 1:
         return [(keys, compute())]
     import torch.distributed as dist
 
     try:
-        mine: tuple[list[str], Any, BaseException | None] = (keys, compute(), None)
+        mine, failed = compute(), None
     except Exception as err:
-        mine = (keys, None, err)
+        mine, failed = None, err
+
+    def portable(err: Exception | None) -> tuple[bool, str] | None:  # exception classes may not unpickle
+        return None if err is None else (isinstance(err, GenleakError), str(err))
+
+    def remote(r: int, err: tuple[bool, str] | None) -> Exception | None:
+        return None if err is None else (GenleakError if err[0] else RuntimeError)(f"rank {r}: {err[1]}")
+
+    sent = None if mine is None else [(v, portable(e), *rest) for v, e, *rest in mine]
     rounds: list[Any] = [None] * world
-    dist.all_gather_object(rounds, (mine[0], mine[1], None if mine[2] is None else (type(mine[2]), str(mine[2]))))
-    if mine[2] is not None:
-        raise mine[2]
-    for r, (_, _, failed) in enumerate(rounds):
-        if failed is not None:
-            kind, message = failed
-            raise (GenleakError if issubclass(kind, GenleakError) else RuntimeError)(f"rank {r}: {message}")
-    return [(k, v) for k, v, _ in rounds]
+    dist.all_gather_object(rounds, (keys, sent, portable(failed)))
+    if failed is not None:
+        raise failed
+    for r, (_, _, other) in enumerate(rounds):
+        if other is not None:
+            raise remote(r, other)  # type: ignore[misc]
+    rank = dist.get_rank()
+    return [(k, mine if r == rank else None if res is None else [(v, remote(r, e), *rest) for v, e, *rest in res])
+            for r, (k, res, _) in enumerate(rounds)]
 
 
 def _rows(cond: Any, rows: list[int]) -> Any:

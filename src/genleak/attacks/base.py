@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import Enum
@@ -90,7 +91,8 @@ class Attack(ABC):
     def score_batch(
         self, target: Target, x0: torch.Tensor, noise: NoiseSource, cond: Any = None
     ) -> torch.Tensor:
-        """Scores for one batch in the target's working space: shape (B,) or (B, len(columns))."""
+        """Scores for one batch in the target's working space: shape (B,) or (B, len(columns)). ``x0``
+        is read only: a query plan (``score_together``) recognises it by identity."""
 
     def score(
         self,
@@ -115,53 +117,11 @@ class Attack(ABC):
         ``precision`` ``bf16`` / ``fp16`` runs the batches under ``torch.autocast`` (scores stay float32).
         Scores stay on the device until the end: no host sync per batch.
         """
-        self.check(target)
-        if precision not in PRECISIONS:
-            raise GenleakError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        device_type = torch.device(target.device).type
-        autocast = functools.partial(torch.autocast, device_type, dtype=PRECISIONS[precision],
-                                     enabled=precision != "fp32")
-        if isinstance(images, ImageSet):
-            n, ids = len(images), images.ids if ids is None else ids
-            if n == 0:
-                raise DataError("no images to score")
-            if not images.is_lazy:  # decoded uint8 is always finite
-                check_images(images.images)
-            batches = (x for _, x in images.batches(batch_size, num_workers=num_workers, device=target.device))
-        else:
-            check_images(images)
-            n = images.shape[0]
-            batches = (images[start : start + batch_size] for start in range(0, n, max(batch_size, 1)))
-        if ids is None:
-            ids = [str(i) for i in range(n)]
-        if len(ids) != n:
-            raise GenleakError(f"{len(ids)} ids for {n} images")
-        if batch_size < 1:
-            raise GenleakError(f"batch_size must be >= 1, got {batch_size}")
-        from tqdm.auto import tqdm
-
-        out: list[torch.Tensor] = []
-        grad_ctx = torch.enable_grad if self.needs_grad else torch.inference_mode
-        with tqdm(total=n, desc=desc or self.name, unit="img", disable=not progress, leave=False) as bar:
-            for start, batch in zip(range(0, n, batch_size), batches, strict=True):
-                stop = min(start + batch_size, n)
-                batch_cond = None if cond is None else _slice(cond, start, stop)
-                with grad_ctx(), autocast():
-                    if self.pixel_queries:
-                        x = batch.to(target.device)
-                        shape = target.working_shape
-                    else:
-                        x = target.encode(batch)
-                        shape = x.shape[1:]
-                    noise = NoiseSource(ids[start:stop], seed, self.name, shape, x.device, x.dtype)
-                    s = self.score_batch(target, x, noise, batch_cond)
-                out.append(s.detach().float())
-                bar.update(stop - start)
-        scores = torch.cat(out).cpu()
-        if not torch.isfinite(scores).all():
-            bad = int((~torch.isfinite(scores)).sum())
-            raise GenleakError(f"attack '{self.name}' produced {bad} non-finite scores; the target may be broken")
-        return scores
+        together = score_together([self], target, images, ids, cond=cond, batch_size=batch_size, seed=seed,
+                                  progress=progress, desc=desc, num_workers=num_workers, precision=precision)
+        if together.errors[0] is not None:
+            raise together.errors[0]
+        return together.scores[0]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -210,6 +170,179 @@ class NoiseSource:
                 self._gens.append(gen)
         noise = torch.stack([torch.randn((k, *self.shape), generator=g) for g in self._gens])
         return noise.to(device=self.device, dtype=self.dtype)
+
+
+def shares_queries(attack: Attack, target: Target) -> bool:
+    """Whether ``attack`` takes part in a query plan (``score_together``) on ``target``: it scores
+    through ``Attack.score`` itself (not a wrapped target), on the target's encoding under inference
+    mode (not ``needs_grad``, not ``pixel_queries``), of a diffusion target (an IAR's output-noise
+    defense draws from one generator per target, so interleaving attacks would change its draws)."""
+    return (type(attack).score is Attack.score and not attack.needs_grad and not attack.pixel_queries
+            and target.target_kind is not TargetKind.IAR)
+
+
+@dataclasses.dataclass
+class Together:
+    """``score_together``'s answer, one entry per attack in the order given: its (N,) or (N, k) scores
+    (None if it raised), the error it raised, the denoiser queries (summed over samples) it got from
+    an identical query already run for the batch, and its seconds."""
+
+    scores: list[torch.Tensor | None]
+    errors: list[Exception | None]
+    shared: list[int]
+    seconds: list[float]
+
+
+def score_together(
+    attacks: Sequence[Attack],
+    target: Target,
+    images: torch.Tensor | ImageSet,
+    ids: Sequence[str] | None = None,
+    *,
+    cond: Sequence[Any] | torch.Tensor | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str | None = None,
+    num_workers: int = 0,
+    precision: str = "fp32",
+) -> Together:
+    """``Attack.score`` of several attacks at once, batch-major (the query plan of issue 14 §4).
+
+    Each batch is decoded once and encoded once (a VAE call for latent targets) for the attacks that
+    ``shares_queries``; each of them gets its own copy of that clean input, and a denoiser query on it
+    at a timestep another attack already asked for the batch is answered from that query
+    (``_SharedQueries``): pia and pian both ask eps(x0, 0), SecMI's inversion starts there. Every
+    attack keeps its own batches and seeded noise, so its scores are bit for bit those it gets alone.
+    An attack that raises is dropped with its error (``errors``) and the others go on.
+    """
+    for attack in attacks:
+        attack.check(target)
+    if precision not in PRECISIONS:
+        raise GenleakError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    autocast = functools.partial(torch.autocast, torch.device(target.device).type, dtype=PRECISIONS[precision],
+                                 enabled=precision != "fp32")
+    if isinstance(images, ImageSet):
+        n, ids = len(images), images.ids if ids is None else ids
+        if n == 0:
+            raise DataError("no images to score")
+        if not images.is_lazy:  # decoded uint8 is always finite
+            check_images(images.images)
+        batches = (x for _, x in images.batches(batch_size, num_workers=num_workers, device=target.device))
+    else:
+        check_images(images)
+        n = images.shape[0]
+        batches = (images[start : start + batch_size] for start in range(0, n, max(batch_size, 1)))
+    if ids is None:
+        ids = [str(i) for i in range(n)]
+    if len(ids) != n:
+        raise GenleakError(f"{len(ids)} ids for {n} images")
+    if batch_size < 1:
+        raise GenleakError(f"batch_size must be >= 1, got {batch_size}")
+    from tqdm.auto import tqdm
+
+    plain = [not a.needs_grad and not a.pixel_queries for a in attacks]
+    plan = [shares_queries(a, target) for a in attacks] if sum(plain) > 1 else [False] * len(attacks)
+    out: list[list[torch.Tensor]] = [[] for _ in attacks]
+    errors: list[Exception | None] = [None] * len(attacks)
+    shared, seconds = [0] * len(attacks), [0.0] * len(attacks)
+    desc = desc or "+".join(a.name for a in attacks)
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for start, batch in zip(range(0, n, batch_size), batches, strict=True):
+            stop = min(start + batch_size, n)
+            clean: torch.Tensor | None = None  # the batch's encoding, made once for the plain attacks
+            memo: dict[Any, torch.Tensor] = {}  # this batch's queries on the clean input
+            for i, attack in enumerate(attacks):
+                if errors[i] is not None:
+                    continue
+                began = time.perf_counter()
+                try:
+                    batch_cond = None if cond is None else _slice(cond, start, stop)
+                    with (torch.enable_grad if attack.needs_grad else torch.inference_mode)(), autocast():
+                        if attack.pixel_queries:
+                            x, shape = batch.to(target.device), target.working_shape
+                        else:
+                            if not plain[i]:
+                                x = target.encode(batch)
+                            else:
+                                clean = target.encode(batch) if clean is None else clean
+                                x = clean.clone() if plan[i] else clean  # an attack's copy is its own
+                            shape = x.shape[1:]
+                        noise = NoiseSource(ids[start:stop], seed, attack.name, shape, x.device, x.dtype)
+                        with _SharedQueries(target, x, batch_cond, memo, plan[i]) as queries:
+                            s = attack.score_batch(target, x, noise, batch_cond)
+                    out[i].append(s.detach().float())
+                    shared[i] += queries.hits
+                except Exception as err:  # one attack's bug must not stop the others
+                    errors[i], out[i] = err, []
+                seconds[i] += time.perf_counter() - began
+            bar.update(stop - start)
+            if all(e is not None for e in errors):
+                break
+    scores: list[torch.Tensor | None] = [None] * len(attacks)
+    for i, attack in enumerate(attacks):
+        if errors[i] is None:
+            began = time.perf_counter()
+            values = torch.cat(out[i]).cpu()  # the scores stay on the device until here: no host sync per batch
+            seconds[i] += time.perf_counter() - began
+            if not torch.isfinite(values).all():
+                bad = int((~torch.isfinite(values)).sum())
+                errors[i] = GenleakError(f"attack '{attack.name}' produced {bad} non-finite scores; "
+                                         "the target may be broken")
+            else:
+                scores[i] = values
+    return Together(scores, errors, shared, seconds)
+
+
+class _SharedQueries:
+    """While one attack scores a batch: ``target.eps(x0, t, cond)`` on that attack's own clean input
+    ``x0`` and conditions, at an int timestep, is answered from ``memo`` (the batch's, shared by the
+    attacks) when an identical query already ran, and recorded there otherwise. It is installed over
+    the target's ``eps`` as an instance attribute and removed after, so attacks and targets stay as
+    they are. The key also holds the grad and autocast state, so a query under another precision runs.
+
+    Only the clean input is recognised, by identity: the attack's own copy, which attacks never modify
+    in place. Recognising two computed inputs x_t as equal would take an element-wise comparison whose
+    answer comes back to the host, a device sync per query that the GPU fast path avoids; and no two
+    core attacks compute the same x_t (pia and pian noise x0 with different eps0, loss draws its own
+    noise stream, SecMI's chain starts from eps(x0, 0), which is shared).
+    """
+
+    def __init__(self, target: Target, x0: torch.Tensor, cond: Any, memo: dict[Any, torch.Tensor], on: bool) -> None:
+        self.target, self.x0, self.cond, self.memo, self.on = target, x0, cond, memo, on
+        self.hits = 0  # queries (summed over samples) answered from the memo
+
+    def __enter__(self) -> _SharedQueries:
+        if not self.on:
+            return self
+        self._before = vars(self.target).get("eps", _MISSING)  # a wrapper someone installed stays
+        ask = self.target.eps  # type: ignore[attr-defined]
+
+        def eps(x_t: torch.Tensor, t: torch.Tensor | int, cond: Any = None) -> torch.Tensor:
+            if x_t is not self.x0 or cond is not self.cond or not isinstance(t, int):
+                return ask(x_t, t, cond)
+            kind = x_t.device.type
+            key = (t, torch.is_grad_enabled(), torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+            if key in self.memo:
+                self.hits += x_t.shape[0]
+                return self.memo[key].clone()  # each caller may change its answer in place
+            got = ask(x_t, t, cond)
+            self.memo[key] = got.clone()
+            return got
+
+        self.target.eps = eps  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.on:
+            return
+        if self._before is _MISSING:
+            del self.target.eps  # type: ignore[attr-defined]
+        else:
+            self.target.eps = self._before  # type: ignore[attr-defined]
+
+
+_MISSING = object()
 
 
 def check_images(images: torch.Tensor) -> None:
