@@ -10,7 +10,7 @@ loss, secmi, pia, pian, sima through ``genleak.scoring.score_images``.
 1. Distribution shift (pitfall 2): on P, members A vs non-members N as they are (i.i.d.) and after a
    preprocessing the members never had (JPEG re-encode; a resize round trip with other filters):
    the attacks' AUC / TPR@1%FPR, the model-free blind classifier's AUC (``guards.blind_classifier``)
-   and the verdict (``report.verdict.compute_verdict``) of a results dict holding both.
+   and the verdict (``report.verdict.compute_verdict``) of a result holding both.
 2. Fine-tuned vs pre-trained members (pitfall 1): on F, B-members and A-members vs the same N.
 3. Repeated subsets (thesis B.5): after dropping non-members that duplicate a member (exact or near,
    ``guards.find_duplicates``), mean +- std of TPR@1%FPR and AUC over 100 random m + m subsets
@@ -145,14 +145,16 @@ def _row(ms: dict[str, np.ndarray], ns: dict[str, np.ndarray], bootstrap: int) -
 
 def _verdict(metrics: dict[str, Any], blind: Any, n_m: int, n_n: int) -> dict[str, Any]:
     from genleak.report.verdict import compute_verdict
+    from genleak.results import AuditResult
 
-    results = {"split": {"name": "realistic", "fingerprint": "-", "n_members": n_m, "n_nonmembers": n_n},
+    results = {"format": "genleak.results", "version": 1, "seed": 0, "target": {},
+               "split": {"name": "realistic", "fingerprint": "-", "n_members": n_m, "n_nonmembers": n_n},
                "attacks": {a: {"status": "ok", "metrics": m} for a, m in metrics.items()},
                "sections": {"guards": {"kind": "guards", "status": "ok",
                                        "warnings": [blind.message()] if blind.shift_detected else [],
                                        "metrics": {"blind_classifier_auc": blind.auc,
                                                    "blind_classifier_p_value": blind.p_value}}}}
-    v = compute_verdict(results)
+    v = compute_verdict(AuditResult.from_json(results))
     return {k: v.get(k) for k in ("level", "label", "confidence", "attack", "level_before_shift", "headline")}
 
 

@@ -65,14 +65,14 @@ def test_refitted_curve_is_the_default_and_has_less_power_at_small_n_than_the_fi
     assert fixed[50].reject_rate - refit[50].reject_rate > 0.15
     assert r.min_suspect_size_fixed is not None and (r.min_suspect_size or 10**9) > r.min_suspect_size_fixed
     # labelled in cdi.json and in the printed report
-    d = r.to_dict()
+    d = r.to_json()
     assert d["min_p_curve"]["scorer"] == "refitted" and d["min_p_curve"]["resamples"] == 200
     assert d["fixed_scorer_curve"]["scorer"] == "fixed" and "overstates power" in d["fixed_scorer_curve"]["method"]
     assert "fixed-scorer view" in format_result(r)
     # curve="fixed" keeps the old headline, labelled as the fixed-scorer view
     f = cdi_test(xp, xu, CDIConfig(n_resamples=200, permutations=99, sizes=[10, 20, 30, 50, 100, 150], curve="fixed"))
     assert [p.mean_p for p in f.curve] == [p.mean_p for p in r.fixed_curve]
-    assert f.to_dict()["fixed_scorer_curve"] is None and f.to_dict()["min_p_curve"]["scorer"] == "fixed"
+    assert f.to_json()["fixed_scorer_curve"] is None and f.to_json()["min_p_curve"]["scorer"] == "fixed"
 
 
 def test_refit_budget_lowers_resamples_at_large_sizes_and_says_so():
@@ -83,7 +83,7 @@ def test_refit_budget_lowers_resamples_at_large_sizes_and_says_so():
     r = cdi_test(xp, xu, CDIConfig(n_resamples=300, permutations=19, sizes=[10, 120], refit_budget=40_000))
     # n = 10: null data, mean p ~0.5 is settled far from alpha after 200; n = 120: 40,000 // 240 rows
     assert [p.resamples for p in r.curve] == [200, 166]
-    d = r.to_dict()["min_p_curve"]
+    d = r.to_json()["min_p_curve"]
     assert d["resamples"] == 200 and d["resamples_min"] == 166 and "refit_budget" in d["resamples_note"]
     # near alpha a size keeps resampling: 1.6 sd shift, n = 10: mean p 0.028 (measured), not settled
     # after 200 (the rule needs |mean p - alpha| > 4 SE), settled after 400 of 600
@@ -109,7 +109,7 @@ def test_both_sidednesses_reported_and_null_one_sided_p_is_uniform():
             assert perm["two_sided"] >= perm["one_sided"]
         ones.append(perm["one_sided"])
         small += perm["one_sided"] <= 0.05
-    d = r.to_dict()["p_values"]
+    d = r.to_json()["p_values"]
     assert d["verdict_uses"] == "permutation, one-sided" and "two-sided" in d["note"]
     assert "two-sided" in format_result(r)
     print(f"null one-sided p: mean {np.mean(ones):.3f}, <= 0.05 in {small}/60")

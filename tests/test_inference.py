@@ -127,7 +127,7 @@ def test_two_sided_on_request():
     two = cdi_test(lo, hi, CDIConfig(alternative="two-sided", **cfg))
     assert one.t_statistic > 0 and one.t_sign == "+" and one.rejected and two.rejected
     assert two.p_value_welch == pytest.approx(2 * one.p_value_welch, rel=1e-9)
-    assert "two-sided" in two.to_dict()["test"] and "one-sided" in one.to_dict()["test"]
+    assert "two-sided" in two.to_json()["test"] and "one-sided" in one.to_json()["test"]
     null = cdi_test(hi[:15], hi[15:], CDIConfig(alternative="two-sided", **cfg))
     assert not null.rejected
 
@@ -141,11 +141,11 @@ def test_members_are_identified_with_a_few_dozen_samples(overfit_ddpm, tmp_path)
     s = overfit_ddpm.split
     result = run_cdi(overfit_ddpm.target, s.members[:32], s.nonmembers[:32], CDIConfig(features="gray"),
                      cache_dir=tmp_path / "cache", progress=False)
-    assert result.rejected and result.p_value < 0.01, result.to_dict()
+    assert result.rejected and result.p_value < 0.01, result.to_json()
     assert result.t_statistic > 0 and result.n_suspect == 32 and result.n_reference == 32
     assert result.features == ["loss", "secmi", "pia", "pian", "multiloss"] and result.access == "gray-box"
     assert result.min_suspect_size is not None and result.min_suspect_size <= 32
-    d = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    d = json.loads(json.dumps(result.to_json(), allow_nan=False))
     assert d["rejected"] and d["p_method"] == "permutation" and d["min_p_curve"]["points"]
     paths = write_cdi(result, tmp_path / "out")
     assert (tmp_path / "out" / "cdi.json").is_file() and (tmp_path / "out" / "min_p_curve.png").stat().st_size > 0

@@ -16,6 +16,7 @@ from genleak.inference.guards import BLIND_ALPHA, blind_classifier
 from genleak.metrics import evaluate, repeated_subsets
 from genleak.report.html import _verdict_html
 from genleak.report.verdict import SHIFT_ALPHA, compute_verdict
+from genleak.results import AuditResult
 
 
 def _scores(shift: float, n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -23,7 +24,7 @@ def _scores(shift: float, n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.n
     return rng.normal(shift, 1.0, n), rng.normal(0.0, 1.0, n)
 
 
-def _results(shift: float, blind_auc: float | None, blind_p: float = 1e-4) -> dict:
+def _results(shift: float, blind_auc: float | None, blind_p: float = 1e-4) -> AuditResult:
     """One attack whose members score ``shift`` sd higher (500 vs 500, bootstrap CIs) and a guards
     section whose blind classifier reached ``blind_auc`` with p-value ``blind_p``."""
     m, n = _scores(shift)
@@ -33,7 +34,7 @@ def _results(shift: float, blind_auc: float | None, blind_p: float = 1e-4) -> di
     if blind_auc is not None:
         r["sections"] = {"guards": {"kind": "guards", "status": "ok", "warnings": ["DISTRIBUTION SHIFT: ..."],
                                     "metrics": {"blind_classifier_auc": blind_auc, "blind_classifier_p_value": blind_p}}}
-    return r
+    return AuditResult.from_json({"format": "genleak.results", "version": 1, "seed": 0, "target": {}, **r})
 
 
 def test_the_shift_alarm_is_the_guards_own():
@@ -42,7 +43,7 @@ def test_the_shift_alarm_is_the_guards_own():
 
 def test_a_blind_classifier_as_good_as_the_attack_downgrades_the_verdict_with_the_reason():
     base = compute_verdict(_results(1.5, None))
-    auc = _results(1.5, None)["attacks"]["loss"]["metrics"]["auc"]
+    auc = _results(1.5, None).metric("loss")
     assert base["level"] == "high" and 0.83 < auc < 0.88
     v = compute_verdict(_results(1.5, auc - 0.03))
     assert (v["level"], v["label"], v["confidence"], v["level_before_shift"]) == ("unknown", "Inconclusive", "low", "high")
@@ -58,7 +59,7 @@ def test_a_blind_classifier_near_chance_or_not_significant_leaves_the_verdict():
         v = compute_verdict(_results(1.5, blind, p))
         assert v["level"] == "high" and "level_before_shift" not in v, (blind, p)
     # An attack well above a significant blind classifier keeps its level (the margin is 0.05).
-    auc = _results(1.5, None)["attacks"]["loss"]["metrics"]["auc"]
+    auc = _results(1.5, None).metric("loss")
     assert compute_verdict(_results(1.5, auc - 0.08))["level"] == "high"
     # "No leakage" is not downgraded: the shift did not produce a leak.
     assert compute_verdict(_results(0.0, 0.9))["level"] == "none"
@@ -68,7 +69,7 @@ def test_a_flipped_attack_is_judged_two_sided():
     """Members score lower (AUC ~0.15): its leakage AUC is 1 - AUC ~0.85, so a blind AUC 0.02 below it is
     comparable and 0.6 is not; one-sided (AUC 0.15) neither would be."""
     r = _results(-1.5, None)
-    auc = r["attacks"]["loss"]["metrics"]["auc"]
+    auc = r.metric("loss")
     assert auc < 0.17 and compute_verdict(r)["direction"] == "flipped"
     v = compute_verdict(_results(-1.5, 1 - auc - 0.02))
     assert v["level"] == "unknown" and f"{1 - auc:.3f} (loss, sign-flipped)" in v["headline"]

@@ -19,8 +19,9 @@ import pytest
 from genleak.audit import SectionSkipped, register_section, resolve_sections, run_audit, run_sections
 from genleak.errors import GenleakError
 from genleak.report.html import REPORT_FILE, load_run, render_report, write_report
-from genleak.report.results import load_results
+from genleak.report.results import read_results
 from genleak.report.verdict import compute_verdict, level_of
+from genleak.results import AuditResult, SectionResult
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -168,11 +169,11 @@ def open_page(context, path: Path):
 
 
 def test_report_in_chromium(audit_dir, browser):
-    data = load_results(audit_dir)
+    data = read_results(audit_dir).to_json()
     page, outside = open_page(browser, audit_dir / REPORT_FILE)
     verdict = page.locator("section.verdict")
     assert verdict.is_visible()
-    assert compute_verdict(data)["label"] in verdict.inner_text()
+    assert compute_verdict(read_results(audit_dir))["label"] in verdict.inner_text()
     assert verdict.get_attribute("data-level") == data["verdict"]["level"]
     for attack in ("loss", "sima"):
         row = page.locator(f'table.attack-table tr[data-attack="{attack}"]')
@@ -209,7 +210,7 @@ def test_report_in_chromium(audit_dir, browser):
 
 
 def test_failed_attack_is_shown_not_dropped(failed_dir, browser):
-    data = load_results(failed_dir)
+    data = read_results(failed_dir).to_json()
     assert data["attacks"]["sima"]["status"] == "failed"
     page, outside = open_page(browser, failed_dir / REPORT_FILE)
     row = page.locator('table.attack-table tr[data-attack="sima"]')
@@ -288,7 +289,7 @@ def test_page_numbers_equal_results_json(audit_dir):
 
 
 def test_sections_are_recorded(audit_dir):
-    sections = load_results(audit_dir)["sections"]
+    sections = read_results(audit_dir).to_json()["sections"]
     assert list(sections) == SECTIONS
     assert sections["test-cdi"]["status"] == "ok" and sections["test-cdi"]["data"]["features"] == [1.0, 2.0]
     assert sections["test-broken"]["status"] == "failed" and "RuntimeError" in sections["test-broken"]["error"]
@@ -318,8 +319,16 @@ def test_verdict_levels(auc, tpr, level):
     assert level_of(auc, tpr) == level
 
 
+def _typed(**data):
+    """A hand-built results dict as the typed result every renderer takes (figures the test does not set: 0)."""
+    for a in data["attacks"].values():
+        if a["status"] == "ok":
+            a["metrics"] = {"tpr_at_01pct_fpr": 0.0, "tpr_at_0_fpr": 0.0, "asr": 0.5, **a["metrics"]}
+    return AuditResult.from_json({"format": "genleak.results", "version": 1, "seed": 0, "target": {}, **data})
+
+
 def _results(**attacks):
-    return {"split": {"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500}, "attacks": attacks}
+    return _typed(split={"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500}, attacks=attacks)
 
 
 def _ok(auc, tpr, auc_ci=None, tpr_ci=None):
@@ -337,7 +346,8 @@ def test_verdict_confidence():
     dead = compute_verdict(_results(a={"status": "failed", "error": "x"}))
     assert dead["level"] == "unknown" and "1 of 1 attacks failed" in dead["details"][0]
     shifted = _results(a=_ok(0.9, 0.2, [0.85, 0.95], [0.15, 0.25]))
-    shifted["sections"] = {"guards": {"kind": "guards", "status": "ok", "warnings": ["DISTRIBUTION SHIFT: ..."]}}
+    shifted.sections = {"guards": SectionResult.from_json("guards", {"kind": "guards", "status": "ok",
+                                                                      "warnings": ["DISTRIBUTION SHIFT: ..."]})}
     assert compute_verdict(shifted)["confidence"] == "low"
 
 
@@ -367,7 +377,7 @@ def test_verdict_uses_multiplicity_adjusted_bounds_when_present(audit_dir):
     assert adjusted["level"] == "low" and adjusted["auc_lower"] == 0.58
     assert any("Bonferroni over 6 figures" in d for d in adjusted["details"])
     # the real audit (2 attacks x 2 directions x 2 figures, 200 resamples): bounds at 1 - 0.05/8, below the 95% ones
-    data = load_results(audit_dir)
+    data = read_results(audit_dir).to_json()
     for name in ("loss", "sima"):
         m = data["attacks"][name]["metrics"]
         joint = m["simultaneous_lower"]
@@ -402,7 +412,7 @@ def _rewrite(src: Path, dst: Path, **changes) -> Path:
 def test_unknown_schema_version_fails_naming_it(failed_dir, tmp_path, version, words):
     run = _rewrite(failed_dir, tmp_path / "old", version=version)
     with pytest.raises(GenleakError) as info:
-        load_results(run)
+        read_results(run).to_json()
     for w in words:
         assert w in str(info.value)
 
@@ -412,15 +422,15 @@ def test_damaged_and_foreign_files_fail_clearly(failed_dir, tmp_path):
     data["attacks"]["loss"].pop("metrics")
     (tmp_path / "results.json").write_text(json.dumps(data))
     with pytest.raises(GenleakError, match="attacks.loss.status is 'ok' but it has no metrics"):
-        load_results(tmp_path)
+        read_results(tmp_path).to_json()
     (tmp_path / "results.json").write_text(json.dumps({"format": "something.else", "version": 1}))
     with pytest.raises(GenleakError, match="not a genleak results file"):
-        load_results(tmp_path)
+        read_results(tmp_path).to_json()
 
 
 def test_schema_is_documented(audit_dir):
     doc = (ROOT / "docs" / "results-schema.md").read_text()
-    data = load_results(audit_dir)
+    data = read_results(audit_dir).to_json()
     assert "version" in doc and '"format": "genleak.results"' in doc
     keys = set(data) | set(data["split"]) | set(data["attacks"]["loss"]) | set(data["attacks"]["loss"]["metrics"])
     keys |= set(data["sections"]["test-cdi"]) | set(data["verdict"])
@@ -444,7 +454,7 @@ def test_report_and_compare_commands(audit_dir, failed_dir, tmp_path, cli):
                                 "baseline,DistillMD", "--out", str(tmp_path / "cmp.html"))
     assert code == 0, err
     assert "baseline" in stdout and "DistillMD" in stdout and "failed" in stdout
-    base = load_results(audit_dir)["attacks"]["loss"]["metrics"]["auc"]
+    base = read_results(audit_dir).to_json()["attacks"]["loss"]["metrics"]["auc"]
     assert f"{base:.3f}" in stdout
     cells = metric_cells(tmp_path / "cmp.html")
     auc0 = [a for a, _ in cells if a.get("data-run") == "0" and a.get("data-attack") == "loss" and a["data-metric"] == "auc"]
@@ -459,10 +469,10 @@ def test_audit_command(overfit_ddpm, tmp_path, cli):
                                 "--param", "sima.t=10", "--bootstrap", "50")
     assert code == 0, err
     assert "verdict:" in stdout and (out / REPORT_FILE).is_file()
-    data = load_results(out)
+    data = read_results(out).to_json()
     assert data["attacks"]["sima"]["config"]["t"] == 10 and data["settings"]["attack_params"] == {"sima": {"t": 10}}
     assert data["command"].startswith("genleak audit --target") and data["sections"] == {}
-    assert data["verdict"] == compute_verdict(data)
+    assert data["verdict"] == compute_verdict(read_results(out))
     code, _, err = cli("audit", "--target", str(overfit_ddpm.folder), "--split",
                            str(overfit_ddpm.split_path), "--out", str(tmp_path / "bad"), "--sections", "nope")
     assert code == 2 and "unknown audit section" in err and not (tmp_path / "bad").exists()
@@ -515,7 +525,7 @@ def test_mlflow_logs_the_same_metrics(audit_dir, tmp_path, monkeypatch):
     run_id, uri = log_to_mlflow(audit_dir)
     assert uri == (tmp_path / "mlruns").resolve().as_uri()
     run = MlflowClient(tracking_uri=uri).get_run(run_id)
-    data = load_results(audit_dir)
+    data = read_results(audit_dir).to_json()
     for attack in ("loss", "sima"):
         m = data["attacks"][attack]["metrics"]
         assert run.data.metrics[f"{attack}.auc"] == m["auc"]
@@ -574,12 +584,12 @@ PIXEL_RECIPE = {"config": {"steps": 1250, "block_out_channels": [32, 64], "lr": 
 def _facts(kind, training=None, sections=None, **attacks):
     from genleak.report.recommend import AuditFacts
 
-    data = {"target": {"kind": kind}, "attacks": attacks,
+    data = {"target": {"kind": kind}, "attacks": json.loads(json.dumps(attacks)),
             "split": {"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500},
             "audit": {"target_path": "/runs/base", "split_path": "/runs/split.json", "training": training or {}}}
     if sections:
         data["sections"] = sections
-    return AuditFacts.from_results(data, run_dir="/runs/audit")
+    return AuditFacts.from_results(_typed(**data), run_dir="/runs/audit")
 
 
 def _by_id(recs):
@@ -612,7 +622,7 @@ def test_defense_section_on_the_overfit_audit(audit_dir, tmp_path):
     assert {"distillmd", "dualmd"} <= set(recs), recs.keys()
     assert recs["distillmd"]["priority"] == "recommended"
     assert recs["dualmd"]["priority"] == "consider" and "weights stay private" in recs["dualmd"]["applies_if"]
-    split = str(Path(load_results(run)["audit"]["split_path"]))
+    split = str(Path(read_results(run).to_json()["audit"]["split_path"]))
     disjoint = recs["distillmd"]["commands"][0]
     assert disjoint.startswith("genleak defend disjoint --split ") and split in disjoint
     assert "--steps 1250 --channels 32,64" in disjoint  # the overfit fixture's recipe (genleak_train.json)
@@ -633,7 +643,7 @@ def test_defense_section_on_the_overfit_audit(audit_dir, tmp_path):
     assert recs["dualmd"]["expected_effect"]["paper_claim_held"] == "no"  # RESULTS.md: 0.854 -> 0.871
     assert got["warnings"] == [] and got["metrics"]["recommended"] >= 1
     # the earlier sections stayed in results.json next to the new one, and the page renders it
-    data = load_results(run)
+    data = read_results(run).to_json()
     assert {"test-cdi", "defense"} <= set(data["sections"])
     write_report([run], run / REPORT_FILE)
     page = (run / REPORT_FILE).read_text()

@@ -9,7 +9,7 @@ import pytest
 
 from genleak.errors import GenleakError
 from genleak.metrics import evaluate
-from genleak.report.results import load_results, read_results, save_results
+from genleak.report.results import read_results, save_results
 from genleak.results import RESULTS_VERSION, AttackResult, AuditResult, CDIOutcome, SectionResult
 
 
@@ -48,7 +48,7 @@ def test_a_result_round_trips_through_json(tmp_path):
     data["attacks"]["loss"]["metrics"]["simultaneous_lower"] = {"auc": 0.6}
     save_results(data, tmp_path)
     assert read_results(tmp_path).attack("loss").metrics_extra == {"simultaneous_lower": {"auc": 0.6}}
-    assert load_results(tmp_path) == data
+    assert read_results(tmp_path).to_json() == data
 
 
 def test_old_version_1_files_load_as_written_other_versions_are_refused_in_one_line(tmp_path):
@@ -70,8 +70,8 @@ def test_old_version_1_files_load_as_written_other_versions_are_refused_in_one_l
     loss = r.attack("loss")
     assert loss.metrics.auc == data["attacks"]["loss"]["metrics"]["auc"] and loss.metrics.leakage_auc is None
     assert (r.bootstrap, r.machine, r.sections["cdi"].title) == (None, None, None)
-    assert load_results(tmp_path) == old  # written back unchanged: nothing added
-    assert compute_verdict(load_results(tmp_path))["level"] == compute_verdict(data)["level"]
+    assert read_results(tmp_path).to_json() == old  # written back unchanged: nothing added
+    assert compute_verdict(read_results(tmp_path))["level"] == compute_verdict(_result())["level"]
     for bad, words in (({**data, "version": 2}, "version 2; genleak .* reads only version 1 .*newer genleak"),
                        ({**data, "version": 0}, "version 0; .*rerun"),
                        ({**data, "format": "x"}, "not a genleak results file"),
@@ -79,5 +79,28 @@ def test_old_version_1_files_load_as_written_other_versions_are_refused_in_one_l
                        ({**data, "attacks": {"loss": {"status": "ok", "metrics": {"auc": 0.9}}}}, "metrics lacks")):
         (tmp_path / "results.json").write_text(json.dumps(bad))
         with pytest.raises(GenleakError, match=words) as info:
-            load_results(tmp_path)
+            read_results(tmp_path).to_json()
         assert "\n" not in str(info.value)
+
+
+def test_a_cdi_result_round_trips_through_cdi_json_and_refuses_other_versions():
+    """cdi.json is written and read through ``CDIResult``: the verdict, both p-values, the scorer and both
+    minimum-|P| curves come back as written; a foreign format or version is refused in one line."""
+    from genleak.inference.cdi import CDIConfig, cdi_test
+    from genleak.results import CDI_VERSION, CDIResult
+
+    rng = np.random.default_rng(1)
+    p, u = rng.normal(0.4, 1, (60, 2)), rng.normal(0, 1, (60, 2))
+    r = cdi_test(p, u, CDIConfig(n_resamples=20, permutations=99, sizes=[10, 30], refit_resamples=20),
+                 columns=["a", "b"], feature_names=["a", "b"])
+    data = json.loads(json.dumps(r.to_json()))
+    assert (data["format"], data["version"]) == ("genleak.cdi", CDI_VERSION)
+    back = CDIResult.from_json(data)
+    assert back.to_json() == data
+    assert (back.p_value, back.rejected, back.t_statistic, back.scorer_auc) == (r.p_value, r.rejected, r.t_statistic, r.scorer_auc)
+    assert back.curve == r.curve and back.fixed_curve == r.fixed_curve and [c.n_suspect for c in back.curve] == [10, 30, 60]
+    assert back.min_suspect_size == r.min_suspect_size and back.curve_method == "refit"
+    for bad, words in (({**data, "version": 2}, "newer"), ({**data, "format": "x"}, "not a genleak CDI file"),
+                       ({k: v for k, v in data.items() if k != "scorer"}, "damaged")):
+        with pytest.raises(GenleakError, match=words):
+            CDIResult.from_json(bad)

@@ -16,6 +16,7 @@ import torch
 
 from genleak.metrics import bootstrap_ci, evaluate, leakage_interval, simultaneous_lower, tpr_at_fpr
 from genleak.report.verdict import compute_verdict, judged_side, level_of, simultaneous_confidence
+from genleak.results import AuditResult
 
 
 def _scores(shift: float, n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -25,8 +26,13 @@ def _scores(shift: float, n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.n
 
 
 def _results(**metrics: dict) -> dict:
-    return {"split": {"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500},
+    return {"format": "genleak.results", "version": 1, "seed": 0, "target": {},
+            "split": {"name": "s", "fingerprint": "f", "n_members": 500, "n_nonmembers": 500},
             "attacks": {k: {"status": "ok", "access": "gray-box", "metrics": m} for k, m in metrics.items()}}
+
+
+def _typed(**metrics: dict) -> AuditResult:
+    return AuditResult.from_json(_results(**metrics))
 
 
 def test_a_flipped_attack_reports_one_minus_auc_and_the_flipped_tprs():
@@ -58,18 +64,18 @@ def test_verdict_names_a_reversed_signal_as_a_leak():
     m, n = _scores(0.47)
     metrics = evaluate(m, n, bootstrap=1000, seed=0).to_dict()
     assert level_of(metrics["auc_ci"][0], metrics["tpr_at_1pct_fpr_ci"][0]) == "none"  # the one-sided reading
-    v = compute_verdict(_results(secmi=metrics))
+    v = compute_verdict(_typed(secmi=metrics))
     assert (v["level"], v["direction"], v["attack"]) == ("low", "flipped", "secmi")
     assert v["point_level"] == "moderate"
     assert v["auc_lower"] == pytest.approx(0.585571) and v["tpr_at_1pct_fpr_lower"] == 0.014
     assert v["headline"].startswith("secmi, sign-flipped, reaches AUC 0.621 [95% CI 0.586, 0.657] and "
                                     "TPR@1%FPR 0.032")
     assert any("reversed signal" in d and "not privacy" in d for d in v["details"])
-    assert judged_side(metrics)[0] == "flipped"
+    assert judged_side(_typed(secmi=metrics).attack("secmi"))[0] == "flipped"
     # A chance-level attack stays "direct" and "none", whichever side its CI leans to.
     chance = evaluate(*_scores(0.0, seed=7), bootstrap=1000, seed=0).to_dict()
     assert chance["auc"] == pytest.approx(0.467248) and chance["auc_ci"][1] == pytest.approx(0.502827)
-    assert judged_side(chance)[0] == "direct" and compute_verdict(_results(a=chance))["level"] == "none"
+    assert judged_side(_typed(a=chance).attack("a"))[0] == "direct" and compute_verdict(_typed(a=chance))["level"] == "none"
 
 
 def test_audit_bounds_are_two_sided_and_bonferroni_over_both_directions():
@@ -81,7 +87,8 @@ def test_audit_bounds_are_two_sided_and_bonferroni_over_both_directions():
                     loss=evaluate(cm, cn, bootstrap=1000, seed=0).to_dict())
     fake = SimpleNamespace(attacks=[SimpleNamespace(name=k, ok=True, member_scores=a, nonmember_scores=b)
                                     for k, a, b in (("secmi", m, n), ("loss", cm, cn))])
-    _add_audit_bounds(data, fake, (np.ones(500, bool), np.ones(500, bool)), 1000, 0)
+    _add_audit_bounds({k: a["metrics"] for k, a in data["attacks"].items()}, fake, (np.ones(500, bool), np.ones(500, bool)),
+                      1000, 0)
     joint = data["attacks"]["secmi"]["metrics"]["simultaneous_lower"]
     assert joint["confidence"] == simultaneous_confidence(2) == 1 - 0.05 / 8 and joint["family_size"] == 8
     hi = bootstrap_ci(m, n, "auc", n_resamples=1000, confidence=joint["confidence"])[1]
@@ -90,7 +97,7 @@ def test_audit_bounds_are_two_sided_and_bonferroni_over_both_directions():
                      "confidence": joint["confidence"], "family_size": 8, "rule": joint["rule"]}
     got = data["attacks"]["secmi"]["metrics"]
     assert got["flipped_tpr_at_01pct_fpr_ci"] == pytest.approx([0.00595, 0.034])
-    v = compute_verdict(data)
+    v = compute_verdict(AuditResult.from_json(data))
     assert (v["level"], v["direction"], v["auc_lower"]) == ("low", "flipped", joint["flipped_auc"])
     assert any("Bonferroni over 8 figures" in d for d in v["details"])
 
@@ -102,7 +109,7 @@ def test_recommendation_and_report_treat_a_flipped_signal_as_a_leak(tmp_path):
     m, n = _scores(0.47)
     metrics = evaluate(m, n, bootstrap=1000, seed=0).to_dict()
     data = {**_results(secmi=metrics), "target": {"kind": "pixel-ddpm"}}
-    facts = AuditFacts.from_results(data)
+    facts = AuditFacts.from_results(AuditResult.from_json(data))
     (row,) = facts.attacks
     assert (row.direction, row.level, row.tpr_at_1pct_fpr) == ("flipped", "low", 0.032)
     assert row.auc == pytest.approx(0.621016)
@@ -112,8 +119,7 @@ def test_recommendation_and_report_treat_a_flipped_signal_as_a_leak(tmp_path):
     # Re-rated two-sided: the latent DistillMD left reversed leaks of 0.596 / 0.627 (SimA / CLiD).
     latent = EVIDENCE["distillmd-latent"]
     assert latent.paper_claim_held == "partly" and "0.627" in latent.caveat
-    full = {**data, "seed": 0, "format": "genleak.results", "version": 1}
-    page = render_report([Run(path=tmp_path, data=full, label="run")])
+    page = render_report([Run(path=tmp_path, result=AuditResult.from_json(data), label="run")])
     assert 'data-metric="leakage_auc" data-value="0.621016"' in page and "sign-flipped" in page
     assert 'data-metric="flipped_tpr_at_1pct_fpr" data-value="0.032"' in page
 
@@ -179,8 +185,7 @@ def test_defense_tables_and_mlflow_keys_show_the_flipped_signal():
     cell = _leak_cell(row, " / ", 3)
     assert cell.startswith(f"{m['auc']:.3f} / ") and f"(flipped: {m['leakage_auc']:.3f} / " in cell
     assert "flipped" not in _leak_cell({**row, "leak_direction": "direct"}, " / ", 3)
-    data = {"seed": 0, "split": {"fingerprint": "f"}, "target": {}, "attacks": {"secmi": {"status": "ok", "metrics": m, "config": {}}}}
-    _, metrics, _ = mlflow_payload(data)
+    _, metrics, _ = mlflow_payload(_typed(secmi=m))
     assert metrics["secmi.leakage_auc"] == pytest.approx(m["leakage_auc"])
     # N(-1.2, 1) vs N(0, 1), 400 vs 400: the flipped TPR@1%FPR averages 0.14; seed 0 makes it deterministic,
     # and over 200 other seeds its minimum was 0.035

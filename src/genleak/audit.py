@@ -37,6 +37,7 @@ import numpy as np
 
 from genleak.errors import GenleakError
 from genleak.report.sections import SectionFn, SectionSkipped, SectionSpec
+from genleak.results import AuditResult
 
 SECTIONS_ENTRY_POINTS = "genleak.audit_sections"
 _REGISTERED: dict[str, SectionSpec] = {}  # register_section, at run time
@@ -180,7 +181,7 @@ def cdi_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     write_cdi(result, folder)
     messages = list(result.warnings)
     messages += [str(w.message) for w in caught if str(w.message) not in messages]
-    d = result.to_dict()
+    d = result.to_json()
     points = d["min_p_curve"]["points"]
     curve = None
     if points:
@@ -348,16 +349,17 @@ def run_audit(
     split_check: dict[str, Any] | None = None,
     calibration_fraction: float = 0.0,
     precision: str = "fp32",
-) -> dict[str, Any]:
+) -> AuditResult:
     """Attacks -> extra CIs -> sections -> verdict -> ``results.json`` + ``report.html`` in ``out``.
 
     ``split_check`` (``pipeline.check_target_split``'s record) is stored as ``results.json["split_check"]``.
-    Returns the results dict as written. Resumable like ``run_attacks``: cached scores are reused.
+    Returns the result as written. Resumable like ``run_attacks``: cached scores are reused.
     """
     from genleak.pipeline import run_attacks
     from genleak.report.html import REPORT_FILE, write_report
-    from genleak.report.results import evaluation_masks, load_results, save_results, write_results
+    from genleak.report.results import evaluation_masks, read_results, save_results, write_results
     from genleak.report.verdict import compute_verdict
+    from genleak.results import SectionResult
 
     out = Path(out)
     names = applicable_attacks(target, attacks)
@@ -373,19 +375,20 @@ def run_audit(
     if split_check is not None:
         extra["split_check"] = split_check
     write_results(result, out, extra=extra)
-    data = load_results(out)
+    written = read_results(out)
     if bootstrap:
-        _add_audit_bounds(data, result, evaluation_masks(split.members.ids, split.nonmembers.ids, data["split"]),
+        _add_audit_bounds({a.name: a.metrics_extra for a in written.attacks}, result, evaluation_masks(split.members.ids, split.nonmembers.ids, written.split),
                           bootstrap, seed)
-        save_results(data, out)
-    data["sections"] = run_sections(target, split, out, specs)
-    data["verdict"] = compute_verdict(data)
-    save_results(data, out)
+        save_results(written, out)
+    written.sections = {n: SectionResult.from_json(n, s) for n, s in run_sections(target, split, out, specs).items()}
+    written.verdict = compute_verdict(written)
+    save_results(written, out)
     write_report([out], out / REPORT_FILE)
-    return data
+    return written
 
 
-def _add_audit_bounds(data: dict[str, Any], result: Any, masks: tuple[Any, Any], bootstrap: int, seed: int) -> None:
+def _add_audit_bounds(metrics_of: dict[str, dict[str, Any]], result: Any, masks: tuple[Any, Any], bootstrap: int,
+                      seed: int) -> None:
     """The audit's extra intervals per successful attack, with the CIs' seed and resample count:
     the TPR@0.1%FPR CIs, direct and sign-flipped (``evaluate`` only bootstraps the 1% ones) and lower
     bounds of AUC and TPR@1%FPR, both directions, that stay valid when the verdict picks the most
@@ -401,7 +404,7 @@ def _add_audit_bounds(data: dict[str, Any], result: Any, masks: tuple[Any, Any],
         if ms.ndim > 1:
             ms, ns = ms[:, 0], ns[:, 0]
         ms, ns = ms[mask_m], ns[mask_n]
-        metrics = data["attacks"][a.name]["metrics"]
+        metrics = metrics_of[a.name]
         for prefix in ("", "flipped_"):
             metrics[f"{prefix}tpr_at_01pct_fpr_ci"] = list(bootstrap_ci(ms, ns, f"{prefix}tpr_at_fpr", n_resamples=bootstrap,
                                                                       seed=seed, max_fpr=0.001))

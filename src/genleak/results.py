@@ -1,4 +1,5 @@
-"""The typed results of a run: attacks, sections (CDI's among them) and the audit, as ``results.json`` holds them.
+"""The typed results of a run: attacks, sections (CDI's among them) and the audit, as ``results.json`` holds them,
+and a CDI result (``CDIResult``, with its minimum-|P| curve of ``CurvePoint``) as ``cdi.json`` holds it.
 
 Everything that writes or reads ``results.json`` goes through ``AuditResult.to_json`` / ``from_json``
 (``genleak.report.results`` adds the file, the plot and the folder). The on-disk schema is
@@ -7,15 +8,18 @@ key, so every version-1 file loads, also one from before an optional key existed
 metrics, ``bootstrap``, ...): such a key is None ("not recorded") and stays out of ``to_json``,
 never a guessed value. Any other version, a foreign format or a damaged structure is refused with
 one line. ``from_json(d).to_json() == d`` for a valid ``d``: keys this module does not know (an
-optional key a newer writer added) are kept, never dropped.
+optional key a newer writer added) are kept, never dropped. ``cdi.json`` is ``format: genleak.cdi``,
+``version: 1``, checked the same way (``CDIResult.from_json(d).to_json() == d``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,6 +32,9 @@ from genleak.metrics import MetricReport
 RESULTS_FORMAT = "genleak.results"
 RESULTS_VERSION = 1
 RESULTS_FILE = "results.json"
+CDI_FORMAT = "genleak.cdi"
+CDI_VERSION = 1
+CDI_FILE = "cdi.json"
 ATTACK_STATUSES = ("ok", "failed")
 SECTION_STATUSES = ("ok", "failed", "skipped")
 # Keys renderers read from every ok attack's metrics; older version-1 files hold at least these.
@@ -66,6 +73,21 @@ def machine_info() -> dict[str, Any]:
 
 def _damaged(where: str, msg: str) -> GenleakError:
     return GenleakError(f"'{where}' is damaged: {msg}")
+
+
+def _check_format(data: Any, where: str, fmt: str, version: int, kind: str, rewrite: str) -> None:
+    """One GenleakError line unless ``data`` is a ``fmt`` document of ``version`` (``kind``: results, CDI)."""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise GenleakError(f"'{where}' is not a genleak {kind} file (format={found!r})")
+    got = data.get("version")
+    if got is None:
+        raise GenleakError(f"'{where}' has no {kind} schema version; this genleak reads version {version}")
+    if got != version:
+        hint = ("it was written by a newer genleak: upgrade genleak" if isinstance(got, int) and got > version
+                else rewrite)
+        raise GenleakError(f"'{where}' has {kind} schema version {got}; genleak {genleak.__version__} reads only "
+                           f"version {version} ({hint})")
 
 
 def metric_report_from_json(d: dict[str, Any]) -> MetricReport:
@@ -266,17 +288,8 @@ class AuditResult:
     @classmethod
     def from_json(cls, data: Any, where: str = RESULTS_FILE) -> AuditResult:
         """Check the format, the version and the structure readers rely on; one GenleakError line if not."""
-        if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-            fmt = data.get("format") if isinstance(data, dict) else None
-            raise GenleakError(f"'{where}' is not a genleak results file (format={fmt!r})")
-        version = data.get("version")
-        if version is None:
-            raise GenleakError(f"'{where}' has no results schema version; this genleak reads version {RESULTS_VERSION}")
-        if version != RESULTS_VERSION:
-            hint = ("it was written by a newer genleak: upgrade genleak" if isinstance(version, int) and version > RESULTS_VERSION
-                    else "rerun `genleak attack` or `genleak audit` to rewrite it")
-            raise GenleakError(f"'{where}' has results schema version {version}; genleak {genleak.__version__} reads only "
-                               f"version {RESULTS_VERSION} ({hint})")
+        _check_format(data, where, RESULTS_FORMAT, RESULTS_VERSION, "results",
+                      "rerun `genleak attack` or `genleak audit` to rewrite it")
         for key, kind in (("target", dict), ("split", dict), ("attacks", dict), ("seed", int)):
             if not isinstance(data.get(key), kind):
                 raise _damaged(where, f"'{key}' is missing or not a {kind.__name__}")
@@ -316,3 +329,225 @@ class AuditResult:
             if sec.kind == "cdi" and sec.status == "ok":
                 return CDIOutcome.from_json(sec.metrics or {})
         return None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Aggregates over the resamples at one suspect-set size."""
+
+    n_suspect: int
+    n_reference: int
+    mean_p: float  # arithmetic mean of the p-values (supplement C.5): the reported figure
+    median_p: float
+    p_ci: tuple[float, float]  # 2.5% / 97.5% quantiles of the per-resample p-values
+    reject_rate: float  # fraction of resamples with p < alpha: the test's empirical power
+    power: float  # analytic power at alpha from Cohen's d of the full score sets (supplement C.17)
+    set_mia_tpr: float  # set-level MIA baseline (max score per set) TPR@1%FPR (ch. 8.5.2)
+    resamples: int | None = None  # resamples used at this size (the refitted curve: stats_refit.resamples_at)
+    mean_p_one_sided: float | None = None  # refitted curve: both sidednesses (mean_p is the configured one)
+    mean_p_two_sided: float | None = None
+
+    @classmethod
+    def from_pvalues(cls, n: int, m: int, pv: np.ndarray, alpha: float, power: float, max_p: np.ndarray,
+                     max_u: np.ndarray, **extra: float | int) -> CurvePoint:
+        """The point for the per-resample p-values ``pv`` and set maxima ``max_p`` / ``max_u`` at size n."""
+        from genleak.metrics import tpr_at_fpr
+
+        lo, hi = np.quantile(pv, [0.025, 0.975])
+        return cls(n_suspect=n, n_reference=m, mean_p=float(pv.mean()), median_p=float(np.median(pv)),
+                   p_ci=(float(lo), float(hi)), reject_rate=float((pv < alpha).mean()), power=power,
+                   set_mia_tpr=tpr_at_fpr(max_p, max_u, 0.01), **extra)
+
+    def to_json(self) -> dict[str, float | int | list[float]]:
+        extra = {k: getattr(self, k) for k in ("resamples", "mean_p_one_sided", "mean_p_two_sided")
+                 if getattr(self, k) is not None}
+        return {
+            "n_suspect": self.n_suspect,
+            "n_reference": self.n_reference,
+            "mean_p": self.mean_p,
+            "median_p": self.median_p,
+            "p_ci": [self.p_ci[0], self.p_ci[1]],
+            "reject_rate": self.reject_rate,
+            "power": self.power,
+            "set_mia_tpr_at_1pct_fpr": self.set_mia_tpr,
+        } | extra
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CurvePoint:
+        return cls(n_suspect=d["n_suspect"], n_reference=d["n_reference"], mean_p=d["mean_p"], median_p=d["median_p"],
+                   p_ci=(d["p_ci"][0], d["p_ci"][1]), reject_rate=d["reject_rate"], power=d["power"],
+                   set_mia_tpr=d["set_mia_tpr_at_1pct_fpr"], resamples=d.get("resamples"),
+                   mean_p_one_sided=d.get("mean_p_one_sided"), mean_p_two_sided=d.get("mean_p_two_sided"))
+
+
+@dataclass
+class CDIResult:
+    """A CDI verdict with the numbers behind it: what ``cdi.json`` holds (``to_json`` / ``from_json``;
+    one read back has no score or feature arrays: they live in ``scores.npz``)."""
+
+    rejected: bool
+    verdict: str
+    alpha: float
+    alternative: str
+    p_value: float  # the verdict's p-value (p_method)
+    p_method: str
+    p_value_welch: float  # parametric Welch p on the pooled out-of-fold scores (the thesis' figure)
+    permutation: dict[str, float] | None
+    t_statistic: float
+    df: float
+    n_suspect: int
+    n_reference: int
+    features: list[str]
+    columns: list[str]
+    access: str
+    scorer_auc: float
+    single_features: dict[str, dict[str, float]]
+    best_single: tuple[str, float]
+    coefficients: dict[str, tuple[float, float]]
+    cohens_d: float
+    power: float
+    curve: list[CurvePoint]  # the headline curve: refitted scorer unless curve_method == "fixed"
+    min_suspect_size: int | None
+    curve_method: str = "refit"
+    fixed_curve: list[CurvePoint] = field(default_factory=list)  # fixed-scorer view (overstates power at small n)
+    min_suspect_size_fixed: int | None = None
+    p_values: dict[str, dict[str, float] | None] = field(default_factory=dict)  # {"welch"|"permutation": {one/two-sided}}
+    shift_detected: bool = False
+    guards: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    scores_p: np.ndarray | None = None
+    scores_u: np.ndarray | None = None
+    features_p: np.ndarray | None = None  # the scorer's inputs, saved so `genleak verify` can refit and re-test
+    features_u: np.ndarray | None = None
+    genleak_version: str | None = genleak.__version__
+
+    @property
+    def min_suspect_size_refit(self) -> int | None:
+        return self.min_suspect_size if self.curve_method == "refit" else None
+
+    @property
+    def t_sign(self) -> str:
+        return "+" if self.t_statistic > 0 else ("-" if self.t_statistic < 0 else "0")
+
+    def to_json(self) -> dict[str, Any]:
+        one_sided = self.alternative == "greater"
+        return _json_safe(
+            {
+                "format": CDI_FORMAT,
+                "version": CDI_VERSION,
+                "genleak_version": self.genleak_version,
+                "verdict": self.verdict,
+                "rejected": self.rejected,
+                "alpha": self.alpha,
+                "test": "Welch's t-test, "
+                + ("one-sided (H0: mean score(P) <= mean score(U))" if one_sided else "two-sided (H0: mean score(P) == mean score(U))"),
+                "alternative": self.alternative,
+                "p_value": self.p_value,
+                "p_method": self.p_method,
+                "p_value_welch": self.p_value_welch,
+                "p_values": {
+                    **self.p_values,
+                    "verdict_uses": f"{self.p_method}, {'one' if one_sided else 'two'}-sided",
+                    "note": "thesis ch. 8.4.3: one-sided Welch (H1: mean score(P) > mean score(U)); the authors' code "
+                    "(CDI and IAR evaluate.py get_p_value: scipy ttest_ind, equal_var=False) computes two-sided",
+                },
+                "permutation": self.permutation,
+                "t_statistic": self.t_statistic,
+                "t_sign": self.t_sign,
+                "df": self.df,
+                "n_suspect": self.n_suspect,
+                "n_reference": self.n_reference,
+                "features": self.features,
+                "columns": self.columns,
+                "access": self.access,
+                "scorer": {
+                    "model": "StandardScaler + LogisticRegression (logit), k-fold out-of-fold",
+                    "auc_out_of_fold": self.scorer_auc,
+                    "coefficients": {c: {"mean": m, "std": s} for c, (m, s) in self.coefficients.items()},
+                },
+                "single_features": self.single_features,
+                "best_single_feature": {"column": self.best_single[0], "auc": self.best_single[1]},
+                "power": {
+                    "cohens_d": self.cohens_d,
+                    "power_at_alpha": self.power,
+                    "note": "power of the t-test at alpha = the dataset test's TPR@FPR=alpha (supplement C.17)",
+                },
+                "min_p_curve": _curve_dict(self.curve, self.min_suspect_size, self.curve_method),
+                "fixed_scorer_curve": None
+                if self.curve_method == "fixed"
+                else _curve_dict(self.fixed_curve, self.min_suspect_size_fixed, "fixed"),
+                "shift_detected": self.shift_detected,
+                "guards": self.guards,
+                "warnings": self.warnings,
+                "provenance": self.provenance,
+            }
+        )
+
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = CDI_FILE) -> CDIResult:
+        """Check the format and version of a ``cdi.json`` document and read it back; one GenleakError line if not."""
+        _check_format(d, where, CDI_FORMAT, CDI_VERSION, "CDI", "rerun `genleak infer` to rewrite it")
+        try:
+            curve, fixed, scorer, power = d["min_p_curve"], d["fixed_scorer_curve"], d["scorer"], d["power"]
+            return cls(
+                rejected=bool(d["rejected"]), verdict=d["verdict"], alpha=d["alpha"], alternative=d["alternative"],
+                p_value=d["p_value"], p_method=d["p_method"], p_value_welch=d["p_value_welch"],
+                permutation=d["permutation"], t_statistic=d["t_statistic"], df=d["df"], n_suspect=d["n_suspect"],
+                n_reference=d["n_reference"], features=d["features"], columns=d["columns"], access=d["access"],
+                scorer_auc=scorer["auc_out_of_fold"], single_features=d["single_features"],
+                best_single=(d["best_single_feature"]["column"], d["best_single_feature"]["auc"]),
+                coefficients={c: (v["mean"], v["std"]) for c, v in scorer["coefficients"].items()},
+                cohens_d=power["cohens_d"], power=power["power_at_alpha"],
+                curve=[CurvePoint.from_json(p) for p in curve["points"]], min_suspect_size=curve["min_suspect_size"],
+                curve_method="fixed" if curve["scorer"] == "fixed" else "refit",
+                fixed_curve=[] if fixed is None else [CurvePoint.from_json(p) for p in fixed["points"]],
+                min_suspect_size_fixed=None if fixed is None else fixed["min_suspect_size"],
+                p_values={k: v for k, v in d["p_values"].items() if k in ("welch", "permutation")},
+                shift_detected=bool(d["shift_detected"]), guards=d["guards"], warnings=list(d["warnings"]),
+                provenance=d["provenance"], genleak_version=d.get("genleak_version"),
+            )
+        except (KeyError, TypeError, IndexError, AttributeError) as err:
+            raise _damaged(where, f"{type(err).__name__}: {err}") from None
+
+
+_CURVE_METHOD = {
+    "refit": "REFITTED SCORER (supplement C.5, authors' cdi_perf.py): for every size and resample the k-fold "
+    "StandardScaler + LogisticRegression is refitted on that subset alone; independent subsets per size; mean "
+    "p-value over resamples",
+    "fixed": "FIXED-SCORER VIEW: out-of-fold scores of one k-fold scorer fitted on all of P and U, subsampled "
+    "(nested across sizes); the scorer saw more data than an owner holding n samples, so this view "
+    "overstates power (and understates the minimum |P|) at small n",
+}
+
+
+def _curve_dict(points: Sequence[CurvePoint], min_size: int | None, method: str) -> dict[str, Any]:
+    counts = sorted({p.resamples for p in points if p.resamples is not None})
+    return {
+        "scorer": "refitted" if method == "refit" else "fixed",
+        "method": _CURVE_METHOD[method],
+        "resamples": counts[-1] if counts else None,
+        "resamples_min": counts[0] if counts else None,
+        "resamples_note": None if len(counts) < 2 else f"{counts[0]}-{counts[-1]} resamples per size: a size stops "
+        "after a multiple of 200 once its mean p is > 4 standard errors from alpha (its side of alpha settled), and "
+        "each size is capped at refit_budget rows of (|P| + |U|) per resample (stats_refit)",
+        "points": [p.to_json() for p in points],
+        "min_suspect_size": min_size,
+    }
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN -> None, +-inf -> +-1e308 (JSON has neither), numpy scalars -> Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return math.copysign(1e308, obj)
+    return obj

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from genleak.errors import GenleakError
+from genleak.results import CDI_FILE, CDIResult
 
 RESCORE_RTOL = 1e-4  # of the largest |saved score| of the attack (float noise measured <= 6e-7)
 METRIC_TOL = 1e-9  # absolute + relative: recomputed from the same scores, only summation order may differ
-CDI_FILE = "cdi.json"
 
 
 @dataclass
@@ -110,18 +110,19 @@ def _load_matching(v: Verification, what: str, path: Any, load: Any, recorded_fp
 
 
 def _verify_mia(folder: Path, v: Verification, target: Any, split: Any, rescore: int, sample_seed: int) -> None:
-    from genleak.report.results import load_results
+    from genleak.report.results import read_results
 
-    data = load_results(folder)
+    result = read_results(folder)
+    data = result.to_json()  # the numbers as recorded, compared key by key with their recomputation
     recorded = {**(data.get("inputs") or {}), **(data.get("audit") or {})}
     t, s = _load_inputs(v, recorded, target, split, data["target"].get("fingerprint"), data["split"]["fingerprint"],
                         data["target"].get("guidance_scale"))
     scores = _check_metrics(folder, data, v)
-    if "verdict" in data:
+    if result.verdict is not None:
         from genleak.report.verdict import compute_verdict
 
-        got = compute_verdict(data)
-        rec = data["verdict"] or {}
+        got = compute_verdict(result)
+        rec = result.verdict
         v.check(all(got.get(k) == rec.get(k) for k in ("level", "label")), f"verdict '{rec.get('label')}'",
                 f"verdict: results.json says {rec.get('label')!r}, its metrics give {got.get('label')!r}")
     if t is not None and s is not None and rescore:
@@ -135,7 +136,7 @@ def _verify_mia(folder: Path, v: Verification, target: Any, split: Any, rescore:
     if section.get("status") == "ok" and (cdi / CDI_FILE).is_file():
         doc = _verify_cdi(cdi, v, None, None, rescore, sample_seed, inputs=(t, s), prefix="sections.cdi")
         for key in ("p_value", "n_suspect", "n_reference"):
-            _compare(v, f"sections.cdi.metrics.{key}", (section.get("metrics") or {}).get(key), doc.get(key))
+            _compare(v, f"sections.cdi.metrics.{key}", (section.get("metrics") or {}).get(key), getattr(doc, key))
 
 
 def _check_metrics(folder: Path, data: dict[str, Any], v: Verification) -> dict[str, tuple[np.ndarray, ...]]:
@@ -184,8 +185,7 @@ def _check_metrics(folder: Path, data: dict[str, Any], v: Verification) -> dict[
         masks = evaluation_masks(list(first[2]), list(first[3]), data["split"])
         fake = SimpleNamespace(attacks=[SimpleNamespace(name=n, ok=True, member_scores=scores[n][0],
                                                         nonmember_scores=scores[n][1]) for n in expected])
-        _add_audit_bounds({"attacks": {n: {"metrics": m} for n, m in expected.items()}}, fake, masks,
-                          int(bootstrap), seed)
+        _add_audit_bounds(expected, fake, masks, int(bootstrap), seed)
     for name, rep in expected.items():
         got = data["attacks"][name].get("metrics") or {}
         sub = Verification()
@@ -283,20 +283,18 @@ def _rescore_attack(v: Verification, name: str, config: dict[str, Any], t: Any, 
 
 
 def _verify_cdi(folder: Path, v: Verification, target: Any, split: Any, rescore: int, sample_seed: int, *,
-                inputs: tuple[Any, Any] | None = None, prefix: str = "cdi") -> dict[str, Any]:
+                inputs: tuple[Any, Any] | None = None, prefix: str = "cdi") -> CDIResult:
     """Recompute a CDI result from ``scores.npz``; ``inputs`` = (target, split) already loaded and checked."""
-    from genleak.inference.cdi import RESULT_FORMAT, CDIConfig
+    from genleak.inference.cdi import CDIConfig
     from genleak.inference.scoring import cross_val_scores, permutation_test
     from genleak.inference.stats import welch_ttest
     from genleak.metrics import auc
 
     try:
-        doc = json.loads((folder / CDI_FILE).read_text())
+        doc = CDIResult.from_json(json.loads((folder / CDI_FILE).read_text()), str(folder / CDI_FILE))
     except (OSError, ValueError) as err:
         raise GenleakError(f"'{folder / CDI_FILE}' is not readable JSON ({err})") from None
-    if not isinstance(doc, dict) or doc.get("format") != RESULT_FORMAT:
-        raise GenleakError(f"'{folder / CDI_FILE}' is not a genleak CDI result")
-    prov = doc.get("provenance") or {}
+    prov = doc.provenance
     cfg = CDIConfig.from_dict(prov.get("config") or {})
     try:
         with np.load(folder / "scores.npz", allow_pickle=False) as z:
@@ -309,8 +307,8 @@ def _verify_cdi(folder: Path, v: Verification, target: Any, split: Any, rescore:
     p_welch = 1.0 if math.isnan(p_welch) else p_welch
     for key, value in (("t_statistic", t_stat), ("df", df), ("p_value_welch", p_welch),
                        ("n_suspect", len(sp)), ("n_reference", len(su))):
-        _compare(v, f"{prefix}.{key}", doc.get(key), value)
-    _compare(v, f"{prefix}.scorer.auc_out_of_fold", (doc.get("scorer") or {}).get("auc_out_of_fold"), auc(sp, su))
+        _compare(v, f"{prefix}.{key}", getattr(doc, key), value)
+    _compare(v, f"{prefix}.scorer.auc_out_of_fold", doc.scorer_auc, auc(sp, su))
     p = p_welch
     if "features_suspect" in saved:
         xp, xu = saved["features_suspect"], saved["features_reference"]
@@ -327,8 +325,8 @@ def _verify_cdi(folder: Path, v: Verification, target: Any, split: Any, rescore:
                              "(written by an older genleak; rerun `genleak infer`)")
         p = None
     if p is not None:
-        _compare(v, f"{prefix}.p_value", doc.get("p_value"), p)
-        _compare(v, f"{prefix}.rejected", doc.get("rejected"), bool(p < cfg.alpha))
+        _compare(v, f"{prefix}.p_value", doc.p_value, p)
+        _compare(v, f"{prefix}.rejected", doc.rejected, bool(p < cfg.alpha))
     if inputs is None:
         rec = prov.get("inputs") or {}
         t, s = _load_inputs(v, rec, target, split, (prov.get("target") or {}).get("fingerprint"),

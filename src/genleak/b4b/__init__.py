@@ -13,12 +13,9 @@ Thesis chapter 6 / supplement A. Pieces, each usable on its own:
 Attributes are imported lazily so ``import genleak.b4b`` (and ``genleak --help``) stays light.
 """
 
-from __future__ import annotations
+from genleak._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
+_EXPORTS: dict[str, str] = {
     "B4BConfig": "genleak.b4b.config",
     "load_config": "genleak.b4b.config",
     "B4BDefense": "genleak.b4b.defense",
@@ -38,9 +35,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'genleak.b4b' has no attribute {name!r}")
+lazy_exports(__name__, _EXPORTS)

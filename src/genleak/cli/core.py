@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
             return
         inputs = {"target_path": str(target.resolve()), "split_path": str(split.resolve())}
         path = write_results(result, out, extra={"split_check": check, "inputs": inputs})
-        print_results(result.to_dict())
+        print_results(result)
         typer.echo(f"wrote {path} and {out / 'roc.png'}")
 
     @data.command("inspect")

@@ -48,7 +48,7 @@ def run_demo(
                   "then the default sections")
     # A quarter of each side calibrates the ASR threshold; metrics use the other three quarters.
     split, check = load_checked_split(out / "target", split_path, allow_mismatch=False)
-    data = run_audit(target, split, out, seed=seed, bootstrap=1000, command=command, calibration_fraction=0.25,
+    result = run_audit(target, split, out, seed=seed, bootstrap=1000, command=command, calibration_fraction=0.25,
                      target_path=out / "target", split_path=split_path, split_check=check)
-    print_audit(data, out)
-    return data
+    print_audit(result, out)
+    return result

@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
                              bootstrap=bootstrap, command=command_line())
         path = write_results(result, out, extra={"calibration": {"split": cal.name, "n_members": len(cal.members),
                                                                  "n_nonmembers": len(cal.nonmembers), **chosen.to_dict()}})
-        print_results(result.to_dict())
+        print_results(result)
         typer.echo(f"wrote {path}")
 
     @iar.command("infer")

@@ -7,7 +7,7 @@ imports (torch, matplotlib, mlflow) stay inside the command bodies so ``genleak 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -30,6 +30,9 @@ from genleak.cli.args import (
     split_csv,
 )
 
+if TYPE_CHECKING:
+    from genleak.results import AuditResult
+
 
 def _csv(text: str | None) -> list[str] | None:
     if text is None:
@@ -44,21 +47,21 @@ def _log_mlflow(run_dir: Path, uri: str | None, experiment: str) -> None:
     typer.echo(f"logged to MLflow run {run_id} ({used}, experiment '{experiment}')")
 
 
-def print_audit(data: dict[str, Any], out: Path) -> None:
+def print_audit(result: AuditResult, out: Path) -> None:
     """The audit's output: the results table, the verdict, failed sections and the defense recommendation."""
     from genleak.report.table import print_results
-    from genleak.report.verdict import compute_verdict
 
-    print_results(data)
-    verdict = compute_verdict(data)
+    print_results(result)
+    verdict = result.verdict or {}
     typer.echo(f"verdict: {verdict['label']}: {verdict['headline']} (confidence {verdict['confidence']})")
-    for name, sec in data.get("sections", {}).items():
-        if sec["status"] != "ok":
-            typer.echo(f"section {name}: {sec['status']}: {sec.get('error') or sec.get('reason')}")
-    for sec in data.get("sections", {}).values():  # the defense recommendation ends the audit's output
-        if sec.get("kind") == "defense" and sec["status"] == "ok":
-            typer.echo(f"defense: {sec.get('summary', '')}")
-            for rec in sec.get("recommendations") or []:
+    sections = result.sections or {}
+    for name, sec in sections.items():
+        if sec.status != "ok":
+            typer.echo(f"section {name}: {sec.status}: {sec.error or sec.reason}")
+    for sec in sections.values():  # the defense recommendation ends the audit's output
+        if sec.kind == "defense" and sec.status == "ok":
+            typer.echo(f"defense: {sec.summary or ''}")
+            for rec in sec.extra.get("recommendations") or []:
                 typer.echo(f"  [{rec['priority']}] {rec['name']}")
                 for command in rec.get("commands") or []:
                     typer.echo(f"    $ {command}")
@@ -98,13 +101,13 @@ def register(app: typer.Typer) -> None:
         set_threads(threads)
         s, check = load_checked_split(target, split, allow_split_mismatch)
         t = optimize(load_target(target, device=device), compile=compile_networks, channels_last=channels_last)
-        data = run_audit(t, s, rank_out(out), attacks=_csv(attacks), sections=_csv(sections), attack_params=parse_params(param),
+        result = run_audit(t, s, rank_out(out), attacks=_csv(attacks), sections=_csv(sections), attack_params=parse_params(param),
                          seed=seed, batch_size=batch_size, bootstrap=bootstrap, command=command_line(),
                          target_path=target, split_path=split, split_check=check, calibration_fraction=calibration,
                          precision=precision)
         if not main_process():  # the other ranks helped score; rank 0 writes and prints
             return
-        print_audit(data, out)
+        print_audit(result, out)
         if mlflow:
             _log_mlflow(out, mlflow_uri, mlflow_experiment)
 
@@ -143,7 +146,7 @@ def register(app: typer.Typer) -> None:
         from genleak.report.html import load_runs, render_report
 
         loaded = load_runs(list(runs), _csv(labels))
-        print_comparison(comparison([r.data for r in loaded], [r.label for r in loaded]))
+        print_comparison(comparison([r.result for r in loaded], [r.label for r in loaded]))
         if len(loaded) < 2:
             typer.echo("note: one run only; nothing to compare side by side")
         atomic_write_text(out, render_report(loaded, compare_only=not full,

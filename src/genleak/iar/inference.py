@@ -31,8 +31,9 @@ import numpy as np
 
 from genleak.errors import GenleakError
 from genleak.inference.scoring import cross_val_scores
-from genleak.inference.stats import CurvePoint, cohens_d, min_suspect_size
+from genleak.inference.stats import cohens_d, min_suspect_size
 from genleak.inference.stats_refit import refitted_curve
+from genleak.results import CurvePoint
 
 ALPHA = 0.01  # ch. 8.4.3
 # The IAR DI features (authors' analysis/di.py): VAR/RAR use conf/attack/llm_mia_cfg.yaml (no SURP);
@@ -165,8 +166,8 @@ class DIResult:
             "sizes_note": None if not self.skipped_sizes else
             f"sizes {self.skipped_sizes[0]}-{self.skipped_sizes[-1]} of the authors' grid skipped: larger than the "
             f"data (|P| = |U| up to {self.curve[-1].n_suspect})",
-            "curve": [p.to_dict() for p in self.curve],
-            "null_curve": [p.to_dict() for p in self.null_curve],
+            "curve": [p.to_json() for p in self.curve],
+            "null_curve": [p.to_json() for p in self.null_curve],
         }
 
 

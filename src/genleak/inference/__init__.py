@@ -8,7 +8,7 @@ from genleak._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CDIConfig": "genleak.inference.cdi",
-    "CDIResult": "genleak.inference.cdi",
+    "CDIResult": "genleak.results",
     "cdi_test": "genleak.inference.cdi",
     "format_result": "genleak.inference.cdi",
     "run_cdi": "genleak.inference.cdi",

@@ -49,7 +49,6 @@ from genleak.inference.scoring import DEFAULT_FOLDS, cross_val_scores, permutati
 from genleak.inference.stats import (
     DEFAULT_ALPHA,
     DEFAULT_RESAMPLES,
-    CurvePoint,
     cohens_d,
     min_suspect_size,
     resampled_curve,
@@ -58,9 +57,7 @@ from genleak.inference.stats import (
     welch_ttest,
 )
 from genleak.inference.stats_refit import DEFAULT_REFIT_BUDGET, refitted_curve
-
-RESULT_FORMAT = "genleak.cdi"
-RESULT_VERSION = 1
+from genleak.results import CDI_FILE, CDIResult, CurvePoint
 
 
 @dataclass
@@ -135,152 +132,6 @@ class CDIConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class CDIResult:
-    """A CDI verdict with the numbers behind it. ``to_dict()`` is what ``cdi.json`` holds."""
-
-    rejected: bool
-    verdict: str
-    alpha: float
-    alternative: str
-    p_value: float  # the verdict's p-value (p_method)
-    p_method: str
-    p_value_welch: float  # parametric Welch p on the pooled out-of-fold scores (the thesis' figure)
-    permutation: dict[str, float] | None
-    t_statistic: float
-    df: float
-    n_suspect: int
-    n_reference: int
-    features: list[str]
-    columns: list[str]
-    access: str
-    scorer_auc: float
-    single_features: dict[str, dict[str, float]]
-    best_single: tuple[str, float]
-    coefficients: dict[str, tuple[float, float]]
-    cohens_d: float
-    power: float
-    curve: list[CurvePoint]  # the headline curve: refitted scorer unless curve_method == "fixed"
-    min_suspect_size: int | None
-    curve_method: str = "refit"
-    fixed_curve: list[CurvePoint] = field(default_factory=list)  # fixed-scorer view (overstates power at small n)
-    min_suspect_size_fixed: int | None = None
-    p_values: dict[str, dict[str, float] | None] = field(default_factory=dict)  # {"welch"|"permutation": {one/two-sided}}
-    shift_detected: bool = False
-    guards: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    scores_p: np.ndarray | None = None
-    scores_u: np.ndarray | None = None
-    features_p: np.ndarray | None = None  # the scorer's inputs, saved so `genleak verify` can refit and re-test
-    features_u: np.ndarray | None = None
-
-    @property
-    def min_suspect_size_refit(self) -> int | None:
-        return self.min_suspect_size if self.curve_method == "refit" else None
-
-    @property
-    def t_sign(self) -> str:
-        return "+" if self.t_statistic > 0 else ("-" if self.t_statistic < 0 else "0")
-
-    def to_dict(self) -> dict[str, Any]:
-        import genleak
-
-        one_sided = self.alternative == "greater"
-        return _json_safe(
-            {
-                "format": RESULT_FORMAT,
-                "version": RESULT_VERSION,
-                "genleak_version": genleak.__version__,
-                "verdict": self.verdict,
-                "rejected": self.rejected,
-                "alpha": self.alpha,
-                "test": "Welch's t-test, "
-                + ("one-sided (H0: mean score(P) <= mean score(U))" if one_sided else "two-sided (H0: mean score(P) == mean score(U))"),
-                "alternative": self.alternative,
-                "p_value": self.p_value,
-                "p_method": self.p_method,
-                "p_value_welch": self.p_value_welch,
-                "p_values": {
-                    **self.p_values,
-                    "verdict_uses": f"{self.p_method}, {'one' if one_sided else 'two'}-sided",
-                    "note": "thesis ch. 8.4.3: one-sided Welch (H1: mean score(P) > mean score(U)); the authors' code "
-                    "(CDI and IAR evaluate.py get_p_value: scipy ttest_ind, equal_var=False) computes two-sided",
-                },
-                "permutation": self.permutation,
-                "t_statistic": self.t_statistic,
-                "t_sign": self.t_sign,
-                "df": self.df,
-                "n_suspect": self.n_suspect,
-                "n_reference": self.n_reference,
-                "features": self.features,
-                "columns": self.columns,
-                "access": self.access,
-                "scorer": {
-                    "model": "StandardScaler + LogisticRegression (logit), k-fold out-of-fold",
-                    "auc_out_of_fold": self.scorer_auc,
-                    "coefficients": {c: {"mean": m, "std": s} for c, (m, s) in self.coefficients.items()},
-                },
-                "single_features": self.single_features,
-                "best_single_feature": {"column": self.best_single[0], "auc": self.best_single[1]},
-                "power": {
-                    "cohens_d": self.cohens_d,
-                    "power_at_alpha": self.power,
-                    "note": "power of the t-test at alpha = the dataset test's TPR@FPR=alpha (supplement C.17)",
-                },
-                "min_p_curve": _curve_dict(self.curve, self.min_suspect_size, self.curve_method),
-                "fixed_scorer_curve": None
-                if self.curve_method == "fixed"
-                else _curve_dict(self.fixed_curve, self.min_suspect_size_fixed, "fixed"),
-                "shift_detected": self.shift_detected,
-                "guards": self.guards,
-                "warnings": self.warnings,
-                "provenance": self.provenance,
-            }
-        )
-
-
-_CURVE_METHOD = {
-    "refit": "REFITTED SCORER (supplement C.5, authors' cdi_perf.py): for every size and resample the k-fold "
-    "StandardScaler + LogisticRegression is refitted on that subset alone; independent subsets per size; mean "
-    "p-value over resamples",
-    "fixed": "FIXED-SCORER VIEW: out-of-fold scores of one k-fold scorer fitted on all of P and U, subsampled "
-    "(nested across sizes); the scorer saw more data than an owner holding n samples, so this view "
-    "overstates power (and understates the minimum |P|) at small n",
-}
-
-
-def _curve_dict(points: Sequence[CurvePoint], min_size: int | None, method: str) -> dict[str, Any]:
-    counts = sorted({p.resamples for p in points if p.resamples is not None})
-    return {
-        "scorer": "refitted" if method == "refit" else "fixed",
-        "method": _CURVE_METHOD[method],
-        "resamples": counts[-1] if counts else None,
-        "resamples_min": counts[0] if counts else None,
-        "resamples_note": None if len(counts) < 2 else f"{counts[0]}-{counts[-1]} resamples per size: a size stops "
-        "after a multiple of 200 once its mean p is > 4 standard errors from alpha (its side of alpha settled), and "
-        "each size is capped at refit_budget rows of (|P| + |U|) per resample (stats_refit)",
-        "points": [p.to_dict() for p in points],
-        "min_suspect_size": min_size,
-    }
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> None, +-inf -> +-1e308 (JSON has neither), numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return math.copysign(1e308, obj)
-    return obj
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,7 +417,7 @@ def write_cdi(result: CDIResult, out_dir: str | Path) -> dict[str, Path]:
     from genleak.io import atomic_save_npz, atomic_write_json
 
     out = Path(out_dir)
-    paths = {"json": atomic_write_json(out / "cdi.json", result.to_dict())}
+    paths = {"json": atomic_write_json(out / CDI_FILE, result.to_json())}
     if result.scores_p is not None and result.scores_u is not None:
         ids = result.provenance.get("ids", {})
         paths["scores"] = atomic_save_npz(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -20,6 +19,7 @@ from numpy.typing import ArrayLike
 from scipy import special, stats
 
 from genleak.errors import GenleakError
+from genleak.results import CurvePoint
 
 Alternative = Literal["greater", "two-sided"]
 
@@ -85,48 +85,6 @@ def welch_ttest(a: ArrayLike, b: ArrayLike, alternative: Alternative = "greater"
     return welch_from_moments(
         a.mean(axis), a.var(axis, ddof=1), n1, b.mean(axis), b.var(axis, ddof=1), n2, alternative
     )
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """Aggregates over the resamples at one suspect-set size."""
-
-    n_suspect: int
-    n_reference: int
-    mean_p: float  # arithmetic mean of the p-values (supplement C.5): the reported figure
-    median_p: float
-    p_ci: tuple[float, float]  # 2.5% / 97.5% quantiles of the per-resample p-values
-    reject_rate: float  # fraction of resamples with p < alpha: the test's empirical power
-    power: float  # analytic power at alpha from Cohen's d of the full score sets (supplement C.17)
-    set_mia_tpr: float  # set-level MIA baseline (max score per set) TPR@1%FPR (ch. 8.5.2)
-    resamples: int | None = None  # resamples used at this size (the refitted curve: stats_refit.resamples_at)
-    mean_p_one_sided: float | None = None  # refitted curve: both sidednesses (mean_p is the configured one)
-    mean_p_two_sided: float | None = None
-
-    @classmethod
-    def from_pvalues(cls, n: int, m: int, pv: np.ndarray, alpha: float, power: float, max_p: np.ndarray,
-                     max_u: np.ndarray, **extra: float | int) -> CurvePoint:
-        """The point for the per-resample p-values ``pv`` and set maxima ``max_p`` / ``max_u`` at size n."""
-        from genleak.metrics import tpr_at_fpr
-
-        lo, hi = np.quantile(pv, [0.025, 0.975])
-        return cls(n_suspect=n, n_reference=m, mean_p=float(pv.mean()), median_p=float(np.median(pv)),
-                   p_ci=(float(lo), float(hi)), reject_rate=float((pv < alpha).mean()), power=power,
-                   set_mia_tpr=tpr_at_fpr(max_p, max_u, 0.01), **extra)
-
-    def to_dict(self) -> dict[str, float | int | list[float]]:
-        extra = {k: getattr(self, k) for k in ("resamples", "mean_p_one_sided", "mean_p_two_sided")
-                 if getattr(self, k) is not None}
-        return {
-            "n_suspect": self.n_suspect,
-            "n_reference": self.n_reference,
-            "mean_p": self.mean_p,
-            "median_p": self.median_p,
-            "p_ci": [self.p_ci[0], self.p_ci[1]],
-            "reject_rate": self.reject_rate,
-            "power": self.power,
-            "set_mia_tpr_at_1pct_fpr": self.set_mia_tpr,
-        } | extra
 
 
 def reference_size(n_suspect: int, n_reference_total: int, reference_ratio: float | None) -> int:

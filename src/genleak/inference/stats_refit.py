@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special
 
-from genleak.inference.stats import Alternative, CurvePoint, reference_size, ttest_power
+from genleak.inference.stats import Alternative, reference_size, ttest_power
+from genleak.results import CurvePoint
 
 # Rows (suspect + reference samples) refitted per size: 1000 resamples up to |P| + |U| = 4000, then
 # budget / (|P| + |U|); about 10 s per size on one CPU thread with 14 feature columns.

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genleak.report.verdict import compute_verdict
+from genleak.results import AttackResult, AuditResult
 
 # (metrics key, column header, CI key or None): the figures a comparison shows per run.
 COMPARE_METRICS: tuple[tuple[str, str, str | None], ...] = (
@@ -24,17 +25,17 @@ COMPARE_METRICS: tuple[tuple[str, str, str | None], ...] = (
 
 @dataclass
 class Comparison:
-    """Runs (labels, results dicts, verdicts) and the union of their attacks in first-seen order."""
+    """Runs (labels, results, verdicts) and the union of their attacks in first-seen order."""
 
     labels: list[str]
-    results: list[dict[str, Any]]
+    results: list[AuditResult]
     verdicts: list[dict[str, Any]]
     attacks: list[str]
     notes: list[str] = field(default_factory=list)
 
-    def cell(self, run: int, attack: str) -> dict[str, Any] | None:
-        """The attack's entry in run ``run`` (None when that run did not include the attack)."""
-        return self.results[run]["attacks"].get(attack)
+    def cell(self, run: int, attack: str) -> AttackResult | None:
+        """The attack's result in run ``run`` (None when that run did not include the attack)."""
+        return next((a for a in self.results[run].attacks if a.name == attack), None)
 
 
 def run_labels(paths: list[Path], labels: list[str] | None = None) -> list[str]:
@@ -53,24 +54,24 @@ def run_labels(paths: list[Path], labels: list[str] | None = None) -> list[str]:
     return names
 
 
-def comparison(results: list[dict[str, Any]], labels: list[str]) -> Comparison:
+def comparison(results: list[AuditResult], labels: list[str]) -> Comparison:
     """Build the comparison model; notes say when runs are not directly comparable."""
     attacks: list[str] = []
     for r in results:
-        for name in r["attacks"]:
-            if name not in attacks:
-                attacks.append(name)
+        for a in r.attacks:
+            if a.name not in attacks:
+                attacks.append(a.name)
     notes: list[str] = []
-    splits = {r["split"]["fingerprint"] for r in results}
+    splits = {r.split["fingerprint"] for r in results}
     if len(splits) > 1:
         notes.append("the runs use different membership splits: differences mix model and data effects")
-    sizes = {(r["split"]["n_members"], r["split"]["n_nonmembers"]) for r in results}
+    sizes = {(r.split["n_members"], r.split["n_nonmembers"]) for r in results}
     if len(sizes) > 1:
         notes.append("the runs have different split sizes: CIs and TPR@low-FPR resolution differ")
     configs: dict[str, set[str]] = {}
     for r in results:
-        for name, a in r["attacks"].items():
-            configs.setdefault(name, set()).add(repr(sorted((a.get("config") or {}).items())))
+        for a in r.attacks:
+            configs.setdefault(a.name, set()).add(repr(sorted((a.description.get("config") or {}).items())))
     changed = [n for n, c in configs.items() if len(c) > 1]
     if changed:
         notes.append(f"attack hyperparameters differ between runs for: {', '.join(changed)}")
@@ -78,17 +79,17 @@ def comparison(results: list[dict[str, Any]], labels: list[str]) -> Comparison:
                       attacks=attacks, notes=notes)
 
 
-def _fmt_cell(entry: dict[str, Any] | None, key: str, ci_key: str | None, base: float | None) -> str:
+def _fmt_cell(entry: AttackResult | None, key: str, ci_key: str | None, base: float | None) -> str:
     if entry is None:
         return "[dim]-[/dim]"
-    if entry.get("status") != "ok":
+    if entry.metrics is None:
         return "[red]failed[/red]"
-    m = entry["metrics"]
-    text = f"{m[key]:.3f}"
-    if ci_key and m.get(ci_key):
-        text += f" [dim][{m[ci_key][0]:.2f}, {m[ci_key][1]:.2f}][/dim]"
+    value, ci = getattr(entry.metrics, key), getattr(entry.metrics, ci_key) if ci_key else None
+    text = f"{value:.3f}"
+    if ci:
+        text += f" [dim][{ci[0]:.2f}, {ci[1]:.2f}][/dim]"
     if base is not None:
-        delta = m[key] - base
+        delta = value - base
         text += f" ({delta:+.3f})"
     return text
 
@@ -96,9 +97,9 @@ def _fmt_cell(entry: dict[str, Any] | None, key: str, ci_key: str | None, base: 
 def base_value(cmp: Comparison, attack: str, key: str) -> float | None:
     """The first run's value of ``key`` for ``attack`` (the baseline deltas refer to), if it has one."""
     entry = cmp.cell(0, attack)
-    if entry is None or entry.get("status") != "ok":
+    if entry is None or entry.metrics is None:
         return None
-    return float(entry["metrics"][key])
+    return float(getattr(entry.metrics, key))
 
 
 def compare_table(cmp: Comparison) -> Table:

@@ -23,14 +23,13 @@ from typing import Any
 from genleak.io import atomic_write_text
 from genleak.report import figures
 from genleak.report.compare import COMPARE_METRICS, Comparison, base_value, comparison, run_labels
-from genleak.report.results import RESULTS_FILE, EvalScores, load_results, load_scores
+from genleak.report.results import RESULTS_FILE, EvalScores, load_scores, read_results
 from genleak.report.verdict import THRESHOLDS_TEXT, compute_verdict, guard_warnings
+from genleak.results import RESULTS_FORMAT, RESULTS_VERSION, AuditResult, SectionResult
 from genleak.style import CSS as _CSS
 from genleak.style import e
 
 REPORT_FILE = "report.html"
-_KNOWN_TOP_LEVEL = frozenset({"format", "version", "genleak_version", "created", "command", "machine", "seed", "target",
-                              "split", "attacks", "settings", "audit", "sections", "verdict"})
 # Above this size results.json is not embedded verbatim in the page (huge id lists).
 _EMBED_JSON_LIMIT = 512 * 1024
 # Abort the AUC cross-check only beyond float noise: metrics.auc is exact integer arithmetic.
@@ -39,10 +38,10 @@ _AUC_TOLERANCE = 1e-9
 
 @dataclass
 class Run:
-    """One result folder as the report sees it: results dict, label and its evaluation scores."""
+    """One result folder as the report sees it: its result, label and evaluation scores."""
 
     path: Path
-    data: dict[str, Any]
+    result: AuditResult
     label: str
     scores: dict[str, EvalScores | str] = field(default_factory=dict)
     results_sha256: str = ""
@@ -52,13 +51,13 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     """Load ``results.json`` (schema-checked) and every successful attack's scores."""
     p = Path(path)
     folder = p if p.is_dir() else p.parent
-    data = load_results(p)  # refuses missing files, other formats and unknown versions
+    result = read_results(p)  # refuses missing files, other formats and unknown versions
     raw = (p / RESULTS_FILE if p.is_dir() else p).read_bytes()
-    run = Run(path=folder, data=data, label=label or folder.resolve().name,
+    run = Run(path=folder, result=result, label=label or folder.resolve().name,
               results_sha256=hashlib.sha256(raw).hexdigest())
-    for name, a in data["attacks"].items():
-        if a.get("status") == "ok":
-            run.scores[name] = load_scores(folder, data, name)
+    for a in result.attacks:
+        if a.ok:
+            run.scores[a.name] = load_scores(folder, result, a.name)
     return run
 
 
@@ -133,14 +132,14 @@ def _verdict_html(run: int, verdict: dict[str, Any]) -> str:
 
 
 def _warnings_html(r: Run, idx: int) -> str:
-    data = r.data
-    failed = [(n, a) for n, a in data["attacks"].items() if a.get("status") != "ok"]
-    guards = guard_warnings(data)
-    notes = sorted({w for a in data["attacks"].values() for w in a.get("warnings", []) if "\n" not in w})
+    res = r.result
+    failed = [a for a in res.attacks if not a.ok]
+    guards = guard_warnings(res)
+    notes = sorted({w for a in res.attacks for w in a.warnings if "\n" not in w})
     problems = [f"{n}: figures omitted, {s}" for n, s in r.scores.items() if isinstance(s, str)]
-    sec_fail = [f"section '{n}' failed: {s.get('error') or 'unknown error'}"
-                for n, s in (data.get("sections") or {}).items() if s.get("status") == "failed"]
-    check = data.get("split_check") or {}
+    sec_fail = [f"section '{n}' failed: {s.error or 'unknown error'}"
+                for n, s in (res.sections or {}).items() if s.status == "failed"]
+    check = res.split_check or {}
     if check.get("status") == "mismatch allowed":  # --allow-split-mismatch: the labels contradict the target's record
         sec_fail.insert(0, f"SPLIT MISMATCH: {check.get('message', 'the split contradicts the target record')}")
     if not (failed or guards or notes or problems or sec_fail):
@@ -148,8 +147,8 @@ def _warnings_html(r: Run, idx: int) -> str:
     parts = [f'<section class="warnings" data-run="{idx}"><h2>Warnings</h2>']
     if failed:
         parts.append('<ul class="failures">' + "".join(
-            f'<li data-attack="{e(n)}" data-status="failed"><strong>attack {e(n)} failed:</strong> '
-            f'<code>{e(a.get("error", "unknown error"))}</code></li>' for n, a in failed) + "</ul>")
+            f'<li data-attack="{e(a.name)}" data-status="failed"><strong>attack {e(a.name)} failed:</strong> '
+            f'<code>{e(a.error)}</code></li>' for a in failed) + "</ul>")
     parts.append(_warning_list([f"evaluation guard: {g}" for g in guards], "guard-warnings"))
     parts.append(_warning_list(sec_fail + problems, "problems"))
     parts.append(_warning_list(notes, "notes"))
@@ -158,52 +157,52 @@ def _warnings_html(r: Run, idx: int) -> str:
 
 
 def _attack_table_html(r: Run, idx: int, colors: dict[str, str]) -> str:
-    attacks = r.data["attacks"]
-    has_cal = any((a.get("metrics") or {}).get("asr_calibrated") is not None for a in attacks.values())
+    attacks = r.result.attacks
+    has_cal = any(a.asr_calibrated is not None for a in attacks)
     head = ["attack", "status", "access", "NFE", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR [95% CI]",
             "TPR@0%FPR", "ASR (best thr.)", "two-sided: leakage AUC [95% CI]", "sign-flipped TPR@1%FPR [95% CI]",
             ] + (["ASR (calibrated)"] if has_cal else []) + ["runtime (s)"]
     rows = []
-    for name, a in attacks.items():
+    for a in attacks:
+        name, status, m = a.name, "ok" if a.ok else "failed", a.metrics
         swatch = f'<span class="swatch" style="background:{colors.get(name, "#999")}"></span>'
         common = (f'<td class="name">{swatch}{e(name)}</td>'
-                  f'<td class="status {e(a.get("status"))}">{e(a.get("status"))}</td>'
-                  f'<td>{e(a.get("access", "?"))}</td><td class="num">{e(a.get("nfe", "?"))}</td>')
-        if a.get("status") != "ok":
-            tb = [w for w in a.get("warnings", []) if "\n" in w]
+                  f'<td class="status {status}">{status}</td>'
+                  f'<td>{e(a.description.get("access", "?"))}</td><td class="num">{e(a.description.get("nfe", "?"))}</td>')
+        if m is None:
+            tb = [w for w in a.warnings if "\n" in w]
             trace = f'<details><summary>traceback</summary><pre>{e(tb[0])}</pre></details>' if tb else ""
             rows.append(f'<tr class="failed" data-attack="{e(name)}" data-status="failed">{common}'
                         f'<td colspan="{len(head) - 5}" class="error"><strong>failed:</strong> '
-                        f'<code>{e(a.get("error", "unknown error"))}</code>{trace}</td>'
-                        f'<td class="num">{_metric_span(idx, name, "seconds", a.get("seconds"), 2)}</td></tr>')
+                        f'<code>{e(a.error or "unknown error")}</code>{trace}</td>'
+                        f'<td class="num">{_metric_span(idx, name, "seconds", a.seconds, 2)}</td></tr>')
             continue
-        m = a["metrics"]
         cells = [
-            _metric_span(idx, name, "auc", m["auc"]) + _ci_span(idx, name, "auc_ci", m.get("auc_ci")),
-            _metric_span(idx, name, "tpr_at_1pct_fpr", m["tpr_at_1pct_fpr"])
-            + _ci_span(idx, name, "tpr_at_1pct_fpr_ci", m.get("tpr_at_1pct_fpr_ci")),
-            _metric_span(idx, name, "tpr_at_01pct_fpr", m["tpr_at_01pct_fpr"])
-            + _ci_span(idx, name, "tpr_at_01pct_fpr_ci", m.get("tpr_at_01pct_fpr_ci")),
-            _metric_span(idx, name, "tpr_at_0_fpr", m["tpr_at_0_fpr"]),
-            _metric_span(idx, name, "asr", m["asr"]),
+            _metric_span(idx, name, "auc", m.auc) + _ci_span(idx, name, "auc_ci", m.auc_ci),
+            _metric_span(idx, name, "tpr_at_1pct_fpr", m.tpr_at_1pct_fpr)
+            + _ci_span(idx, name, "tpr_at_1pct_fpr_ci", m.tpr_at_1pct_fpr_ci),
+            _metric_span(idx, name, "tpr_at_01pct_fpr", m.tpr_at_01pct_fpr)
+            + _ci_span(idx, name, "tpr_at_01pct_fpr_ci", a.metrics_extra.get("tpr_at_01pct_fpr_ci")),
+            _metric_span(idx, name, "tpr_at_0_fpr", m.tpr_at_0_fpr),
+            _metric_span(idx, name, "asr", m.asr),
             # max(AUC, 1 - AUC): an AUC far below 0.5 is a reversed leak (results before it: derived from auc)
-            _metric_span(idx, name, "leakage_auc", m.get("leakage_auc", max(m["auc"], 1 - m["auc"])))
-            + _ci_span(idx, name, "leakage_auc_ci", m.get("leakage_auc_ci"))
-            + (" sign-flipped" if m["auc"] < 0.5 else ""),
-            _metric_span(idx, name, "flipped_tpr_at_1pct_fpr", m.get("flipped_tpr_at_1pct_fpr"))
-            + _ci_span(idx, name, "flipped_tpr_at_1pct_fpr_ci", m.get("flipped_tpr_at_1pct_fpr_ci")),
+            _metric_span(idx, name, "leakage_auc", m.leakage_auc if m.leakage_auc is not None else max(m.auc, 1 - m.auc))
+            + _ci_span(idx, name, "leakage_auc_ci", m.leakage_auc_ci)
+            + (" sign-flipped" if m.auc < 0.5 else ""),
+            _metric_span(idx, name, "flipped_tpr_at_1pct_fpr", m.flipped_tpr_at_1pct_fpr)
+            + _ci_span(idx, name, "flipped_tpr_at_1pct_fpr_ci", m.flipped_tpr_at_1pct_fpr_ci),
         ]
         if has_cal:
-            cells.append(_metric_span(idx, name, "asr_calibrated", m.get("asr_calibrated")))
-        cells.append(_metric_span(idx, name, "seconds", a.get("seconds"), 2))
+            cells.append(_metric_span(idx, name, "asr_calibrated", a.asr_calibrated))
+        cells.append(_metric_span(idx, name, "seconds", a.seconds, 2))
         rows.append(f'<tr data-attack="{e(name)}" data-status="ok">{common}'
                     + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
-    split = r.data["split"]
+    split = r.result.split
     cal = split.get("calibration") or {}
     held = (f"; {cal.get('n_members')} + {cal.get('n_nonmembers')} held out to calibrate thresholds"
             if cal.get("fraction") else "")
-    n_eval = next((a["metrics"] for a in attacks.values() if a.get("status") == "ok"), None)
-    sizes = (f"evaluated on {n_eval['n_members']} members vs {n_eval['n_nonmembers']} non-members"
+    n_eval = next((a.metrics for a in attacks if a.metrics is not None), None)
+    sizes = (f"evaluated on {n_eval.n_members} members vs {n_eval.n_nonmembers} non-members"
              if n_eval else f"{split['n_members']} members vs {split['n_nonmembers']} non-members")
     return f"""
 <section class="attacks" data-run="{idx}">
@@ -220,7 +219,7 @@ def _attack_table_html(r: Run, idx: int, colors: dict[str, str]) -> str:
 
 
 def _figures_html(r: Run, idx: int, colors: dict[str, str]) -> str:
-    attacks = r.data["attacks"]
+    metrics = {a.name: a.metrics for a in r.result.attacks}
     curves: dict[str, tuple[Any, Any, str]] = {}
     notes: list[str] = []
     from genleak.metrics import auc as metric_auc
@@ -229,11 +228,11 @@ def _figures_html(r: Run, idx: int, colors: dict[str, str]) -> str:
         if isinstance(s, str):
             notes.append(f"{name}: {s}")
             continue
-        m = attacks[name]["metrics"]
-        if abs(metric_auc(s.member, s.nonmember) - m["auc"]) > _AUC_TOLERANCE:
+        m = metrics[name]
+        if m is None or abs(metric_auc(s.member, s.nonmember) - m.auc) > _AUC_TOLERANCE:
             notes.append(f"{name}: the scores file does not reproduce results.json's AUC; figure omitted")
             continue
-        curves[name] = (s.member, s.nonmember, f"{name}: AUC {m['auc']:.3f}, TPR@1% {m['tpr_at_1pct_fpr']:.3f}")
+        curves[name] = (s.member, s.nonmember, f"{name}: AUC {m.auc:.3f}, TPR@1% {m.tpr_at_1pct_fpr:.3f}")
     if not curves:
         reason = "; ".join(notes) or "no successful attack"
         return (f'<section class="roc" data-run="{idx}"><h2>ROC curves</h2>'
@@ -257,36 +256,37 @@ def _figures_html(r: Run, idx: int, colors: dict[str, str]) -> str:
 </section>"""
 
 
-def _plugin_section_html(r: Run, idx: int, name: str, sec: dict[str, Any]) -> str:
-    status = sec.get("status", "ok")
-    title = sec.get("title") or name
-    parts = [f'<section class="plugin-section kind-{e(sec.get("kind", "other"))}" data-run="{idx}" '
+def _plugin_section_html(r: Run, idx: int, name: str, sec: SectionResult) -> str:
+    status = sec.status
+    title = sec.title or name
+    parts = [f'<section class="plugin-section kind-{e(sec.kind or "other")}" data-run="{idx}" '
              f'data-section="{e(name)}" data-status="{e(status)}"><h2>{e(title)} '
              f'<span class="status {e(status)}">{e(status)}</span></h2>']
-    if sec.get("summary"):
-        parts.append(f'<p class="summary">{e(sec["summary"])}</p>')
+    if sec.summary:
+        parts.append(f'<p class="summary">{e(sec.summary)}</p>')
     if status == "failed":
-        parts.append(f'<p class="error">{e(sec.get("error") or "failed")}</p>')
+        parts.append(f'<p class="error">{e(sec.error or "failed")}</p>')
     elif status != "ok":
-        parts.append(f'<p class="muted reason">{e(status)}: {e(sec.get("reason") or "no reason given")}</p>')
-    parts.append(_warning_list([str(w) for w in sec.get("warnings") or []], "section-warnings"))
-    if status == "ok" and isinstance(sec.get("recommendations"), list):
-        parts.append(_recommendations_html(idx, name, sec["recommendations"], sec.get("data") or {}))
-    metrics = sec.get("metrics") or {}
+        parts.append(f'<p class="muted reason">{e(status)}: {e(sec.reason or "no reason given")}</p>')
+    parts.append(_warning_list([str(w) for w in sec.warnings or []], "section-warnings"))
+    recommendations = sec.extra.get("recommendations")
+    if status == "ok" and isinstance(recommendations, list):
+        parts.append(_recommendations_html(idx, name, recommendations, sec.data or {}))
+    metrics = sec.metrics or {}
     if metrics:
         rows = "".join(
             f'<tr><th>{e(k)}</th><td class="num"><span class="v" data-run="{idx}" data-section="{e(name)}" '
             f'data-metric="{e(k)}" data-value="{e(repr(v))}">{e(f"{v:.4g}" if isinstance(v, float) else v)}'
             f"</span></td></tr>" for k, v in metrics.items())
         parts.append(f'<table class="kv section-metrics"><tbody>{rows}</tbody></table>')
-    curve = sec.get("curve")
+    curve = sec.extra.get("curve")
     if isinstance(curve, dict) and curve.get("x") and curve.get("y"):
         try:
             parts.append(f'<figure class="curve-figure">{figures.curve_svg(curve, salt=f"curve-{idx}-{name}")}'
                          f'{"<figcaption>" + e(curve["caption"]) + "</figcaption>" if curve.get("caption") else ""}</figure>')
         except (ValueError, TypeError, KeyError) as err:
             parts.append(f'<p class="problem">curve not drawable: {e(err)}</p>')
-    images = sec.get("images") or []
+    images = sec.extra.get("images") or []
     if images:
         tiles = []
         for item in images:
@@ -301,7 +301,7 @@ def _plugin_section_html(r: Run, idx: int, name: str, sec: dict[str, Any]) -> st
             tiles.append(f'<figure><img alt="{e(caption)}"{size} src="{figures.image_data_uri(p)}">'
                          f"<figcaption>{e(caption)}</figcaption></figure>")
         parts.append(f'<div class="image-grid">{"".join(tiles)}</div>')
-    extra = sec.get("data")
+    extra = sec.data
     if extra:
         parts.append(f'<details><summary>details</summary><pre>{e(json.dumps(extra, indent=2, sort_keys=True))}</pre></details>')
     parts.append("</section>")
@@ -355,7 +355,7 @@ def _recommendations_html(idx: int, name: str, recs: list[Any], data: dict[str, 
 def _monitor_html(r: Run, idx: int) -> str:
     """The leakage monitor's curve from the target's training record (``defenses/monitor.py``): the step
     at which memorisation became measurable, and where training stopped if it was told to."""
-    mon = ((r.data.get("audit") or {}).get("training") or {}).get("leakage_monitor") or {}
+    mon = ((r.result.audit or {}).get("training") or {}).get("leakage_monitor") or {}
     curve, attacks = mon.get("curve") or [], list(mon.get("attacks") or [])
     if not curve:
         return ""
@@ -374,18 +374,18 @@ def _monitor_html(r: Run, idx: int) -> str:
 
 
 def _provenance_html(r: Run, idx: int) -> str:
-    d = r.data
-    split = dict(d["split"])
+    res = r.result
+    split = dict(res.split)
     cal = split.pop("calibration", None)
     if cal:
         split["calibration"] = {k: v for k, v in cal.items() if not k.endswith("_ids")}
-    audit = d.get("audit") or {}
+    audit = res.audit or {}
     general = {
-        "genleak version": d.get("genleak_version"),
-        "results schema": f"{d.get('format')} v{d.get('version')}",
-        "created": d.get("created"),
-        "seed": d.get("seed"),
-        "target fingerprint": (d.get("target") or {}).get("fingerprint"),
+        "genleak version": res.genleak_version,
+        "results schema": f"{RESULTS_FORMAT} v{RESULTS_VERSION}",
+        "created": res.created,
+        "seed": res.seed,
+        "target fingerprint": res.target.get("fingerprint"),
         "split manifest hash (sha256 of the canonical manifest)": split.get("fingerprint"),
         "results.json sha256": r.results_sha256,
         "result folder": str(r.path.resolve()),
@@ -393,36 +393,36 @@ def _provenance_html(r: Run, idx: int) -> str:
     if audit.get("split_manifest_sha256"):
         general["split manifest file sha256"] = audit["split_manifest_sha256"]
     hyper = []
-    for name, a in d["attacks"].items():
-        cfg = a.get("config") or {}
-        cfg_rows = "".join(f"<tr><th>{e(k)}</th><td><code>{e(json.dumps(v))}</code></td></tr>" for k, v in cfg.items())
-        hyper.append(f'<div class="hyper" data-attack="{e(name)}"><h4>{e(name)}</h4>'
-                     f'<p class="muted">{e(a.get("paper", ""))}; {e(a.get("access", "?"))}, NFE {e(a.get("nfe", "?"))}</p>'
+    for a in res.attacks:
+        desc = a.description
+        cfg_rows = "".join(f"<tr><th>{e(k)}</th><td><code>{e(json.dumps(v))}</code></td></tr>"
+                           for k, v in (desc.get("config") or {}).items())
+        hyper.append(f'<div class="hyper" data-attack="{e(a.name)}"><h4>{e(a.name)}</h4>'
+                     f'<p class="muted">{e(desc.get("paper", ""))}; {e(desc.get("access", "?"))}, NFE {e(desc.get("nfe", "?"))}</p>'
                      f'<table class="kv"><tbody>{cfg_rows or "<tr><td>(no parameters)</td></tr>"}</tbody></table></div>')
     def block(title: str, rows: dict[str, Any]) -> str:
         return f'<div class="prov-block"><h3>{e(title)}</h3>{_kv_table(rows)}</div>'
 
-    grid = [block("Target", d.get("target") or {})]
+    grid = [block("Target", res.target)]
     if audit.get("training"):
         grid.append(block("Target training record", audit["training"]))
     grid.append(block("Split", split))
-    if d.get("settings"):
-        grid.append(block("Run settings", d["settings"]))
+    if res.settings:
+        grid.append(block("Run settings", res.settings))
     other_audit = {k: v for k, v in audit.items() if k not in ("training", "split_manifest_sha256")}
     if other_audit:
         grid.append(block("Audit inputs", other_audit))
-    grid.append(block("Machine", d.get("machine") or {}))
-    for key, value in d.items():  # optional records other commands add (e.g. IAR threshold calibration)
-        if key not in _KNOWN_TOP_LEVEL:
-            grid.append(block(key, value if isinstance(value, dict) else {key: value}))
+    grid.append(block("Machine", res.machine or {}))
+    for key, value in res.extra.items():  # optional records other commands add (e.g. IAR threshold calibration)
+        grid.append(block(key, value if isinstance(value, dict) else {key: value}))
     blocks = [
         f'<section class="provenance" data-run="{idx}"><h2>Provenance</h2>',
-        f'<p>Command:</p><pre class="command">{e(d.get("command") or "(not recorded)")}</pre>',
+        f'<p>Command:</p><pre class="command">{e(res.command or "(not recorded)")}</pre>',
         _kv_table(general),
         '<h3>Attack hyperparameters</h3><div class="hypers">', *hyper, "</div>",
         f'<div class="prov-grid">{"".join(grid)}</div>',
     ]
-    raw = json.dumps(d, indent=2)
+    raw = json.dumps(res.to_json(), indent=2)
     if len(raw) <= _EMBED_JSON_LIMIT:
         blocks.append(f'<details class="raw"><summary>results.json (verbatim)</summary><pre>{e(raw)}</pre></details>')
     blocks.append("</section>")
@@ -433,22 +433,22 @@ def attack_colors(runs: list[Run]) -> dict[str, str]:
     """One colour per attack name across all runs on a page."""
     names: list[str] = []
     for r in runs:
-        names += [n for n in r.data["attacks"] if n not in names]
+        names += [a.name for a in r.result.attacks if a.name not in names]
     return {n: figures.color(i) for i, n in enumerate(names)}
 
 
 def _run_html(r: Run, idx: int, colors: dict[str, str], heading: bool) -> str:
-    d = r.data
-    split = d["split"]
-    verdict = compute_verdict(d)
-    sections = d.get("sections") or {}
+    res = r.result
+    split = res.split
+    verdict = compute_verdict(res)
+    sections = res.sections or {}
     title = (f'<h1 class="run-title">{e(r.label)}</h1>' if heading else "")
-    meta = (f'<p class="meta">target <code>{e(str((d.get("target") or {}).get("fingerprint", ""))[:16])}</code> '
-            f'({e((d.get("target") or {}).get("kind", "model"))}) · split <strong>{e(split["name"])}</strong> '
+    meta = (f'<p class="meta">target <code>{e(str(res.target.get("fingerprint", ""))[:16])}</code> '
+            f'({e(res.target.get("kind", "model"))}) · split <strong>{e(split["name"])}</strong> '
             f'<code>{e(split["fingerprint"][:16])}</code> · {e(split["n_members"])} members / '
-            f'{e(split["n_nonmembers"])} non-members · created {e(d.get("created", "?"))} · '
-            f'genleak {e(d.get("genleak_version", "?"))}</p>')
-    if (d.get("split_check") or {}).get("status") == "not recorded":  # e.g. a diffusers folder genleak did not train
+            f'{e(split["n_nonmembers"])} non-members · created {e(res.created or "?")} · '
+            f'genleak {e(res.genleak_version or "?")}</p>')
+    if (res.split_check or {}).get("status") == "not recorded":  # e.g. a diffusers folder genleak did not train
         meta += ('<p class="meta split-check" data-status="not recorded">training split not recorded: the target '
                  'folder has no split.json, so the member / non-member labels come from the split alone and were '
                  'not checked against the training data</p>')
@@ -477,14 +477,14 @@ def _compare_html(cmp: Comparison) -> str:
             for key, _, ci_key in COMPARE_METRICS:
                 if entry is None:
                     cells.append('<td class="num muted">–</td>')
-                elif entry.get("status") != "ok":
+                elif entry.metrics is None:
                     cells.append(f'<td class="num failed" data-run="{i}" data-attack="{e(attack)}" data-status="failed">failed</td>')
                 else:
-                    m = entry["metrics"]
+                    value = getattr(entry.metrics, key)
                     base = base_value(cmp, attack, key) if i > 0 else None
-                    delta = (f' <span class="delta">({m[key] - base:+.3f})</span>' if base is not None else "")
-                    cells.append(f'<td class="num">{_metric_span(i, attack, key, m[key])}'
-                                 f'{_ci_span(i, attack, ci_key, m.get(ci_key)) if ci_key else ""}{delta}</td>')
+                    delta = (f' <span class="delta">({value - base:+.3f})</span>' if base is not None else "")
+                    cells.append(f'<td class="num">{_metric_span(i, attack, key, value)}'
+                                 f'{_ci_span(i, attack, ci_key, getattr(entry.metrics, ci_key)) if ci_key else ""}{delta}</td>')
         rows.append(f'<tr data-attack="{e(attack)}"><th>{e(attack)}</th>{"".join(cells)}</tr>')
     notes = _warning_list(cmp.notes, "notes")
     return f"""
@@ -505,16 +505,16 @@ def render_report(runs: list[Run], *, title: str | None = None, compare_only: bo
     colors = attack_colors(runs)
     multi = len(runs) > 1
     if title is None:
-        title = (f"genleak audit: {runs[0].data['split']['name']}" if not multi
+        title = (f"genleak audit: {runs[0].result.split['name']}" if not multi
                  else "genleak comparison: " + " vs ".join(r.label for r in runs))
     parts = [f"<header><h1>{e(title)}</h1></header>"]
     if multi:
-        parts.append(_compare_html(comparison([r.data for r in runs], [r.label for r in runs])))
+        parts.append(_compare_html(comparison([r.result for r in runs], [r.label for r in runs])))
     if not compare_only:
         parts += [_run_html(r, i, colors, heading=multi) for i, r in enumerate(runs)]
     else:
         parts += ['<section class="verdicts">'] + [
-            f"<h2>{e(r.label)}</h2>" + _verdict_html(i, compute_verdict(r.data)) for i, r in enumerate(runs)
+            f"<h2>{e(r.label)}</h2>" + _verdict_html(i, compute_verdict(r.result)) for i, r in enumerate(runs)
         ] + ["</section>"]
     body = "\n".join(parts)
     return f"""<!DOCTYPE html>

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from genleak.errors import GenleakError
-from genleak.report.results import RESULTS_FILE, ROC_FILE, SCORES_DIR, load_results
+from genleak.report.results import RESULTS_FILE, ROC_FILE, SCORES_DIR, read_results
 from genleak.report.verdict import compute_verdict
+from genleak.results import AuditResult
 
 DEFAULT_EXPERIMENT = "genleak"
 # the two-sided view too (metrics module docstring): an AUC of 0.35 is a flipped signal, not privacy
@@ -54,18 +55,19 @@ def _flatten(prefix: str, obj: Any, out: dict[str, str]) -> None:
         out[_key(prefix)] = str(obj)[:_PARAM_MAX]
 
 
-def mlflow_payload(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
-    """(params, metrics, tags) for one results dict; pure, so it is testable without mlflow."""
+def mlflow_payload(result: AuditResult) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """(params, metrics, tags) for one result; pure, so it is testable without mlflow."""
     params: dict[str, str] = {}
-    _flatten("", {"seed": data.get("seed"), "split": {k: v for k, v in data["split"].items() if k != "calibration"},
-                  "target": data.get("target") or {}, "settings": data.get("settings") or {}}, params)
+    _flatten("", {"seed": result.seed, "split": {k: v for k, v in result.split.items() if k != "calibration"},
+                  "target": result.target, "settings": result.settings or {}}, params)
     metrics: dict[str, float] = {}
-    for name, a in data["attacks"].items():
-        _flatten(f"attack.{name}", a.get("config") or {}, params)
-        if a.get("status") != "ok":
+    for a in result.attacks:
+        name = a.name
+        _flatten(f"attack.{name}", a.description.get("config") or {}, params)
+        if a.metrics is None:
             metrics[_key(f"{name}.failed")] = 1.0
             continue
-        m = a["metrics"]
+        m = {**a.metrics.to_dict(), "asr_calibrated": a.asr_calibrated}
         for k in _METRIC_KEYS:
             if isinstance(m.get(k), int | float):
                 metrics[_key(f"{name}.{k}")] = float(m[k])
@@ -73,17 +75,17 @@ def mlflow_payload(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, floa
             if m.get(k):
                 metrics[_key(f"{name}.{k}_low")] = float(m[k][0])
                 metrics[_key(f"{name}.{k}_high")] = float(m[k][1])
-        metrics[_key(f"{name}.seconds")] = float(a.get("seconds", 0.0))
-    for sname, sec in (data.get("sections") or {}).items():
-        for k, v in (sec.get("metrics") or {}).items():
+        metrics[_key(f"{name}.seconds")] = float(a.seconds)
+    for sname, sec in (result.sections or {}).items():
+        for k, v in (sec.metrics or {}).items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 metrics[_key(f"section.{sname}.{k}")] = float(v)
-    verdict = compute_verdict(data)
+    verdict = compute_verdict(result)
     tags = {
-        "genleak.version": str(data.get("genleak_version")),
-        "genleak.command": str(data.get("command") or "")[:5000],
-        "genleak.target_fingerprint": str((data.get("target") or {}).get("fingerprint")),
-        "genleak.split_fingerprint": str(data["split"]["fingerprint"]),
+        "genleak.version": str(result.genleak_version),
+        "genleak.command": str(result.command or "")[:5000],
+        "genleak.target_fingerprint": str(result.target.get("fingerprint")),
+        "genleak.split_fingerprint": str(result.split["fingerprint"]),
         "genleak.verdict": verdict["level"],
         "genleak.verdict_confidence": verdict["confidence"],
     }
@@ -105,14 +107,14 @@ def log_to_mlflow(
     except ImportError:
         raise GenleakError("--mlflow needs the mlflow package: pip install 'genleak[mlflow]'") from None
     folder = Path(run_dir)
-    data = load_results(folder)
+    result = read_results(folder)
     uri = _normalise_uri(tracking_uri)
     if uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-    params, metrics, tags = mlflow_payload(data)
+    params, metrics, tags = mlflow_payload(result)
     run = client.create_run(exp_id, run_name=run_name or folder.resolve().name, tags=tags)
     run_id = run.info.run_id
     try:

@@ -44,7 +44,7 @@ from typing import Any
 from genleak.errors import GenleakError
 from genleak.report.sections import SectionSkipped, SectionSpec
 from genleak.report.verdict import compute_verdict, guard_warnings, judged_side, level_of
-from genleak.results import CDIOutcome
+from genleak.results import AuditResult, CDIOutcome
 
 SECTION_NAME = "defense"
 
@@ -194,33 +194,33 @@ class AuditFacts:
     run_dir: str | None = None
 
     @classmethod
-    def from_results(cls, data: dict[str, Any], *, vae_kl_weight: float | None = None,
+    def from_results(cls, result: AuditResult, *, vae_kl_weight: float | None = None,
                      run_dir: str | Path | None = None) -> AuditFacts:
-        """Facts of a results dict (``results.json``, with whatever sections it holds so far)."""
-        verdict = compute_verdict(data)
+        """Facts of a result (``results.json``, with whatever sections it holds so far)."""
+        verdict = compute_verdict(result)
         rows = []
-        for name, a in (data.get("attacks") or {}).items():
-            m = a.get("metrics") or {}
-            if a.get("status") != "ok" or "auc" not in m:
+        for a in result.attacks:
+            m = a.metrics
+            if m is None:
                 continue
-            direction, auc_lo, tpr_lo, _ = judged_side(m)  # the verdict's own rule, per attack, two-sided
-            flipped, ci = direction == "flipped", m.get("auc_ci")
+            direction, auc_lo, tpr_lo, _ = judged_side(a)  # the verdict's own rule, per attack, two-sided
+            flipped, ci = direction == "flipped", m.auc_ci
             rows.append(AttackFact(
-                name=name, access=str(a.get("access") or "gray-box"), level=level_of(auc_lo, tpr_lo),
-                auc=float(1 - m["auc"] if flipped else m["auc"]), auc_lower=float(auc_lo),
+                name=a.name, access=str(a.description.get("access") or "gray-box"), level=level_of(auc_lo, tpr_lo),
+                auc=float(1 - m.auc if flipped else m.auc), auc_lower=float(auc_lo),
                 auc_upper=float(max(ci[1], 1 - ci[0])) if ci else None,
-                tpr_at_1pct_fpr=float((m.get("flipped_tpr_at_1pct_fpr") or 0.0) if flipped else m["tpr_at_1pct_fpr"]),
+                tpr_at_1pct_fpr=float((m.flipped_tpr_at_1pct_fpr or 0.0) if flipped else m.tpr_at_1pct_fpr),
                 tpr_lower=float(tpr_lo), direction=direction))
-        audit = data.get("audit") or {}
+        audit = result.audit or {}
         training = dict(audit.get("training") or {})
         extra = (training.get("config") or {}).get("extra") or {}
         variants = extra.get("prompt_variants")
         return cls(
-            target_kind=str((data.get("target") or {}).get("kind") or "unknown"),
+            target_kind=str(result.target.get("kind") or "unknown"),
             level=verdict["level"], label=verdict["label"], confidence=verdict["confidence"],
             point_level=verdict.get("point_level"), deciding_attack=verdict.get("attack"),
-            attacks=rows, guard_warnings=guard_warnings(data),
-            cdi=_cdi_facts(data), extraction=_extraction_facts(data), training=training,
+            attacks=rows, guard_warnings=guard_warnings(result),
+            cdi=_cdi_facts(result), extraction=_extraction_facts(result), training=training,
             vae_kl_weight=vae_kl_weight, prompt_variants=int(variants) if variants is not None else None,
             target_path=audit.get("target_path"), split_path=audit.get("split_path"),
             run_dir=str(run_dir) if run_dir is not None else None,
@@ -266,10 +266,10 @@ class AuditFacts:
         return d
 
 
-def _cdi_facts(data: dict[str, Any]) -> dict[str, Any] | None:
-    for sec in (data.get("sections") or {}).values():
-        if sec.get("kind") == "cdi" and sec.get("status") == "ok":
-            m = sec.get("metrics") or {}
+def _cdi_facts(result: AuditResult) -> dict[str, Any] | None:
+    for sec in (result.sections or {}).values():
+        if sec.kind == "cdi" and sec.status == "ok":
+            m = sec.metrics or {}
             cdi = CDIOutcome.from_json(m)
             if cdi is None:  # no p-value recorded: only an explicit decision counts
                 return {"rejected": bool(m.get("rejected")), "p_value": m.get("p_value"), "alpha": m.get("alpha"),
@@ -279,10 +279,10 @@ def _cdi_facts(data: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _extraction_facts(data: dict[str, Any]) -> dict[str, Any] | None:
-    for sec in (data.get("sections") or {}).values():
-        if sec.get("kind") == "extraction" and sec.get("status") == "ok":
-            m = sec.get("metrics") or {}
+def _extraction_facts(result: AuditResult) -> dict[str, Any] | None:
+    for sec in (result.sections or {}).values():
+        if sec.kind == "extraction" and sec.status == "ok":
+            m = sec.metrics or {}
             if "n_extracted_train_images" in m:
                 return {"n_extracted_train_images": m.get("n_extracted_train_images"),
                         "n_generated": m.get("n_generated")}
@@ -631,13 +631,12 @@ def section_from_facts(f: AuditFacts) -> dict[str, Any]:
 
 def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
     """Read what the audit measured (results.json with the earlier sections) and recommend defenses."""
-    from genleak.report.results import load_results
+    from genleak.report.results import read_results
 
-    data = load_results(out)
-    if not isinstance(data.get("target"), dict) or not data["target"].get("kind"):
-        kind = target.describe().get("kind")
-        data = {**data, "target": {**(data.get("target") or {}), "kind": kind or "unknown"}}
-    audit = dict(data.get("audit") or {})
+    result = read_results(out)
+    if not result.target.get("kind"):
+        result.target = {**result.target, "kind": target.describe().get("kind") or "unknown"}
+    audit = dict(result.audit or {})
     if not audit.get("training") and audit.get("target_path"):  # a DualMD folder records its recipe in its index
         from genleak.targets.folders import DUAL_LEGACY_INDEX  # here: the targets package imports torch
 
@@ -646,10 +645,10 @@ def defense_section(target: Any, split: Any, out: Path) -> dict[str, Any]:
         if dual is not None:
             try:
                 audit["training"] = {"config": json.loads(dual.read_text()).get("train_config") or {}}
-                data = {**data, "audit": audit}
+                result.audit = audit
             except (OSError, ValueError):
                 pass
-    facts = AuditFacts.from_results(data, vae_kl_weight=_vae_kl_weight(audit), run_dir=Path(out).resolve())
+    facts = AuditFacts.from_results(result, vae_kl_weight=_vae_kl_weight(audit), run_dir=Path(out).resolve())
     return section_from_facts(facts)
 
 

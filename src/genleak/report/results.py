@@ -1,10 +1,10 @@
 """The results folder: ``results.json`` (``genleak.results``' typed schema), per-attack scores, ``roc.png``.
 
 Schema (``format: genleak.results``, ``version: 1``) is documented in ``docs/results-schema.md`` and
-typed in ``genleak.results``; this module only adds the folder. ``load_results`` reads a file
+typed in ``genleak.results``; this module only adds the folder. ``read_results`` reads a file
 through ``AuditResult.from_json`` (format, version and the structure readers rely on, so a damaged
-or foreign file fails with one line naming the problem instead of a KeyError deep in a renderer)
-and ``read_results`` returns the typed result itself.
+or foreign file fails with one line naming the problem instead of a KeyError deep in a renderer);
+every renderer (verdict, HTML, MLflow, the recommendation, verify) takes the typed result.
 """
 
 from __future__ import annotations
@@ -84,16 +84,6 @@ def read_results(path: str | Path) -> AuditResult:
     return AuditResult.from_json(data, str(p))
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """``read_results`` as the JSON dict the renderers (verdict, HTML, MLflow, verify) walk."""
-    return read_results(path).to_json()
-
-
-def validate_results(data: dict[str, Any], where: str = RESULTS_FILE) -> None:
-    """Check the structure renderers rely on (docs/results-schema.md); raise one clear GenleakError."""
-    AuditResult.from_json(data, where)
-
-
 # ----------------------------------------------------------------------------------------------
 # Per-attack scores, as the metrics saw them
 # ----------------------------------------------------------------------------------------------
@@ -123,7 +113,7 @@ def evaluation_masks(
     return mask_m, mask_n
 
 
-def load_scores(run_dir: str | Path, data: dict[str, Any], attack: str) -> EvalScores | str:
+def load_scores(run_dir: str | Path, result: AuditResult, attack: str) -> EvalScores | str:
     """The evaluation scores of ``attack`` from ``RUN/scores/<attack>.npz``, or why they are unusable.
 
     Returns a one-line reason (str) when the file is missing or belongs to another target, split
@@ -140,13 +130,13 @@ def load_scores(run_dir: str | Path, data: dict[str, Any], attack: str) -> EvalS
             mid, nid = z["member_ids"], z["nonmember_ids"]
     except (OSError, KeyError, ValueError) as err:
         return f"{SCORES_DIR}/{attack}.npz is unreadable ({type(err).__name__}: {err})"
-    target_fp = (data.get("target") or {}).get("fingerprint")
-    if keys.get("split") != data["split"].get("fingerprint") or (target_fp and keys.get("target") != target_fp):
+    target_fp = result.target.get("fingerprint")
+    if keys.get("split") != result.split.get("fingerprint") or (target_fp and keys.get("target") != target_fp):
         return f"{SCORES_DIR}/{attack}.npz belongs to another target or split than results.json"
-    config = (data["attacks"].get(attack) or {}).get("config")
+    config = next((a.description.get("config") for a in result.attacks if a.name == attack), None)
     if config is not None and keys.get("config") != json.dumps(config, sort_keys=True):
         return f"{SCORES_DIR}/{attack}.npz was computed with another config than results.json records"
     if ms.ndim > 1:  # multi-column features: the first column is the attack's score (as in the pipeline)
         ms, ns = ms[:, 0], ns[:, 0]
-    mask_m, mask_n = evaluation_masks(list(mid), list(nid), data["split"])
+    mask_m, mask_n = evaluation_masks(list(mid), list(nid), result.split)
     return EvalScores(member=np.asarray(ms[mask_m], dtype=np.float64), nonmember=np.asarray(ns[mask_n], dtype=np.float64))

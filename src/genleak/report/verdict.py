@@ -62,6 +62,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from genleak.metrics import MetricReport
+from genleak.results import AttackResult, AuditResult
+
 # (level, AUC lower-bound bar, TPR@1%FPR lower-bound bar, label). Ordered from most to least leaky.
 LEVELS: tuple[tuple[str, float, float | None, str], ...] = (
     ("high", 0.80, 0.10, "High leakage"),
@@ -121,22 +124,21 @@ def label_of(level: str) -> str:
     return NONE_LEVEL[1] if level == NONE_LEVEL[0] else UNKNOWN_LEVEL[1]
 
 
-def judged_side(metrics: dict[str, Any]) -> tuple[str, float, float, bool]:
-    """(direction, AUC, TPR@1%FPR, has CIs): the figures the rule judges one attack's ``metrics`` on,
+def judged_side(attack: AttackResult) -> tuple[str, float, float, bool]:
+    """(direction, AUC, TPR@1%FPR, has CIs): the figures the rule judges one successful attack on,
     for the more leaky of the attack as scored ("direct") and its sign-flipped twin ("flipped"): the
     multiplicity-adjusted lower bounds if stored, else the 95% CI's lower ends, else the point
     estimates; TPR counts as 0 below ``MIN_NONMEMBERS_FOR_TPR`` non-members. Results written before
     the two-sided view lack the flipped TPRs: the flipped twin is then judged on its AUC alone."""
-    m = metrics
-    has_ci = bool(m.get("auc_ci")) and bool(m.get("tpr_at_1pct_fpr_ci"))
-    if has_ci:
-        flip_ci = m.get("flipped_tpr_at_1pct_fpr_ci")
-        sides = {"direct": (m["auc_ci"][0], m["tpr_at_1pct_fpr_ci"][0]),
-                 "flipped": (1.0 - m["auc_ci"][1], flip_ci[0] if flip_ci else 0.0)}
+    m = _metrics(attack)
+    has_ci = bool(m.auc_ci) and bool(m.tpr_at_1pct_fpr_ci)
+    if m.auc_ci and m.tpr_at_1pct_fpr_ci:
+        flip_ci = m.flipped_tpr_at_1pct_fpr_ci
+        sides = {"direct": (m.auc_ci[0], m.tpr_at_1pct_fpr_ci[0]),
+                 "flipped": (1.0 - m.auc_ci[1], flip_ci[0] if flip_ci else 0.0)}
     else:
-        sides = {"direct": (m["auc"], m["tpr_at_1pct_fpr"]),
-                 "flipped": (1.0 - m["auc"], m.get("flipped_tpr_at_1pct_fpr") or 0.0)}
-    joint = m.get("simultaneous_lower")
+        sides = {"direct": (m.auc, m.tpr_at_1pct_fpr), "flipped": (1.0 - m.auc, m.flipped_tpr_at_1pct_fpr or 0.0)}
+    joint = attack.metrics_extra.get("simultaneous_lower")
     if has_ci and joint:  # multiplicity-adjusted (module docstring)
         sides = {"direct": (joint["auc"], joint["tpr_at_1pct_fpr"]),
                  "flipped": (joint.get("flipped_auc", sides["flipped"][0]),
@@ -151,31 +153,37 @@ def judged_side(metrics: dict[str, Any]) -> tuple[str, float, float, bool]:
     return direction, float(sides[direction][0]), float(sides[direction][1]), has_ci
 
 
-def point_level(metrics: dict[str, Any]) -> str:
+def point_level(attack: AttackResult) -> str:
     """The level the point estimates give, two-sided (the attack or its sign-flipped twin)."""
-    m, counts = metrics, _tpr_counts(metrics)
-    direct = level_of(m["auc"], m["tpr_at_1pct_fpr"] if counts else 0.0)
-    flipped = level_of(1.0 - m["auc"], (m.get("flipped_tpr_at_1pct_fpr") or 0.0) if counts else 0.0)
+    m = _metrics(attack)
+    counts = _tpr_counts(m)
+    direct = level_of(m.auc, m.tpr_at_1pct_fpr if counts else 0.0)
+    flipped = level_of(1.0 - m.auc, (m.flipped_tpr_at_1pct_fpr or 0.0) if counts else 0.0)
     return max(direct, flipped, key=_RANK.__getitem__)
 
 
-def _tpr_counts(metrics: dict[str, Any]) -> bool:
-    return (metrics.get("n_nonmembers") or 0) >= MIN_NONMEMBERS_FOR_TPR
+def _metrics(attack: AttackResult) -> MetricReport:
+    if attack.metrics is None:
+        raise ValueError(f"attack '{attack.name}' has no metrics to judge")
+    return attack.metrics
 
 
-def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
-    """The verdict of one ``results.json`` dict: level, label, confidence, deciding attack, text.
+def _tpr_counts(m: MetricReport) -> bool:
+    return (m.n_nonmembers or 0) >= MIN_NONMEMBERS_FOR_TPR
+
+
+def compute_verdict(result: AuditResult) -> dict[str, Any]:
+    """The verdict of one result: level, label, confidence, deciding attack, text.
 
     Pure function of the stored metrics (no scores needed), so ``genleak report html`` on an old run
     and the audit that wrote it agree.
     """
-    attacks = results.get("attacks", {})
-    ok = {n: a for n, a in attacks.items() if a.get("status") == "ok" and a.get("metrics")}
-    failed = [n for n, a in attacks.items() if a.get("status") != "ok"]
-    guard_alerts = guard_warnings(results)
+    ok = [a for a in result.attacks if a.ok and a.metrics is not None]
+    failed = [a.name for a in result.attacks if not a.ok]
+    guard_alerts = guard_warnings(result)
     details: list[str] = []
     if failed:
-        details.append(f"{len(failed)} of {len(attacks)} attacks failed ({', '.join(failed)}); "
+        details.append(f"{len(failed)} of {len(result.attacks)} attacks failed ({', '.join(failed)}); "
                        "the verdict rests on the others.")
     if not ok:
         return {
@@ -184,20 +192,19 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
             "details": details, "thresholds": THRESHOLDS_TEXT,
         }
     rows = []
-    for name, a in ok.items():
-        m = a["metrics"]
-        direction, auc_lo, tpr_lo, has_ci = judged_side(m)
+    for a in ok:
+        direction, auc_lo, tpr_lo, has_ci = judged_side(a)
         rows.append({
-            "attack": name, "has_ci": has_ci, "direction": direction,
-            "level": level_of(auc_lo, tpr_lo), "point_level": point_level(m),
-            "auc_lo": auc_lo, "tpr_lo": tpr_lo, "metrics": m,
+            "attack": a.name, "has_ci": has_ci, "direction": direction,
+            "level": level_of(auc_lo, tpr_lo), "point_level": point_level(a),
+            "auc_lo": auc_lo, "tpr_lo": tpr_lo, "result": a, "metrics": _metrics(a),
         })
     # The most leaky attack decides; ties go to the larger AUC lower bound, then TPR lower bound.
     best = max(rows, key=lambda r: (_RANK[r["level"]], r["auc_lo"], r["tpr_lo"]))
-    point_best = max(rows, key=lambda r: (_RANK[r["point_level"]], abs(r["metrics"]["auc"] - 0.5)))
+    point_best = max(rows, key=lambda r: (_RANK[r["point_level"]], abs(r["metrics"].auc - 0.5)))
     level = best["level"]
     all_ci = all(r["has_ci"] for r in rows)
-    joint = best["metrics"].get("simultaneous_lower") if all_ci else None
+    joint = best["result"].metrics_extra.get("simultaneous_lower") if all_ci else None
     bound_name = "95% CI"
     if joint:
         bound_name = f"simultaneous {joint['confidence'] * 100:.2f}% interval"
@@ -219,23 +226,23 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
         details.append("An evaluation guard fired (see warnings): the attacks may measure a difference between "
                        "the member and non-member sets rather than membership.")
     m = best["metrics"]
-    n_m, n_n = m.get("n_members"), m.get("n_nonmembers")
+    n_m, n_n = m.n_members, m.n_nonmembers
     if n_n is not None and n_n < 100:
         details.append(f"Only {n_n} non-members: TPR@1%FPR is really TPR@0%FPR (needs >= 100), so the level "
                        "is judged on AUC alone.")
     if best["direction"] == "flipped":
-        ci = m.get("auc_ci")
+        ci = m.auc_ci
         headline = (
-            f"{best['attack']}, sign-flipped, reaches AUC {_fmt(1 - m['auc'])}{_ci(ci and [1 - ci[1], 1 - ci[0]])} "
-            f"and TPR@1%FPR {_fmt(m.get('flipped_tpr_at_1pct_fpr') or 0.0)}"
-            f"{_ci(m.get('flipped_tpr_at_1pct_fpr_ci'))} on {n_m} members vs {n_n} non-members."
+            f"{best['attack']}, sign-flipped, reaches AUC {_fmt(1 - m.auc)}{_ci(ci and (1 - ci[1], 1 - ci[0]))} "
+            f"and TPR@1%FPR {_fmt(m.flipped_tpr_at_1pct_fpr or 0.0)}"
+            f"{_ci(m.flipped_tpr_at_1pct_fpr_ci)} on {n_m} members vs {n_n} non-members."
         )
-        details.append(f"{best['attack']} leaks a reversed signal: members score lower (AUC {_fmt(m['auc'])}). "
+        details.append(f"{best['attack']} leaks a reversed signal: members score lower (AUC {_fmt(m.auc)}). "
                        "An attacker who knows the direction flips the score; this is a leak, not privacy.")
     else:
         headline = (
-            f"{best['attack']} reaches AUC {_fmt(m['auc'])}{_ci(m.get('auc_ci'))} and "
-            f"TPR@1%FPR {_fmt(m['tpr_at_1pct_fpr'])}{_ci(m.get('tpr_at_1pct_fpr_ci'))} "
+            f"{best['attack']} reaches AUC {_fmt(m.auc)}{_ci(m.auc_ci)} and "
+            f"TPR@1%FPR {_fmt(m.tpr_at_1pct_fpr)}{_ci(m.tpr_at_1pct_fpr_ci)} "
             f"on {n_m} members vs {n_n} non-members."
         )
     verdict = {
@@ -245,7 +252,7 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
         "point_level": point_best["point_level"],
         "headline": headline, "details": details, "thresholds": THRESHOLDS_TEXT,
     }
-    reason = shift_reason(results, rows, best) if _RANK[level] > _RANK[NONE_LEVEL[0]] else None
+    reason = shift_reason(result, rows, best) if _RANK[level] > _RANK[NONE_LEVEL[0]] else None
     if reason:
         verdict.update(level=UNKNOWN_LEVEL[0], label=UNKNOWN_LEVEL[1], confidence="low", level_before_shift=level,
                        headline=f"{reason[0].upper()}{reason[1:]}. The attacks alone: {headline}")
@@ -255,31 +262,31 @@ def compute_verdict(results: dict[str, Any]) -> dict[str, Any]:
     return verdict
 
 
-def shift_reason(results: dict[str, Any], rows: list[dict[str, Any]], best: dict[str, Any]) -> str | None:
+def shift_reason(result: AuditResult, rows: list[dict[str, Any]], best: dict[str, Any]) -> str | None:
     """Why the verdict is downgraded for distribution shift (module docstring), or None."""
     blind = None
-    for sec in (results.get("sections") or {}).values():
-        m = sec.get("metrics") or {}
-        if sec.get("kind") == "guards" and sec.get("status", "ok") == "ok" and m.get("blind_classifier_auc") is not None:
+    for sec in (result.sections or {}).values():
+        m = sec.metrics or {}
+        if sec.kind == "guards" and sec.status == "ok" and m.get("blind_classifier_auc") is not None:
             blind = (float(m["blind_classifier_auc"]), m.get("blind_classifier_p_value"))
     if blind is None or blind[1] is None or blind[1] >= SHIFT_ALPHA:
         return None
     b = blind[0]
-    top = max(rows, key=lambda r: max(r["metrics"]["auc"], 1 - r["metrics"]["auc"]))
-    leak = max(top["metrics"]["auc"], 1 - top["metrics"]["auc"])
+    top = max(rows, key=lambda r: max(r["metrics"].auc, 1 - r["metrics"].auc))
+    leak = max(top["metrics"].auc, 1 - top["metrics"].auc)
     if b < leak - SHIFT_MARGIN and best["auc_lo"] > b:
         return None
     return (f"distribution shift: a model-free classifier separates the sets with AUC {_fmt(b)} "
             f"(p = {blind[1]:.2g}), comparable to the best attack's {_fmt(leak)} ({top['attack']}"
-            f"{', sign-flipped' if top['metrics']['auc'] < 0.5 else ''})")
+            f"{', sign-flipped' if top['metrics'].auc < 0.5 else ''})")
 
 
-def guard_warnings(results: dict[str, Any]) -> list[str]:
-    """Warnings raised by evaluation-guard sections (``kind: "guards"``) of a results dict."""
+def guard_warnings(result: AuditResult) -> list[str]:
+    """Warnings raised by evaluation-guard sections (``kind: "guards"``) of a result."""
     out: list[str] = []
-    for sec in (results.get("sections") or {}).values():
-        if sec.get("kind") == "guards":
-            out.extend(str(w) for w in sec.get("warnings") or [])
+    for sec in (result.sections or {}).values():
+        if sec.kind == "guards":
+            out.extend(str(w) for w in sec.warnings or [])
     return out
 
 
@@ -287,5 +294,5 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def _ci(ci: list[float] | None) -> str:
+def _ci(ci: tuple[float, float] | None) -> str:
     return f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
