@@ -54,6 +54,7 @@ class SimulationConfig:
     """Knobs of the experiment; defaults are the digits-scale version of Table 6.4.1."""
 
     seed: int = 0
+    world_seed: int | None = None  # the evaluated stealer world's seed; default seed + 1000 (as before)
     budgets: tuple[int, ...] = (5000, 10000)  # single-account stealing budgets (paper: 50k, 100k)
     sybil_accounts: tuple[int, ...] = (2,)  # k accounts sharing sybil_budget (paper: 2..6)
     sybil_budget: int | None = None  # total over all accounts; default: the largest budget
@@ -82,6 +83,17 @@ class SimulationConfig:
                                    f"overlap of {self.sybil_overlap}; raise sybil_budget or lower sybil_overlap")
 
     @property
+    def stealer_seed(self) -> int:
+        return self.seed + 1000 if self.world_seed is None else self.world_seed
+
+    @property
+    def evaluated_world_seeds(self) -> tuple[int, ...]:
+        """Every ``sample_world`` seed the stealers draw from (single account, sybil overlap and own)."""
+        w = self.stealer_seed
+        return (w, *(w + 1000 + k for k in self.sybil_accounts),
+                *(w + 2000 + 97 * k + i for k in self.sybil_accounts for i in range(k)))
+
+    @property
     def sybil_total(self) -> int:
         return self.sybil_budget or max(self.budgets)
 
@@ -100,9 +112,15 @@ class SimulationConfig:
 
 def load_simulation_config(path: str | Path | None, **overrides: Any) -> SimulationConfig:
     """The ``simulation:`` section of an experiment file (defaults if absent), with overrides."""
-    d = dict(read_mapping(path).get("simulation", {})) if path else {}
+    mapping = read_mapping(path) if path else {}
+    d = dict(mapping.get("simulation", {}))
     d.update({k: v for k, v in overrides.items() if v is not None})
-    return SimulationConfig.from_dict(d)
+    cfg = SimulationConfig.from_dict(d)
+    if mapping.get("calibration"):  # the buckets/beta were chosen on a world this run must not evaluate
+        from genleak.b4b.calibrate import CalibrationConfig, check_disjoint
+
+        check_disjoint(CalibrationConfig.from_dict(dict(mapping["calibration"])), cfg.evaluated_world_seeds)
+    return cfg
 
 
 @dataclass
@@ -240,7 +258,7 @@ def run_simulation(store: StateStore, connect: Callable[[str], Client], config: 
     legit_row("legit", "B4B", "b4b")
 
     # ---- single-account stealing, with and without the defense
-    world = bdata.sample_world(max(cfg.budgets), seed=cfg.seed + 1000)
+    world = bdata.sample_world(max(cfg.budgets), seed=cfg.stealer_seed)
     for defense_name, policy, role in (("NONE", "none", "stealer-none"), ("B4B", "b4b", "stealer")):
         c = accounts.open(role, policy)
         try:
@@ -259,8 +277,8 @@ def run_simulation(store: StateStore, connect: Callable[[str], Client], config: 
     # ---- sybil attacks: k accounts, shared overlap for the remapping
     for k in cfg.sybil_accounts:
         per = cfg.sybil_total // k
-        overlap = bdata.sample_world(cfg.sybil_overlap, seed=cfg.seed + 2000 + k)
-        own = [bdata.sample_world(per - cfg.sybil_overlap, seed=cfg.seed + 3000 + 97 * k + i) for i in range(k)]
+        overlap = bdata.sample_world(cfg.sybil_overlap, seed=cfg.stealer_seed + 1000 + k)
+        own = [bdata.sample_world(per - cfg.sybil_overlap, seed=cfg.stealer_seed + 2000 + 97 * k + i) for i in range(k)]
         answers_overlap, answers_own, covs, sigs = [], [], [], []
         for i in range(k):
             role = f"sybil{k}-{i}"

@@ -1,4 +1,4 @@
-"""CLI commands of the B4B encoder API: ``genleak b4b {serve,train-encoder,admin,simulate}``.
+"""CLI commands of the B4B encoder API: ``genleak b4b {serve,train-encoder,admin,calibrate,simulate}``.
 
 ``b4b train-encoder`` trains the API's victim encoder; ``train encoder`` is the FID feature extractor.
 
@@ -174,6 +174,36 @@ def register(app: typer.Typer) -> None:
 
     b4b.add_typer(admin, name="admin")
 
+    @b4b.command("calibrate")
+    def b4b_calibrate(
+        model: Path = typer.Option(..., "--model", help="the victim encoder folder"),
+        config: Path = typer.Option(..., "--config", help="experiment file; its `calibration:` section (seed, budget, "
+                                    "candidate hyperplanes) must name a world the `simulation:` section does not use"),
+        out: Path | None = typer.Option(None, "--out", help="also write calibration.json here"),
+        threads: int = typer.Option(1, "--threads", help="torch threads"),
+    ) -> None:
+        """Choose B4B's bucket count and beta from coverage on a stealer world disjoint from the simulated one."""
+        import dataclasses
+
+        import torch
+
+        from genleak.b4b.calibrate import choose, load_calibration, measure_coverage, table
+        from genleak.b4b.config import load_config
+        from genleak.b4b.encoder import Encoder
+        from genleak.io import atomic_write_json
+
+        torch.set_num_threads(threads)
+        cal, defense = load_calibration(config), load_config(config)
+        points = measure_coverage(Encoder.load(model).embed, cal, lsh_seed=defense.lsh_seed)
+        chosen = choose(points)
+        typer.echo(f"calibration world seed {cal.world_seed}, {cal.budget} stealer queries, task seed {cal.task_seed}")
+        typer.echo(table(points, chosen))
+        if (defense.n_hyperplanes, defense.beta) != chosen:
+            typer.echo(f"note: {config} uses n_hyperplanes = {defense.n_hyperplanes}, beta = {defense.beta}")
+        if out is not None:
+            atomic_write_json(out / "calibration.json", {"calibration": dataclasses.asdict(cal), "chosen": list(chosen),
+                                                         "points": [dataclasses.asdict(p) for p in points]})
+
     @b4b.command("simulate")
     def b4b_simulate(
         db: str = typer.Option(..., "--db", help=DB_HELP + " (the server's; users are created there)"),
@@ -184,6 +214,7 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, "--seed", help="override simulation.seed"),
         budgets: str | None = typer.Option(None, "--budgets", help="override stealing budgets, e.g. 5000,10000"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+        threads: int | None = typer.Option(None, "--threads", help="torch threads for the stealers (default: torch's)"),
     ) -> None:
         """Run the Table 6.4.1 experiment against a B4B server: legit user, stealers, sybils, static noise."""
         from rich.console import Console
@@ -192,6 +223,10 @@ def register(app: typer.Typer) -> None:
         from genleak.b4b.process import ServerProcess
         from genleak.b4b.simulate import load_simulation_config, run_simulation
 
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(max(1, threads))
         console = Console(stderr=True)
         parsed = None if budgets is None else tuple(int(b) for b in budgets.split(","))
         sim = load_simulation_config(config, seed=seed, budgets=parsed)
