@@ -27,6 +27,13 @@ and every core attack, n random images are scored through ``Attack.score`` (the 
 - ratio = attack time / (NFE x bare forward x n / batch) (goal <= 1.10: an attack costs its queries);
 - the speed-up over the fp32 eager configuration.
 
+    python benchmarks/scale.py plan [--n 16] [--batch-size 8] [--threads 1] [--repeats 1] [--out plan.json]
+
+``plan`` (issue 14 §4, the query plan): the core attacks scored together through
+``genleak.scoring.score_images`` against each alone, on the same UNet: wall times, the attacks' NFE
+summed against the distinct denoiser queries actually run (UNet inputs counted by a forward hook),
+and a check that every score is bit for bit the same.
+
 It also times the per-sample noise source (a CPU ``torch.Generator`` per sample, then ``.to(device)``)
 against one SimA batch, and ``--sima-full`` scores 25,000 + 25,000 32x32 images with SimA (issue 14:
 under 5 s on one H100-class GPU). The Markdown table is printed; ``--out`` gets the figures as JSON
@@ -54,6 +61,7 @@ import torch
 from diffusers import UNet2DModel
 
 from genleak.attacks import DEFAULT_ATTACKS, NoiseSource, get_attack
+from genleak.data import ImageSet
 from genleak.io import atomic_write_json, atomic_write_text
 from genleak.targets import DiffusionTarget, default_scheduler
 
@@ -295,6 +303,62 @@ def run_gpu(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     return report
 
 
+def run_plan(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The core attacks scored together (the query plan) and each alone, through ``score_images``."""
+    from genleak.scoring import query_counts, score_images
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    target = DiffusionTarget(ddpm_unet(), default_scheduler(), device=device)
+    images = ImageSet(torch.rand(args.n, 3, 32, 32) * 2 - 1, ids=[f"bench/{i}" for i in range(args.n)])
+    forwards = [0]
+    target.unet.register_forward_pre_hook(lambda module, a: forwards.__setitem__(0, forwards[0] + a[0].shape[0]))
+    names = [a for a in args.attacks.split(",") if a]
+
+    def timed(attacks: list[Any]) -> dict[str, Any]:
+        forwards[0] = 0
+        _sync(device)
+        start, cpu = time.perf_counter(), time.process_time()  # CPU time: steadier on a shared machine
+        got = score_images(target, images, attacks, batch_size=args.batch_size, progress=False)
+        _sync(device)
+        return {"scored": got, "seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
+                "forwards": forwards[0]}
+
+    attacks = [get_attack(n) for n in names]
+    timed(attacks[-1:])  # warm-up (allocator, kernels)
+    runs = [([timed([a]) for a in attacks], timed(attacks)) for _ in range(args.repeats)]  # alternating
+    alone = [min((r[0][j] for r in runs), key=lambda x: x["seconds"]) for j in range(len(attacks))]  # fastest
+    both = min((r[1] for r in runs), key=lambda x: x["seconds"])
+    same = all(np.array_equal(both["scored"][a].values, x["scored"][a].values) for a, x in zip(attacks, alone, strict=True))
+    q = query_counts(both["scored"])
+    report = {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]), "device": device_name(device),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "n": args.n, "batch_size": args.batch_size,
+        "repeats": args.repeats, "attacks": names, "alone_seconds": {a.name: x["seconds"] for a, x in zip(attacks, alone, strict=True)},
+        "alone_total_seconds": sum(x["seconds"] for x in alone), "together_seconds": both["seconds"],
+        "alone_total_cpu_seconds": sum(x["cpu"] for x in alone), "together_cpu_seconds": both["cpu"],
+        "attacks_nfe": q["attacks_nfe"], "run": q["run"], "forwards_counted_per_sample": both["forwards"] / args.n,
+        "alone_forwards_per_sample": sum(x["forwards"] for x in alone) / args.n, "bitwise_identical": same,
+    }
+    r = report
+    report["markdown"] = (
+        f"{'+'.join(names)} on {args.n} images (DDPM-CIFAR10 UNet, batch {args.batch_size}, {r['device']}, "
+        f"{r['threads']} thread(s)): denoiser queries per sample {r['alone_forwards_per_sample']:g} alone "
+        f"(the attacks' NFE summed: {q['attacks_nfe']:g}) vs {r['forwards_counted_per_sample']:g} together "
+        f"(query plan: {q['run']:g}); wall time {r['alone_total_seconds']:.1f} s alone vs {r['together_seconds']:.1f} s "
+        f"together ({r['alone_total_seconds'] / r['together_seconds']:.2f}x), CPU time "
+        f"{r['alone_total_cpu_seconds']:.1f} s vs {r['together_cpu_seconds']:.1f} s "
+        f"({r['alone_total_cpu_seconds'] / r['together_cpu_seconds']:.2f}x); scores bit for bit identical: {same}"
+        f"\n\n`{r['command']}`")
+    if args.out:
+        atomic_write_json(args.out, report)
+        atomic_write_text(Path(args.out).with_suffix(".md"), report["markdown"] + "\n")
+    log(report["markdown"])
+    return report
+
+
 def write_synthetic_folder(root: Path, n: int, size: int, seed: int = 0, ext: str = "jpg") -> None:
     """n distinct smooth RGB images (a random 8x8 colour field upsampled, plus noise), like photos in
     how they compress and decode; JPEG quality 90 by default (LAION-style), PNG with ``ext="png"``."""
@@ -481,7 +545,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     stream.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     stream.add_argument("--dir", default=None, help="keep the synthetic folder here (default: a temporary folder)")
     stream.add_argument("--out", default=None, help="JSON file for the figures (the table goes next to it as .md)")
+    plan = sub.add_parser("plan", help="the core attacks scored together (query plan) vs each alone")
+    plan.add_argument("--n", type=int, default=16, help="random 32x32 images")
+    plan.add_argument("--batch-size", type=int, default=8)
+    plan.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS))
+    plan.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    plan.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    plan.add_argument("--repeats", type=int, default=1, help="alone/together rounds, alternating; the fastest counts")
+    plan.add_argument("--out", default=None, help="JSON file for the figures (the line goes next to it as .md)")
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        run_plan(args)
+        return
     if args.command == "stream":
         run_stream(args)
         return

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from genleak.attacks import get_attack
+from genleak.attacks.base import score_together
 from genleak.data import make_split
+from genleak.errors import GenleakError
 from genleak.scoring import query_counts, score_images, score_split
 
 CORE = ("loss", "secmi", "pia", "pian", "sima")
@@ -109,11 +111,17 @@ def test_a_latent_target_encodes_each_batch_once(digits8):
     latent = LatentDiffusionTarget(build_vae(8, 1, (16, 32), 4), build_latent_unet(4, 4, (32, 64), 1), sd_scheduler(),
                                    device="cpu")
     images = make_split(digits8, 6, 6, seed=1).members
-    attacks = [get_attack(n) for n in ("pia", "pian", "sima")]
+    # denoise-process wraps the target in its own ``score`` (its pixel error is against the query pixels,
+    # not the VAE's round trip), so it is scored alone, through that ``score``
+    process = get_attack("denoise-process", preset="baseline", unet_timesteps=[50], noise_timesteps=[50], n_draws=1)
+    attacks = [get_attack(n) for n in ("pia", "pian", "sima")] + [process]
     want = [a.score(latent, images.images, images.ids, batch_size=4, progress=False).numpy() for a in attacks]
     for key in latent.counters:
         latent.counters[key] = 0
     got = score_images(latent, images, attacks, batch_size=4, progress=False)
-    assert latent.counters == {"unet": 4 * 6, "vae_encode": 6, "vae_decode": 0}  # not 5 * 6 and 3 * 6
+    # pia + pian + sima: 4 queries and 1 encoding per sample, not 5 and 3; denoise-process: its own 1 and 1
+    assert (latent.counters["unet"], latent.counters["vae_encode"]) == (5 * 6, 2 * 6)
     for a, w in zip(attacks, want, strict=True):
         np.testing.assert_array_equal(got[a].values, w, err_msg=a.name)
+    with pytest.raises(GenleakError, match="scores through its own score"):  # never mixed into a plan
+        score_together([process, attacks[0]], latent, images)

@@ -26,7 +26,7 @@ from genleak.errors import GenleakError
 from genleak.io import atomic_save_npz
 from genleak.metrics import MetricReport, asr_calibrated, evaluate, fpr_resolution_warning
 from genleak.results import AttackResult, AuditResult
-from genleak.scoring import distributed_world, score_split
+from genleak.scoring import distributed_world, query_counts, score_split
 from genleak.targets.base import Target
 from genleak.targets.folders import TARGET_SPLIT_FILE
 
@@ -147,8 +147,9 @@ def run_attacks(
             if fail_fast:
                 raise
             failed(attack, err)
+    queries = query_counts(scored)  # the query plan's saving: distinct queries run vs the attacks' NFE
     return AuditResult(target=target_info, split=split_info, attacks=list(results.values()), seed=seed, command=command,
-                       bootstrap=bootstrap)
+                       bootstrap=bootstrap, extra={"queries": queries} if queries["samples"] else {})
 
 
 def sweep_parameter(

@@ -263,9 +263,15 @@ def score_images(
                 def compute(rows: list[int] = rows, live: list[int] = live) -> list[Any] | None:
                     if not rows:
                         return None
-                    got = score_together([attacks[i] for i in live], target, images[rows], [seeds[r] for r in rows],
-                                         cond=None if cond is None else _rows(cond, rows), batch_size=batch_size,
-                                         seed=seed, progress=False, num_workers=num_workers, precision=precision)
+                    args = (target, images[rows], [seeds[r] for r in rows])
+                    kwargs: dict[str, Any] = dict(cond=None if cond is None else _rows(cond, rows), seed=seed,
+                                                  batch_size=batch_size, progress=False, num_workers=num_workers,
+                                                  precision=precision)
+                    if len(live) == 1:  # the attack's own ``score``: some wrap the target there
+                        began = time.perf_counter()
+                        values = attacks[live[0]].score(*args, **kwargs).numpy()
+                        return [(values, None, 0, time.perf_counter() - began)]
+                    got = score_together([attacks[i] for i in live], *args, **kwargs)
                     return [(None if v is None else v.numpy(), *rest)
                             for v, *rest in zip(got.scores, got.errors, got.shared, got.seconds, strict=True)]
 

@@ -218,6 +218,8 @@ def score_together(
     """
     for attack in attacks:
         attack.check(target)
+        if len(attacks) > 1 and type(attack).score is not Attack.score:  # it wraps the target in its ``score``
+            raise GenleakError(f"attack '{attack.name}' scores through its own score(): score it alone")
     if precision not in PRECISIONS:
         raise GenleakError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     autocast = functools.partial(torch.autocast, torch.device(target.device).type, dtype=PRECISIONS[precision],
