@@ -77,7 +77,7 @@ def test_pyproject_declares_every_extra_the_code_asks_for():
     assert not any(d.startswith("torch==") for d in project["dependencies"])  # a user's CUDA torch must stay
     extras = project["optional-dependencies"]
     used = {m for f in (ROOT / "src").rglob("*.py") for m in re.findall(r'needs_extra\("(\w+)"\)', f.read_text())}
-    assert used == {"serve", "dp"}, used
+    assert used == {"serve", "dp", "data"}, used
     assert used <= set(extras)
     (all_req,) = extras["all"]
     assert set(re.fullmatch(r"genleak\[(.*)\]", all_req).group(1).split(",")) == set(extras) - {"dev", "all"}
