@@ -144,6 +144,9 @@ def register(app: typer.Typer) -> None:
         inputs = {"target_path": str(target.resolve()), "split_path": str(split.resolve())}
         path = write_results(result, out, extra={"split_check": check, "inputs": inputs})
         print_results(result)
+        if "queries" in result.extra:  # the query plan (issue 14 §4): what ran against what each attack alone asks
+            q = result.extra["queries"]
+            typer.echo(f"denoiser queries per sample: {q['run']:g} run, {q['attacks_nfe']:g} the attacks' NFE summed")
         typer.echo(f"wrote {path} and {out / 'roc.png'}")
 
     @data.command("inspect")
