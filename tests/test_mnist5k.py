@@ -61,4 +61,4 @@ def test_weakfit_benchmark_sides_are_disjoint_and_stratified():
     assert len({h for s in sides for h in s.hashes}) == 4000  # no image on two sides (nor twice on one)
     for s in sides:
         assert Counter(s.labels) == dict.fromkeys(range(10), 100)  # stratified: 500 per class in the file
-    assert target.seed == 0 and shadow.seed == 1 and shadow.source == {"kind": "mnist5k", "size": 16}
+    assert target.seed == 0 and shadow.seed == 1 and shadow.source == {"kind": "mnist5k", "size": 12}
