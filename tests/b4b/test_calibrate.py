@@ -11,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from genleak.b4b import data as bdata
-from genleak.b4b.calibrate import CalibrationConfig, CoveragePoint, choose, load_calibration, measure_coverage
+from genleak.b4b.calibrate import CoveragePoint, choose, load_calibration, measure_coverage
+from genleak.b4b.config import CalibrationConfig
 from genleak.b4b.simulate import SimulationConfig, load_simulation_config
 from genleak.cli.b4b import register
 from genleak.errors import GenleakError

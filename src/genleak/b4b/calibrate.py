@@ -5,7 +5,7 @@ broad (stealer) querying a large one at the stealing budget (Section 6.4.1, A.6.
 the coverage at which sigma reaches alpha (Eq. 6.1), between the two. Measuring both on the world the
 simulation then attacks would tune the defense to the very queries it is scored on, so the stealer's
 coverage here comes from ``sample_world`` under a seed the simulation never uses (the config's
-``calibration.world_seed``; :func:`check_disjoint` refuses a coincidence).
+``calibration.world_seed``; ``config.check_disjoint`` refuses a coincidence).
 
 Rule (deterministic in the measured coverage): the bucket count with the largest gap
 ``stealer - task`` (ties: more buckets), and beta = the midpoint of the two at that count.
@@ -13,41 +13,17 @@ Rule (deterministic in the measured coverage): the bucket count with the largest
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from genleak.b4b import data as bdata
-from genleak.b4b.config import read_mapping
+from genleak.b4b.config import CalibrationConfig, check_disjoint, read_mapping
 from genleak.b4b.defense import LSHCoverage
+from genleak.b4b.simulate import load_simulation_config
 from genleak.errors import GenleakError
-
-
-@dataclass(frozen=True)
-class CalibrationConfig:
-    """The ``calibration:`` section of an experiment file."""
-
-    world_seed: int = 7  # seed of the calibration world: never one the simulation draws its stealers from
-    budget: int = 5000  # stealer queries per account at which coverage is measured
-    hyperplanes: tuple[int, ...] = (8, 9, 10, 11, 12, 13, 14)  # candidate bucket counts 2^n
-    task_seed: int = 0  # jitter seed of the legitimate task (digits_task)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hyperplanes", tuple(int(n) for n in self.hyperplanes))
-        if self.budget < 1 or not self.hyperplanes or not all(1 <= n <= 24 for n in self.hyperplanes):
-            raise GenleakError("calibration needs budget >= 1 and hyperplanes in 1..24")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CalibrationConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise GenleakError(f"unknown calibration config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -57,17 +33,8 @@ class CoveragePoint:
     stealer: float  # fraction the first ``budget`` calibration-world queries occupy
 
 
-def check_disjoint(cal: CalibrationConfig, evaluated_seeds: Sequence[int]) -> None:
-    """One-line refusal when the calibration world would be one the simulation evaluates."""
-    if cal.world_seed in set(evaluated_seeds):
-        raise GenleakError(f"calibration.world_seed {cal.world_seed} is a seed the simulation draws its stealer "
-                           f"world from ({sorted(set(evaluated_seeds))}); choose another one")
-
-
 def load_calibration(path: str | Path) -> CalibrationConfig:
     """The ``calibration:`` section of ``path``, checked against its ``simulation:`` section's worlds."""
-    from genleak.b4b.simulate import load_simulation_config
-
     cal = CalibrationConfig.from_dict(dict(read_mapping(path).get("calibration") or {}))
     check_disjoint(cal, load_simulation_config(path).evaluated_world_seeds)
     return cal

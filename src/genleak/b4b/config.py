@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,32 @@ def config_diff(a: B4BConfig, b: B4BConfig) -> dict[str, tuple[Any, Any]]:
     da, db = a.to_dict(), b.to_dict()
     return {k: (da[k], db[k]) for k in da if da[k] != db[k]}
 
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """The ``calibration:`` section of an experiment file."""
+
+    world_seed: int = 7  # seed of the calibration world: never one the simulation draws its stealers from
+    budget: int = 5000  # stealer queries per account at which coverage is measured
+    hyperplanes: tuple[int, ...] = (8, 9, 10, 11, 12, 13, 14)  # candidate bucket counts 2^n
+    task_seed: int = 0  # jitter seed of the legitimate task (digits_task)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hyperplanes", tuple(int(n) for n in self.hyperplanes))
+        if self.budget < 1 or not self.hyperplanes or not all(1 <= n <= 24 for n in self.hyperplanes):
+            raise GenleakError("calibration needs budget >= 1 and hyperplanes in 1..24")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CalibrationConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise GenleakError(f"unknown calibration config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+def check_disjoint(cal: CalibrationConfig, evaluated_seeds: Sequence[int]) -> None:
+    """One-line refusal when the calibration world would be one the simulation evaluates."""
+    if cal.world_seed in set(evaluated_seeds):
+        raise GenleakError(f"calibration.world_seed {cal.world_seed} is a seed the simulation draws its stealer "
+                           f"world from ({sorted(set(evaluated_seeds))}); choose another one")

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from genleak.b4b import data as bdata
-from genleak.b4b.config import B4BConfig, read_mapping
+from genleak.b4b.config import B4BConfig, CalibrationConfig, check_disjoint, read_mapping
 from genleak.b4b.defense import CostFunction
 from genleak.b4b.service import user_status
 from genleak.b4b.store import StateStore
@@ -117,8 +117,6 @@ def load_simulation_config(path: str | Path | None, **overrides: Any) -> Simulat
     d.update({k: v for k, v in overrides.items() if v is not None})
     cfg = SimulationConfig.from_dict(d)
     if mapping.get("calibration"):  # the buckets/beta were chosen on a world this run must not evaluate
-        from genleak.b4b.calibrate import CalibrationConfig, check_disjoint
-
         check_disjoint(CalibrationConfig.from_dict(dict(mapping["calibration"])), cfg.evaluated_world_seeds)
     return cfg
 
