@@ -105,7 +105,9 @@ class ScoreCache:
             "config": json.loads(json.dumps(attack.config.to_dict(), default=list)),
             "columns": list(attack.columns),
             "seed": int(seed),
-            "precision": precision,  # bf16 / fp16 autocast scores differ from fp32 ones
+            # bf16 / fp16 autocast scores differ from fp32 ones; fp32 adds no key, as in scores/*.npz and
+            # results.json (pipeline.run_attacks), so one convention keys precision everywhere
+            **({"precision": precision} if precision != "fp32" else {}),
         }
 
     def folder(self, meta: dict[str, Any]) -> Path:
