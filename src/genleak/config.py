@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from genleak.errors import GenleakError
 
 C = TypeVar("C", bound="JsonConfig")
+D = TypeVar("D")
 
 
 class JsonConfig:
@@ -40,6 +41,18 @@ class JsonConfig:
     @classmethod
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def strict_from_dict(cls: type[D], d: dict[str, Any], what: str) -> D:
+    """``cls(**d)`` for a dataclass config a user wrote: a key it does not know (a typo) or a value its
+    constructor refuses is a one-line ``GenleakError`` naming ``what``."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if unknown := sorted(set(d) - known):
+        raise GenleakError(f"unknown {what} key(s) {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**d)
+    except TypeError as err:
+        raise GenleakError(f"bad {what}: {err}") from None
 
 
 def read_config(path: str | os.PathLike[str], *, known: Iterable[str] | None = None, what: str = "config") -> dict[str, Any]:

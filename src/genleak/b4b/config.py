@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from genleak._extras import needs_extra
+from genleak.config import strict_from_dict
 from genleak.errors import GenleakError
 
 TRANSFORM_KINDS: tuple[str, ...] = ("affine", "pad", "add", "shuffle", "binary")
@@ -88,14 +89,7 @@ class B4BConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> B4BConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise GenleakError(f"unknown B4B config key(s) {unknown}; known keys: {sorted(known)}")
-        try:
-            return cls(**d)
-        except TypeError as err:
-            raise GenleakError(f"bad B4B config: {err}") from err
+        return strict_from_dict(cls, d, "B4B config")
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
@@ -155,11 +149,7 @@ class CalibrationConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CalibrationConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise GenleakError(f"unknown calibration config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "calibration config")
 
 
 def check_disjoint(cal: CalibrationConfig, evaluated_seeds: Sequence[int]) -> None:

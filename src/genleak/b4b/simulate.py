@@ -37,6 +37,7 @@ from genleak.b4b.config import B4BConfig, CalibrationConfig, check_disjoint, rea
 from genleak.b4b.defense import CostFunction
 from genleak.b4b.service import user_status
 from genleak.b4b.store import StateStore
+from genleak.config import strict_from_dict
 from genleak.errors import GenleakError
 from genleak.io import atomic_write_json, atomic_write_text
 
@@ -103,11 +104,7 @@ class SimulationConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimulationConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise GenleakError(f"unknown simulation config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "simulation config")
 
 
 def load_simulation_config(path: str | Path | None, **overrides: Any) -> SimulationConfig:

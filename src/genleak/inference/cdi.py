@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from genleak.config import strict_from_dict
 from genleak.data import ImageSet
 from genleak.errors import DataError, GenleakError
 from genleak.inference.features import (
@@ -124,11 +125,7 @@ class CDIConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CDIConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise GenleakError(f"unknown CDI setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "CDI setting")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
