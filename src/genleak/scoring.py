@@ -26,6 +26,7 @@ attacks' NFE.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -407,7 +408,18 @@ def distributed_world() -> tuple[int, int]:
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
+        atexit.register(_leave_group)
     return (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+
+
+def _leave_group() -> None:
+    """Destroy the process group ``distributed_world`` joined while the interpreter is still whole: a gloo
+    group left to interpreter shutdown can abort a rank that finished its work ("terminate called without
+    an active exception", SIGABRT; pytorch/pytorch#190489), so torchrun reports the run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _broadcast(obj: Any) -> Any:
