@@ -4,4 +4,6 @@ The flow is split -> target -> attack -> scores -> evaluation -> report; see ARC
 Heavy imports (torch, diffusers) happen in the submodules, so ``import genleak`` stays light.
 """
 
-__version__ = "0.1.0"
+from genleak._version import __version__
+
+__all__ = ["__version__"]

@@ -15,7 +15,6 @@ optional key a newer writer added) are kept, never dropped. ``cdi.json`` is ``fo
 from __future__ import annotations
 
 import hashlib
-import math
 import platform
 import sys
 import time
@@ -25,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-import genleak
+from genleak._version import __version__
 from genleak.errors import GenleakError
+from genleak.io import jsonable
 from genleak.metrics import MetricReport
 
 RESULTS_FORMAT = "genleak.results"
@@ -86,7 +86,7 @@ def _check_format(data: Any, where: str, fmt: str, version: int, kind: str, rewr
     if got != version:
         hint = ("it was written by a newer genleak: upgrade genleak" if isinstance(got, int) and got > version
                 else rewrite)
-        raise GenleakError(f"'{where}' has {kind} schema version {got}; genleak {genleak.__version__} reads only "
+        raise GenleakError(f"'{where}' has {kind} schema version {got}; genleak {__version__} reads only "
                            f"version {version} ({hint})")
 
 
@@ -261,7 +261,7 @@ class AuditResult:
     verdict: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # provenance: None = not recorded (a file from before the key existed), left out by to_json
-    genleak_version: str | None = genleak.__version__
+    genleak_version: str | None = __version__
     created: str | None = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     machine: dict[str, Any] | None = field(default_factory=machine_info)
 
@@ -420,7 +420,7 @@ class CDIResult:
     scores_u: np.ndarray | None = None
     features_p: np.ndarray | None = None  # the scorer's inputs, saved so `genleak verify` can refit and re-test
     features_u: np.ndarray | None = None
-    genleak_version: str | None = genleak.__version__
+    genleak_version: str | None = __version__
 
     @property
     def min_suspect_size_refit(self) -> int | None:
@@ -432,7 +432,7 @@ class CDIResult:
 
     def to_json(self) -> dict[str, Any]:
         one_sided = self.alternative == "greater"
-        return _json_safe(
+        return jsonable(  # an infinite t statistic stays ordered: +-1e308
             {
                 "format": CDI_FORMAT,
                 "version": CDI_VERSION,
@@ -481,9 +481,9 @@ class CDIResult:
                 "guards": self.guards,
                 "warnings": self.warnings,
                 "provenance": self.provenance,
-            }
+            },
+            inf=1e308,
         )
-
 
     @classmethod
     def from_json(cls, d: Any, where: str = CDI_FILE) -> CDIResult:
@@ -535,19 +535,3 @@ def _curve_dict(points: Sequence[CurvePoint], min_size: int | None, method: str)
         "points": [p.to_json() for p in points],
         "min_suspect_size": min_size,
     }
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> None, +-inf -> +-1e308 (JSON has neither), numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return math.copysign(1e308, obj)
-    return obj

@@ -193,7 +193,6 @@ MAR_ABLATION: tuple[tuple[str, dict[str, Any]], ...] = (
 def mar_ablation(target: Any, data: AuditData, *, mask_draws: int = 4, seed: int = 0,
                  steps: Sequence[tuple[str, dict[str, Any]]] = MAR_ABLATION) -> list[dict[str, Any]]:
     """Loss attack on a MAR target under each row of Table 9.5.2 (evaluation sets, genleak.metrics)."""
-    import genleak.iar  # noqa: F401  (registers the iar-* attacks)
     from genleak.attacks import get_attack
     from genleak.metrics import evaluate
 
