@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from genleak.errors import GenleakError
+from genleak.io import jsonable
 from genleak.report.sections import SectionFn, SectionSkipped, SectionSpec
 from genleak.results import AuditResult
 
@@ -298,7 +296,7 @@ def run_sections(target: Any, split: Any, out: Path, specs: Sequence[SectionSpec
             got = spec.fn(target, split, out)
             if not isinstance(got, dict):
                 raise TypeError(f"section returned {type(got).__name__}, expected a dict")
-            sec = {**base, **_jsonable(got), "status": got.get("status", "ok")}
+            sec = {**base, **jsonable(got), "status": got.get("status", "ok")}
             json.dumps(sec, allow_nan=False)
             try:  # a malformed section is a failed one (a bug), not a skipped one
                 SectionResult.from_json(spec.name, sec, f"section {spec.name}")
@@ -436,20 +434,3 @@ def _audit_inputs(target_path: str | Path | None, split_path: str | Path | None)
         if p.is_file():
             info["split_manifest_sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
     return info
-
-
-def _jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays and tuples -> plain JSON values; non-finite floats -> None."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

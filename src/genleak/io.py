@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "jsonable",
 ]
 
 
@@ -83,6 +85,24 @@ def atomic_write_json(
     """
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False)
     return atomic_write_text(path, text + "\n")
+
+
+def jsonable(obj: Any, inf: float | None = None) -> Any:
+    """``obj`` with plain JSON values only: numpy scalars and arrays, tuples and paths converted, NaN ->
+    None, and +-inf -> None or, given ``inf``, +-``inf`` (JSON has neither; ``atomic_write_json`` refuses them)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, inf) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v, inf) for v in obj]
+    if isinstance(obj, np.ndarray | np.generic):
+        return jsonable(obj.tolist(), inf)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) or inf is None else math.copysign(inf, obj)
+    return obj
 
 
 def atomic_save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
