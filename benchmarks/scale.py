@@ -243,6 +243,11 @@ def finish(report: dict[str, Any], started: float, out: str | None) -> None:
     lines.append(f"\n`{report['command']}`: {report['device']}, torch {report['torch']}, {report['threads']} thread(s), "
                  f"wall time {report['wall_seconds']:.0f} s")
     report["markdown"] = "\n".join(lines)
+    write_report(report, out)
+
+
+def write_report(report: dict[str, Any], out: str | Path | None) -> None:
+    """OUT (the JSON) and OUT with a .md suffix (the table), when an output path was given."""
     if out:
         atomic_write_json(out, report)
         atomic_write_text(Path(out).with_suffix(".md"), report["markdown"] + "\n")
@@ -352,9 +357,7 @@ def run_plan(args: argparse.Namespace, log: Callable[[str], None] = print) -> di
         f"{r['alone_total_cpu_seconds']:.1f} s vs {r['together_cpu_seconds']:.1f} s "
         f"({r['alone_total_cpu_seconds'] / r['together_cpu_seconds']:.2f}x); scores bit for bit identical: {same}"
         f"\n\n`{r['command']}`")
-    if args.out:
-        atomic_write_json(args.out, report)
-        atomic_write_text(Path(args.out).with_suffix(".md"), report["markdown"] + "\n")
+    write_report(report, args.out)
     log(report["markdown"])
     return report
 
@@ -510,9 +513,7 @@ def run_stream(args: argparse.Namespace, log: Callable[[str], None] = print) -> 
         f"{report['rss_rest_gib']:.2f} GiB; peak per phase beyond the resting RSS (GiB, with the workers' USS): {phases}.\n\n"
         f"`{report['command']}`: {report['device']}, torch {report['torch']}, {report['threads']} thread(s), "
         f"wall time {report['wall_seconds']:.0f} s, under 2 GiB beyond the model: {'yes' if report['within_2gib'] else 'NO'}")
-    if args.out:
-        atomic_write_json(args.out, report)
-        atomic_write_text(Path(args.out).with_suffix(".md"), report["markdown"] + "\n")
+    write_report(report, args.out)
     log(report["markdown"])
     return report
 

@@ -40,6 +40,15 @@ def digits8():
     return load_source({"kind": "digits", "size": 8})
 
 
+@pytest.fixture(scope="module")
+def pixel():
+    """A tiny pixel DDPM with seeded random weights (8x8, UNet (16, 32)): spread-out scores, no training."""
+    from genleak.targets import DiffusionTarget, build_unet, default_scheduler
+
+    torch.manual_seed(0)
+    return DiffusionTarget(build_unet(8, 1, (16, 32)), default_scheduler(), device="cpu")
+
+
 @pytest.fixture(scope="session")
 def overfit_ddpm(tmp_path_factory, digits8) -> OverfitModel:
     from genleak.data import make_split

@@ -21,14 +21,6 @@ CORE = ("loss", "secmi", "pia", "pian", "sima")
 
 
 @pytest.fixture(scope="module")
-def pixel():
-    from genleak.targets import DiffusionTarget, build_unet, default_scheduler
-
-    torch.manual_seed(0)
-    return DiffusionTarget(build_unet(8, 1, (16, 32)), default_scheduler(), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def split(digits8):
     return make_split(digits8, 10, 7, seed=0)
 

@@ -12,7 +12,7 @@ import torch
 
 from genleak.attacks import attack_class, available_attacks, get_attack
 from genleak.errors import TargetError
-from genleak.targets import DiffusionTarget, build_unet, default_scheduler
+from genleak.targets import default_scheduler
 from genleak.targets.base import Autoregressive, LatentDiffusion, PixelDiffusion, TargetKind
 
 
@@ -37,12 +37,6 @@ class Minimal(PixelDiffusion):
 
     def fingerprint(self):
         return "minimal"
-
-
-@pytest.fixture(scope="module")
-def pixel():
-    torch.manual_seed(0)
-    return DiffusionTarget(build_unet(8, 1, (16, 32)), default_scheduler(), device="cpu")
 
 
 @pytest.fixture(scope="module")
