@@ -191,6 +191,33 @@ def test_train_refuses_bad_input(iar_data):
         IARTrainConfig.from_dict({"kind": "rar", "epochs": 3})
 
 
+def test_var_scales_follow_the_image_size():
+    """12x12 images (a 6x6 token map) used to crash: the VAR scales defaulted to (1, 2, 3, 4) whatever the size."""
+    from genleak.iar.train import IARTrainConfig, train_iar
+
+    x = torch.rand(4, 1, 12, 12) * 2 - 1
+    t = train_iar(x, torch.arange(4), IARTrainConfig(kind="var", steps=1, tokenizer_steps=1), progress=False)
+    assert t.model.config.scales == (1, 2, 3, 4, 5, 6) and t.encode(x).shape == (4, 91)
+    t = train_iar(x[..., :8, :8], torch.arange(4), IARTrainConfig(kind="var", steps=1, tokenizer_steps=1), progress=False)
+    assert t.model.config.scales == (1, 2, 3, 4)  # the 8x8 default is unchanged
+    cfg = IARTrainConfig(kind="var", steps=1, tokenizer_steps=1, tokenizer={"downsample": 4, "scales": [1, 3]})
+    assert train_iar(x, torch.arange(4), cfg, progress=False).model.config.scales == (1, 3)  # overrides win
+
+
+def test_experiment_split_can_be_stratified(tmp_path):
+    """``stratify`` draws the split as benchmarks/weakfit.py does (configs/iar_weakfit12.json: the same members)."""
+    from genleak.data import load_source, make_split
+    from genleak.iar.experiment import load_config, run_experiment
+
+    spec = {"kind": "digits", "size": 8}
+    (tmp_path / "c.json").write_text(json.dumps({"source": spec, "members": 30, "nonmembers": 30, "stratify": True,
+                                                 "notes": "n", "targets": [], "ddpm": None, "quality": False}))
+    got = run_experiment(load_config(tmp_path / "c.json"), tmp_path / "out", progress=False)["split"]["fingerprint"]
+    digits = load_source(spec)
+    assert got == make_split(digits, 30, 30, seed=0, source=spec, stratify=True, name="iar").fingerprint()
+    assert got != make_split(digits, 30, 30, seed=0, source=spec, name="iar").fingerprint()
+
+
 # ---------------------------------------------------------------------------------------------- attacks
 def test_registered_attacks_match_feature_table(rar_target, var_target, iar_data):
     """``get_attack(...).score`` (the pipeline path) gives exactly the feature-table statistic, is

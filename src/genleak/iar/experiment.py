@@ -11,8 +11,9 @@ extraction at several prefix lengths, and the output-noise sweep. Everything lan
 
 Config keys (all optional except where noted; see ``configs/iar_*.json``)::
 
-    name, seed, source ({"kind": "digits", "size": 8}), members, nonmembers, calibration_fraction,
-    tokenizer_steps, targets: [{"kind": "rar"|"var"|"mar", "steps": .., ...IARTrainConfig keys}],
+    name, description, notes, seed, source ({"kind": "digits", "size": 8}), members, nonmembers,
+    stratify (class-stratified split, as benchmarks/weakfit.py draws it), calibration_fraction, tokenizer_steps,
+    targets: [{"kind": "rar"|"var"|"mar", "steps": .., ...IARTrainConfig keys}],
     ddpm: {"steps": .., "block_out_channels": [..], "ema_decay": .., "attacks": [..]} or null,
     di_resamples, extraction: {"prefix_lens": [..], "top_k_per_class": .., "threshold": ..},
     mitigation: {"kinds": [..], "sigmas": [..], "mar_sigmas": [..], "n_per_class": ..},
@@ -38,8 +39,9 @@ from genleak.io import atomic_write_json, atomic_write_text
 
 DDPM_ATTACKS: tuple[str, ...] = ("loss", "secmi", "pia", "pian", "sima")
 
-KNOWN_KEYS = {"name", "seed", "source", "members", "nonmembers", "calibration_fraction", "tokenizer_steps",
-              "targets", "ddpm", "di_resamples", "extraction", "mitigation", "mar_attack", "quality"}
+KNOWN_KEYS = {"name", "description", "notes", "seed", "source", "members", "nonmembers", "stratify",
+              "calibration_fraction", "tokenizer_steps", "targets", "ddpm", "di_resamples", "extraction", "mitigation",
+              "mar_attack", "quality"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def run_experiment(config: dict[str, Any], out_dir: str | Path, *, progress: boo
     spec = config.get("source", {"kind": "digits", "size": 8})
     source = load_source(spec)
     split = make_split(source, int(config.get("members", 64)), int(config.get("nonmembers", 576)), seed=seed,
-                       source=spec, name=config.get("name", "iar"))
+                       source=spec, stratify=bool(config.get("stratify", False)), name=config.get("name", "iar"))
     public = public_images(source, split.members, split.nonmembers)
     data = AuditData.from_split(split, public, float(config.get("calibration_fraction", 0.5)), seed=seed)
     resamples = int(config.get("di_resamples", 1000))

@@ -78,9 +78,20 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor, num_classes: int) 
         raise GenleakError(f"labels must be in 0..{num_classes - 1}; set num_classes")
 
 
+# VAR's scale schedule (Tian et al. 2024, 256px: a 16x16 token map); smaller maps keep the sides below theirs
+VAR_SCALES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
 def _tokenizer_config(config: IARTrainConfig, images: torch.Tensor) -> dict[str, Any]:
-    base: dict[str, Any] = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1])}
-    return {**base, **config.tokenizer}
+    """Image shape plus overrides; VAR scales default to VAR's schedule up to the latent side, which
+    depends on the image size (a fixed default only fits 8x8 images: (1, 2, 3, 4) for a 4x4 map)."""
+    from genleak.models.vq import VQConfig
+
+    cfg: dict[str, Any] = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1]), **config.tokenizer}
+    if config.kind != "mar" and "scales" not in cfg:
+        side = cfg["image_size"] // int(cfg.get("downsample", VQConfig.downsample))
+        cfg["scales"] = [s for s in VAR_SCALES if s < side] + [side]
+    return cfg
 
 
 def _schedule(step: int, config: IARTrainConfig) -> float:
