@@ -89,7 +89,7 @@ def _split(setup: dict[str, Any]) -> Any:
 
     spec = parse_source_spec(setup.get("source", "digits:8"))
     return make_split(load_source(spec), setup["members"], setup.get("nonmembers"), seed=setup.get("split_seed", 0),
-                      source=spec)
+                      source=spec, stratify=setup.get("stratify", False))
 
 
 def _target_for(setup: dict[str, Any], out: Path, name: str) -> tuple[Any, Any]:
@@ -163,7 +163,7 @@ def claim_s2l(cfg: dict[str, Any], out: Path) -> None:
     for seed in cfg.get("seeds", [0]):
         shake = ShakeConfig(**dict(cfg.get("shake", {}), seed=seed))
         comp = run_s2l(target, split, cfg.get("domain", "all"), variants, cfg["attacks"], shake,
-                       out_dir=out / f"s2l-seed{seed}", seed=seed, progress=False)
+                       attack_params=cfg.get("attack_params"), out_dir=out / f"s2l-seed{seed}", seed=seed, progress=False)
         write_report(comp, out / f"s2l-seed{seed}")
         print(f"\nseed {seed}\n" + comp.markdown(), flush=True)
 

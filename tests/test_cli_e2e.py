@@ -174,16 +174,23 @@ def test_evaluate_defense_compares_baseline_and_dpsgd(tiny, encoder, cli, tmp_pa
 def test_defend_experiment_trains_and_evaluates_every_defense(encoder, cli, tmp_path):
     from genleak.defenses.dpsgd import DPConfig, spent_epsilon
 
-    config = {"name": "tiny", "split": {"source": "digits:8", "members": 16, "nonmembers": 32},
+    config = {"name": "tiny", "split": {"source": "digits:8", "members": 16, "nonmembers": 32, "stratify": True},
               "train": {"steps": 30, "block_out_channels": [16, 32], "batch_size": 16, "ema_decay": 0.9},
               "defenses": {"disjoint": {"dual_steps": 5}, "distillmd": {}, "kd": {},
                            "dpsgd": {"noise_multiplier": 1.0, "delta": 1e-3, "batch_size": 8, "steps": 10}},
               "evaluate": {"attacks": ["loss"], "n_quality": 8, "quality_steps": 3}}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "split": {**config["split"], "stratfy": True}}))
+    code, _, err = cli("defend", "experiment", "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "bad"))
+    assert code == 2 and "unknown keys ['stratfy']" in err  # a misspelt key is refused, not ignored
     (tmp_path / "config.json").write_text(json.dumps(config))
     shutil.copytree(encoder, tmp_path / "out" / "encoder")  # reused as a finished step: 600 steps saved
     code, _, err = cli("defend", "experiment", "--config", str(tmp_path / "config.json"), "--out",
                        str(tmp_path / "out"), "--threads", "1")
     assert code == 0, err
+    from genleak.data import MembershipSplit
+
+    labels = MembershipSplit.load(tmp_path / "out" / "split.json").members.labels
+    assert np.ptp(np.bincount(labels, minlength=10)) <= 1  # stratified: 16 members of 10 classes, 1 or 2 each
     models = json.loads((tmp_path / "out" / "defense_eval.json").read_text())["models"]
     assert list(models) == ["baseline", "sub-model-1", "sub-model-2", "dualmd", "distillmd", "kd", "dpsgd"]
     assert all(m["attacks"]["loss"]["status"] == "ok" and m["quality"]["n_generated"] == 8 for m in models.values())

@@ -33,9 +33,8 @@ from genleak.targets.base import Target, TargetKind, q_sample
 @dataclass(frozen=True)
 class CLiDConfig(AttackConfig):
     # Timesteps and draws: ours (the thesis gives no values; CLiD's own Monte-Carlo estimate samples
-    # a few timesteps). alpha = 1 scores the pure discrepancy D, CLiD's indicator; on our tiny
-    # text-to-image models every alpha in [0, 1] gave AUC 0.995-1.0 (benchmarks/results_latent.md),
-    # so the data do not pick a value and we keep the paper's quantity.
+    # a few timesteps). alpha = 1 scores the pure discrepancy D, CLiD's indicator: the paper's quantity
+    # (no calibration split of ours has picked another value).
     timesteps: tuple[int, ...] = (100, 200, 300)
     n_draws: int = 1
     alpha: float = 1.0

@@ -5,7 +5,7 @@ Every model trains with the same ``train`` settings (same steps, batch size, lr,
 comparison of appendix A.2.2); each lives in its own subfolder of OUT and is reused when the
 folder already holds the finished run, so an interrupted experiment resumes.
 
-Config keys (JSON): ``name``; ``split`` {source, members, nonmembers, seed}; ``train``
+Config keys (JSON): ``name``; ``split`` {source, members, nonmembers, seed, stratify}; ``train``
 {steps, block_out_channels, batch_size, lr, ema_decay, seed}; ``defenses`` {disjoint:
 {halves_seed, dual_steps}, distillmd: {init}, kd: {init}, dpsgd: {noise_multiplier |
 target_epsilon, delta, max_grad_norm, accountant; optional overrides steps, lr, batch_size}} (leave a defense
@@ -57,13 +57,15 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, *, progress: bo
     atomic_write_json(out / "experiment_config.json", cfg)
 
     sc = cfg["split"]
+    _check_keys(sc, {"source", "members", "nonmembers", "seed", "stratify"}, "split")
     split_path = out / "split.json"
     if split_path.is_file():
         split = MembershipSplit.load(split_path)
     else:
         spec = parse_source_spec(sc["source"])
         split = make_split(load_source(spec), int(sc["members"]), int(sc.get("nonmembers", sc["members"])),
-                           seed=int(sc.get("seed", 0)), source=spec, name=cfg.get("name", "defense"))
+                           seed=int(sc.get("seed", 0)), source=spec, stratify=bool(sc.get("stratify", False)),
+                           name=cfg.get("name", "defense"))
         split.save(split_path)
 
     tc = dict(cfg["train"])
