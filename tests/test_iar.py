@@ -218,6 +218,19 @@ def test_experiment_split_can_be_stratified(tmp_path):
     assert got != make_split(digits, 30, 30, seed=0, source=spec, name="iar").fingerprint()
 
 
+
+def test_experiment_trains_a_tokenizer_per_distinct_setting(tmp_path):
+    """Two targets with different tokenizer settings get two tokenizers, not the first one's (it was keyed by kind)."""
+    from genleak.iar.experiment import load_config, run_experiment
+
+    targets = [{"kind": "rar", "steps": 2, "label": "a"}, {"kind": "rar", "steps": 2, "label": "b",
+                                                          "tokenizer": {"codebook_size": 16}}]
+    (tmp_path / "c.json").write_text(json.dumps({"members": 20, "nonmembers": 20, "tokenizer_steps": 2, "targets": targets,
+                                                 "ddpm": None, "quality": False, "di_resamples": 5}))
+    out = run_experiment(load_config(tmp_path / "c.json"), tmp_path / "out", progress=False)
+    assert set(out["tokenizer_seconds"]) == {"vq", "vq:b"}
+    assert [out["targets"][k]["describe"]["tokenizer"]["codebook_size"] for k in "ab"] == [64, 16]
+
 # ---------------------------------------------------------------------------------------------- attacks
 def test_registered_attacks_match_feature_table(rar_target, var_target, iar_data):
     """``get_attack(...).score`` (the pipeline path) gives exactly the feature-table statistic, is

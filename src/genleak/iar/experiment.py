@@ -22,6 +22,7 @@ Config keys (all optional except where noted; see ``configs/iar_*.json``)::
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,15 @@ def run_experiment(config: dict[str, Any], out_dir: str | Path, *, progress: boo
         tspec = dict(tspec)
         label = tspec.pop("label", tspec["kind"])
         tcfg = IARTrainConfig.from_dict({"seed": seed, "tokenizer_steps": config.get("tokenizer_steps", 600), **tspec})
-        tok_key = "mar" if tcfg.kind == "mar" else "vq"
+        # VAR and RAR share one tokenizer only when every setting that shapes it is the same
+        tok_kind = "mar" if tcfg.kind == "mar" else "vq"
+        tok_key = json.dumps([tok_kind, tcfg.tokenizer, tcfg.tokenizer_steps, tcfg.tokenizer_lr, tcfg.batch_size,
+                              tcfg.grad_accum, tcfg.seed], sort_keys=True)
         if tok_key not in tokenizers:
             t0 = time.time()
             tokenizers[tok_key] = train_tokenizer(public.images, tcfg, progress=progress)
-            results.setdefault("tokenizer_seconds", {})[tok_key] = round(time.time() - t0, 1)
+            seconds = results.setdefault("tokenizer_seconds", {})
+            seconds[tok_kind if tok_kind not in seconds else f"{tok_kind}:{label}"] = round(time.time() - t0, 1)
         t0 = time.time()
         target = train_iar(split.members.images, torch.as_tensor(split.members.labels), tcfg, out / "targets" / label,
                            tokenizer=tokenizers[tok_key], split_manifest=split.to_manifest(), progress=progress)
