@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections import Counter
 
 import numpy as np
@@ -55,10 +56,21 @@ def test_weakfit_benchmark_sides_are_disjoint_and_stratified():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import weakfit
 
-    target, shadow = weakfit.splits(1000)
+    target, shadow = weakfit.splits(1000, 12)
     sides = [target.members, target.nonmembers, shadow.members, shadow.nonmembers]
     assert [len(s) for s in sides] == [1000] * 4
     assert len({h for s in sides for h in s.hashes}) == 4000  # no image on two sides (nor twice on one)
     for s in sides:
         assert Counter(s.labels) == dict.fromkeys(range(10), 100)  # stratified: 500 per class in the file
     assert target.seed == 0 and shadow.seed == 1 and shadow.source == {"kind": "mnist5k", "size": 12}
+    # the weakly-fit re-tests of the other claims train on this very target split (benchmarks/RESULTS.md)
+    from genleak.data import make_split
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for name, section in (("defense_weakfit12.json", "split"), ("s2l_weakfit12.json", "setup"), ("iar_weakfit12.json", None)):
+        cfg = json.loads((root / name).read_text())
+        sc = cfg[section] if section else cfg
+        spec = sc["source"] if isinstance(sc["source"], dict) else {"kind": "mnist5k", "size": int(sc["source"].split(":")[1])}
+        split = make_split(load_source(spec), sc["members"], sc["nonmembers"], seed=sc.get("seed", sc.get("split_seed")),
+                           stratify=sc["stratify"])
+        assert split.members.ids == target.members.ids and split.nonmembers.ids == target.nonmembers.ids, name
