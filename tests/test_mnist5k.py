@@ -64,13 +64,15 @@ def test_weakfit_benchmark_sides_are_disjoint_and_stratified():
         assert Counter(s.labels) == dict.fromkeys(range(10), 100)  # stratified: 500 per class in the file
     assert target.seed == 0 and shadow.seed == 1 and shadow.source == {"kind": "mnist5k", "size": 12}
     # the weakly-fit re-tests of the other claims train on this very target split (benchmarks/RESULTS.md)
-    from genleak.data import make_split
+    from genleak.data import make_split, parse_source_spec
 
+    full = load_source(shadow.source)
     root = Path(__file__).resolve().parent.parent / "configs"
     for name, section in (("defense_weakfit12.json", "split"), ("s2l_weakfit12.json", "setup"), ("iar_weakfit12.json", None)):
         cfg = json.loads((root / name).read_text())
         sc = cfg[section] if section else cfg
-        spec = sc["source"] if isinstance(sc["source"], dict) else {"kind": "mnist5k", "size": int(sc["source"].split(":")[1])}
-        split = make_split(load_source(spec), sc["members"], sc["nonmembers"], seed=sc.get("seed", sc.get("split_seed")),
+        spec = sc["source"] if isinstance(sc["source"], dict) else parse_source_spec(sc["source"])
+        assert spec == shadow.source, name
+        split = make_split(full, sc["members"], sc["nonmembers"], seed=sc.get("seed", sc.get("split_seed")),
                            stratify=sc["stratify"])
         assert split.members.ids == target.members.ids and split.nonmembers.ids == target.nonmembers.ids, name

@@ -25,6 +25,7 @@ import torch
 
 from genleak.config import JsonConfig
 from genleak.errors import GenleakError
+from genleak.models.vq import VQConfig
 from genleak.targets.folders import TARGET_SPLIT_FILE, TRAIN_RECORD
 from genleak.targets.iar import IARTarget, build_target, load_iar_target
 from genleak.train.loop import LoopConfig, TrainHooks, make_accelerator, run_loop
@@ -85,8 +86,6 @@ VAR_SCALES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 def _tokenizer_config(config: IARTrainConfig, images: torch.Tensor) -> dict[str, Any]:
     """Image shape plus overrides; VAR scales default to VAR's schedule up to the latent side, which
     depends on the image size (a fixed default only fits 8x8 images: (1, 2, 3, 4) for a 4x4 map)."""
-    from genleak.models.vq import VQConfig
-
     cfg: dict[str, Any] = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1]), **config.tokenizer}
     if config.kind != "mar" and "scales" not in cfg:
         side = cfg["image_size"] // int(cfg.get("downsample", VQConfig.downsample))
