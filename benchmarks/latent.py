@@ -9,6 +9,9 @@
     python benchmarks/latent.py claims --config configs/ldm_kl_sweep.json --out runs/ldm-kl
     python benchmarks/latent.py claims --config configs/ldm_text.json --out runs/ldm-text
 
+    # AUC [95% bootstrap CI], TPR@1%FPR / @0.1%FPR, two-sided leakage of every run's saved scores
+    python benchmarks/latent.py metrics --out runs/ldm-text
+
 Record results in benchmarks/results_latent.md together with the command.
 """
 
@@ -229,6 +232,25 @@ def run_speed(n: int, batch: int, attacks: list[str], guidance: float) -> str:
     return "\n".join(lines)
 
 
+def print_metrics(out: Path, bootstrap: int = 1000) -> None:
+    """Metrics of each run's saved per-sample scores (``scores-<run>/scores/<attack>.npz``); the
+    claims table keeps AUCs only. Multi-column scores: the first column is the attack's score, as in
+    ``genleak.pipeline.score_metrics``. The in-process ``blackbox@`` attacks save no scores."""
+    import numpy as np
+
+    from genleak.metrics import evaluate
+
+    print("| run | attack | AUC [95% CI] | TPR@1%FPR | TPR@0.1%FPR | two-sided |\n|---|---|---|---|---|---|")
+    for path in sorted(out.glob("scores-*/scores/*.npz")):
+        with np.load(path) as z:
+            m, n = z["member_scores"], z["nonmember_scores"]
+        m, n = (m[:, 0], n[:, 0]) if m.ndim > 1 else (m, n)
+        r = evaluate(m, n, bootstrap=bootstrap)
+        print(f"| {path.parent.parent.name.removeprefix('scores-')} | {path.stem} | {r.auc:.3f} [{r.auc_ci[0]:.3f}, "
+              f"{r.auc_ci[1]:.3f}] | {100 * r.tpr_at_1pct_fpr:.1f}% | {100 * r.tpr_at_01pct_fpr:.1f}% | "
+              f"{r.leakage_auc:.3f} ({r.leak_direction}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -236,6 +258,9 @@ def main() -> None:
     c.add_argument("--config", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--threads", type=int, default=1)
+    m = sub.add_parser("metrics")
+    m.add_argument("--out", type=Path, required=True)
+    m.set_defaults(threads=1)
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=128)
     s.add_argument("--batch", type=int, default=64)
@@ -252,6 +277,8 @@ def main() -> None:
         from evidence import record_run  # benchmarks/evidence.py: mark the evidence entries this run produced
 
         record_run(sys.argv, args.out)
+    elif args.cmd == "metrics":
+        print_metrics(args.out)
     else:
         print(run_speed(args.n, args.batch, [a for a in args.attacks.split(",") if a], args.guidance))
 

@@ -123,3 +123,23 @@ def test_every_measured_number_is_in_the_results_files(doc):
         untraced += [(kind, key, n) for n in re.findall(r"\d+\.\d+", text)
                      if n not in md and f"{1 - float(n):.{len(n.split('.')[1])}f}" not in md]
     assert not untraced, untraced
+
+
+def test_latent_metrics_reads_every_runs_saved_scores(tmp_path, capsys):
+    """`benchmarks/latent.py metrics` (the TPR and CIs beside the latent claims' AUCs): the first column of a
+    multi-column score is the attack's score, and a reversed signal is reported two-sided."""
+    import numpy as np
+
+    import latent
+
+    def save(run: str, attack: str, members: list, nonmembers: list) -> None:
+        (tmp_path / f"scores-{run}" / "scores").mkdir(parents=True, exist_ok=True)
+        np.savez(tmp_path / f"scores-{run}" / "scores" / f"{attack}.npz", member_scores=np.array(members),
+                 nonmember_scores=np.array(nonmembers))
+
+    save("a", "loss", [1.0, 2.0, 3.0, 4.0], [0.5, 1.5, 2.5, 3.5])  # 10 of 16 pairs ordered: AUC 0.625
+    save("b", "clid", [[0.0, 9.0], [1.0, 9.0]], [[2.0, 0.0], [3.0, 0.0]])  # column 0 reversed, column 1 ignored
+    latent.print_metrics(tmp_path, bootstrap=50)
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0], r[1], r[2][:5], r[-1]) for r in rows] == [("| a", "loss", "0.625", "0.625 (direct) |"),
+                                                             ("| b", "clid", "0.000", "1.000 (flipped) |")]
