@@ -240,8 +240,11 @@ def print_metrics(out: Path, bootstrap: int = 1000) -> None:
 
     from genleak.metrics import evaluate
 
+    paths = sorted(out.glob("scores-*/scores/*.npz"))
+    if not paths:
+        raise SystemExit(f"no saved scores under {out}/scores-*/scores/: run `latent.py claims --out {out}` first")
     print("| run | attack | AUC [95% CI] | TPR@1%FPR | TPR@0.1%FPR | two-sided |\n|---|---|---|---|---|---|")
-    for path in sorted(out.glob("scores-*/scores/*.npz")):
+    for path in paths:
         with np.load(path) as z:
             m, n = z["member_scores"], z["nonmember_scores"]
         m, n = (m[:, 0], n[:, 0]) if m.ndim > 1 else (m, n)

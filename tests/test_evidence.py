@@ -137,6 +137,8 @@ def test_latent_metrics_reads_every_runs_saved_scores(tmp_path, capsys):
         np.savez(tmp_path / f"scores-{run}" / "scores" / f"{attack}.npz", member_scores=np.array(members),
                  nonmember_scores=np.array(nonmembers))
 
+    with pytest.raises(SystemExit, match="no saved scores"):
+        latent.print_metrics(tmp_path)
     save("a", "loss", [1.0, 2.0, 3.0, 4.0], [0.5, 1.5, 2.5, 3.5])  # 10 of 16 pairs ordered: AUC 0.625
     save("b", "clid", [[0.0, 9.0], [1.0, 9.0]], [[2.0, 0.0], [3.0, 0.0]])  # column 0 reversed, column 1 ignored
     latent.print_metrics(tmp_path, bootstrap=50)
