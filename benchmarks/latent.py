@@ -50,6 +50,8 @@ def _key(d: dict[str, Any]) -> str:
 
 
 def _aucs(target: Any, split: Any, attacks: list[str], out: Path, params: dict[str, Any]) -> dict[str, float]:
+    from genleak.io import atomic_save_npz
+    from genleak.metrics import evaluate
     from genleak.pipeline import run_attacks
 
     local = [a for a in attacks if a.startswith("blackbox")]
@@ -57,24 +59,26 @@ def _aucs(target: Any, split: Any, attacks: list[str], out: Path, params: dict[s
     row = {a.name: (round(float(a.metrics.auc), 4) if a.metrics is not None else f"failed: {a.error}") for a in result.attacks}
     for name in local:
         strength = float(name.split("@")[1]) if "@" in name else 1.0
-        row[name] = round(blackbox_auc(target, split, strength), 4)
+        members, nonmembers = blackbox_scores(target, split, strength)
+        atomic_save_npz(out / "scores" / f"{name}.npz", member_scores=members, nonmember_scores=nonmembers)  # for `metrics`
+        row[name] = round(float(evaluate(members, nonmembers).auc), 4)
     return row
 
 
-def blackbox_auc(target: Any, split: Any, strength: float = 1.0, n_gen: int = 3, steps: int = 50, seed: int = 0) -> float:
-    """AUC of ``genbox`` at ``strength`` (3 generations, 50 DDIM steps: DualMD paper appendix
-    A.2.2): from the caption alone at strength 1 (the Pang & Wang setting of 001 table 5),
+def blackbox_scores(target: Any, split: Any, strength: float = 1.0, n_gen: int = 3, steps: int = 50,
+                    seed: int = 0) -> tuple[Any, Any]:
+    """Member and non-member scores of ``genbox`` at ``strength`` (3 generations, 50 DDIM steps: DualMD
+    paper appendix A.2.2): from the caption alone at strength 1 (the Pang & Wang setting of 001 table 5),
     image-to-image from the noised query below 1. Lets one config compare several strengths."""
     from genleak.attacks import get_attack
-    from genleak.metrics import evaluate
 
     attack = get_attack("genbox", strength=strength, n_gen=n_gen, steps=steps)
 
-    def scores(side: Any) -> torch.Tensor:
+    def scores(side: Any) -> Any:
         cond = target.conditions(side) if getattr(target, "conditions", None) else None
-        return attack.score(target, side.images, side.ids, cond=cond, seed=seed, progress=False)
+        return attack.score(target, side.images, side.ids, cond=cond, seed=seed, progress=False).numpy()
 
-    return float(evaluate(scores(split.members).numpy(), scores(split.nonmembers).numpy()).auc)
+    return scores(split.members), scores(split.nonmembers)
 
 
 def run_claims(config_path: Path, out: Path) -> list[dict[str, Any]]:
@@ -235,7 +239,7 @@ def run_speed(n: int, batch: int, attacks: list[str], guidance: float) -> str:
 def print_metrics(out: Path, bootstrap: int = 1000) -> None:
     """Metrics of each run's saved per-sample scores (``scores-<run>/scores/<attack>.npz``); the
     claims table keeps AUCs only. Multi-column scores: the first column is the attack's score, as in
-    ``genleak.pipeline.score_metrics``. The in-process ``blackbox@`` attacks save no scores."""
+    ``genleak.pipeline.score_metrics``."""
     import numpy as np
 
     from genleak.metrics import evaluate
