@@ -45,8 +45,8 @@ from genleak.train.loop import TrainHooks  # noqa: E402
 
 ATTACKS = ("loss", "secmi", "pia", "pian", "sima")
 SINGLE_QUERY = ("pia", "pian", "sima")  # the attacks the SimA paper compares at one-two queries
-# 16x16, 5,000 steps (160 epochs): best target AUC 0.625 (PIA), inside the 0.55-0.8 band; 0.23 s per step
-# on an idle core, so target and shadow train side by side in ~20 min, inside its 60 min (28x28: 0.71 s per step).
+# 16x16, 5,000 steps (160 epochs): best target AUC 0.625 (PIA), inside the 0.55-0.8 band; target and shadow
+# trained side by side in 3,117 s and 3,270 s on the shared 2-core machine, inside its 60 min (28x28 not tried).
 # 12x12 at 2,500 steps, the first run, fit too weakly: best AUC 0.555 (benchmarks/RESULTS.md, 'Weakly-fit regime').
 SIZE, N = 16, 1000
 RECIPE = {"steps": 5000, "batch_size": 32, "lr": 1e-3, "block_out_channels": (32, 48, 64), "layers_per_block": 1,
