@@ -237,12 +237,11 @@ def run_speed(n: int, batch: int, attacks: list[str], guidance: float) -> str:
 
 
 def print_metrics(out: Path, bootstrap: int = 1000) -> None:
-    """Metrics of each run's saved per-sample scores (``scores-<run>/scores/<attack>.npz``); the
-    claims table keeps AUCs only. Multi-column scores: the first column is the attack's score, as in
-    ``genleak.pipeline.score_metrics``."""
+    """Metrics of each run's saved per-sample scores (``scores-<run>/scores/<attack>.npz``), all of
+    them evaluation (the claims table keeps AUCs only); ``score_metrics`` reads multi-column scores."""
     import numpy as np
 
-    from genleak.metrics import evaluate
+    from genleak.pipeline import score_metrics
 
     paths = sorted(out.glob("scores-*/scores/*.npz"))
     if not paths:
@@ -251,8 +250,7 @@ def print_metrics(out: Path, bootstrap: int = 1000) -> None:
     for path in paths:
         with np.load(path) as z:
             m, n = z["member_scores"], z["nonmember_scores"]
-        m, n = (m[:, 0], n[:, 0]) if m.ndim > 1 else (m, n)
-        r = evaluate(m, n, bootstrap=bootstrap)
+        r, _ = score_metrics(m, n, (slice(None), slice(None)), (slice(0), slice(0)), bootstrap=bootstrap, seed=0)
         print(f"| {path.parent.parent.name.removeprefix('scores-')} | {path.stem} | {r.auc:.3f} [{r.auc_ci[0]:.3f}, "
               f"{r.auc_ci[1]:.3f}] | {100 * r.tpr_at_1pct_fpr:.1f}% | {100 * r.tpr_at_01pct_fpr:.1f}% | "
               f"{r.leakage_auc:.3f} ({r.leak_direction}) |")
